@@ -1,0 +1,49 @@
+//! bulkhead's state: one SQLite file.
+//!
+//! - [`Store`] is the handle. [`Store::open`] creates the file (mode 0600,
+//!   parent directory 0700), turns on WAL with `synchronous=FULL`, foreign
+//!   keys and a busy timeout, and applies the numbered schema
+//!   [`migrate::MIGRATIONS`] it has not seen, each once, in one transaction.
+//!   A database from a newer build is refused with
+//!   [`OpenStoreError::NewerSchema`].
+//! - **Desired-state revisions.** Every apply saves the applied objects —
+//!   [`NewObject`]: an [`ObjectKey`] (kind, optional namespace, name) and
+//!   canonical document text — as a [`Revision`] with
+//!   [`Store::save_revision`]. Each object and each revision carries a
+//!   SHA-256 digest; equal revision digests mean equal desired state.
+//!   [`Store::diff_revisions`] compares two revisions into a
+//!   [`RevisionDiff`] of [`ObjectChange`]s with unified text diffs.
+//! - **Audit log.** [`Store::append_audit`] appends an [`AuditRecord`] to a
+//!   hash chain that the database refuses to update or delete, durable
+//!   before the call returns. A change is logged as an intent
+//!   ([`Store::audit_intent`]) before it is made and an outcome
+//!   ([`Store::audit_outcome`]) after; [`Store::audited`] wraps both. The
+//!   head is mirrored to an anchor file `<db>.audit-head`.
+//!   [`Store::verify_audit`] returns an [`AuditVerification`] naming the
+//!   first bad record as a [`Tamper`] (see [`audit::verify`] for the rules).
+//!
+//! The store does not know the spec's types: callers hand it kinds, names
+//! and document text, so it depends on nothing else in bulkhead.
+#![forbid(unsafe_code)]
+
+pub mod audit;
+mod diff;
+mod digest;
+pub mod migrate;
+mod open;
+mod revision;
+mod time;
+
+pub use audit::verify::{AnchorCheck, AuditVerification, Tamper, TamperKind, VerifyAuditError};
+pub use audit::{
+    AppendAuditError, AuditEntry, AuditHead, AuditOutcome, AuditRecord, Audited, GENESIS_HASH,
+    RESULT_PENDING, ReadAuditError,
+};
+pub use diff::{
+    DIFF_CONTEXT_LINES, DiffRevisionsError, ObjectChange, RevisionDiff, diff_revisions,
+};
+pub use open::{AUDIT_HEAD_SUFFIX, BUSY_TIMEOUT, MigrateError, OpenStoreError, Store};
+pub use revision::{
+    GetRevisionError, ListRevisionsError, NewObject, ObjectKey, Revision, RevisionId,
+    RevisionSummary, SaveRevisionError, SavedRevision, StoredObject, revision_digest,
+};

@@ -1,0 +1,219 @@
+//! Numbered schema migrations.
+//!
+//! The schema version lives in SQLite's `user_version` header field; the
+//! `schema_migrations` table keeps a human-readable history (version, name,
+//! time applied). All pending migrations run in one `BEGIN IMMEDIATE`
+//! transaction together with the `user_version` bump, so a crash leaves the
+//! database at the old version or the new one, never in between.
+//!
+//! To add a migration, append an entry to [`MIGRATIONS`] with the next
+//! version number. Never edit or reorder a migration that has shipped.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use crate::time::now_rfc3339;
+
+/// One schema step.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    /// Schema version after this migration; versions start at 1 and are
+    /// consecutive.
+    pub version: i64,
+    /// Short name recorded in `schema_migrations`.
+    pub name: &'static str,
+    /// SQL run as a batch inside the migration transaction.
+    pub sql: &'static str,
+}
+
+/// Every migration, in order. `MIGRATIONS[i].version == i + 1`.
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "desired-state revisions",
+        sql: "
+            CREATE TABLE revisions (
+                id          INTEGER PRIMARY KEY AUTOINCREMENT,
+                created_at  TEXT    NOT NULL,
+                actor       TEXT    NOT NULL,
+                message     TEXT    NOT NULL,
+                digest      TEXT    NOT NULL
+            );
+            CREATE TABLE revision_objects (
+                revision_id INTEGER NOT NULL REFERENCES revisions(id) ON DELETE CASCADE,
+                kind        TEXT    NOT NULL,
+                namespace   TEXT,
+                name        TEXT    NOT NULL,
+                document    TEXT    NOT NULL,
+                digest      TEXT    NOT NULL
+            );
+            CREATE UNIQUE INDEX revision_objects_key
+                ON revision_objects (revision_id, kind, ifnull(namespace, ''), name);
+        ",
+    },
+    Migration {
+        version: 2,
+        name: "hash-chained audit log",
+        sql: "
+            CREATE TABLE audit_log (
+                seq           INTEGER NOT NULL,
+                time          TEXT    NOT NULL,
+                actor         TEXT    NOT NULL,
+                action        TEXT    NOT NULL,
+                object        TEXT    NOT NULL,
+                before_digest TEXT,
+                after_digest  TEXT,
+                result        TEXT    NOT NULL,
+                detail        TEXT,
+                refers_to     INTEGER, -- checked by append; no FK so the
+                                      -- verifier never depends on an index
+                prev_hash     TEXT    NOT NULL,
+                hash          TEXT    NOT NULL
+            );
+            CREATE UNIQUE INDEX audit_log_seq ON audit_log (seq);
+            CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+            BEGIN
+                SELECT RAISE(ABORT, 'audit_log is append-only: update refused');
+            END;
+            CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+            BEGIN
+                SELECT RAISE(ABORT, 'audit_log is append-only: delete refused');
+            END;
+        ",
+    },
+    Migration {
+        // Reserved for upcoming work; nothing reads or writes these yet.
+        version: 3,
+        name: "reserved tenant allocations",
+        sql: "
+            CREATE TABLE tenant_id_ranges (
+                tenant     TEXT    PRIMARY KEY,
+                uid_start  INTEGER NOT NULL CHECK (uid_start >= 0),
+                uid_count  INTEGER NOT NULL CHECK (uid_count > 0),
+                gid_start  INTEGER NOT NULL CHECK (gid_start >= 0),
+                gid_count  INTEGER NOT NULL CHECK (gid_count > 0),
+                created_at TEXT    NOT NULL
+            );
+            CREATE TABLE tenant_keys (
+                tenant      TEXT    NOT NULL,
+                key_version INTEGER NOT NULL,
+                wrapped_key BLOB    NOT NULL,
+                created_at  TEXT    NOT NULL,
+                PRIMARY KEY (tenant, key_version)
+            );
+            CREATE TABLE tenant_addresses (
+                tenant     TEXT NOT NULL,
+                address    TEXT NOT NULL UNIQUE,
+                created_at TEXT NOT NULL
+            );
+        ",
+    },
+];
+
+/// The schema version this build writes and understands.
+pub const LATEST_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Why migrating failed; wrapped by [`crate::OpenStoreError`], which adds
+/// the database path.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum MigrateFailure {
+    #[error(
+        "database schema version {found} is newer than this build supports (expected at most {supported}); upgrade bulkhead"
+    )]
+    Newer { found: i64, supported: i64 },
+    #[error("could not read or begin the schema transaction")]
+    Begin(#[source] rusqlite::Error),
+    #[error("migration {version} ({name}) failed")]
+    Step {
+        version: i64,
+        name: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("could not commit schema migrations")]
+    Commit(#[source] rusqlite::Error),
+}
+
+/// Bring `conn` to [`LATEST_VERSION`]; returns the version found before.
+pub(crate) fn migrate(conn: &mut Connection) -> Result<i64, MigrateFailure> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(MigrateFailure::Begin)?;
+    let found: i64 = tx
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(MigrateFailure::Begin)?;
+    if found > LATEST_VERSION {
+        return Err(MigrateFailure::Newer {
+            found,
+            supported: LATEST_VERSION,
+        });
+    }
+    if found == LATEST_VERSION {
+        return Ok(found);
+    }
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version    INTEGER PRIMARY KEY,
+             name       TEXT NOT NULL,
+             applied_at TEXT NOT NULL
+         );",
+    )
+    .map_err(|source| MigrateFailure::Step {
+        version: 0,
+        name: "schema_migrations table",
+        source,
+    })?;
+    let applied_at = now_rfc3339();
+    for m in MIGRATIONS.iter().filter(|m| m.version > found) {
+        let step = |source| MigrateFailure::Step {
+            version: m.version,
+            name: m.name,
+            source,
+        };
+        tx.execute_batch(m.sql).map_err(step)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
+            (m.version, m.name, &applied_at),
+        )
+        .map_err(step)?;
+        tx.pragma_update(None, "user_version", m.version)
+            .map_err(step)?;
+    }
+    tx.commit().map_err(MigrateFailure::Commit)?;
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_consecutive_from_one() {
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.version, i as i64 + 1, "migration {}", m.name);
+        }
+    }
+
+    #[test]
+    fn migrating_twice_applies_each_once() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        assert_eq!(migrate(&mut conn).unwrap(), 0);
+        assert_eq!(migrate(&mut conn).unwrap(), LATEST_VERSION);
+        let rows: i64 = conn
+            .query_row("SELECT count(*) FROM schema_migrations", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, LATEST_VERSION);
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "user_version", LATEST_VERSION + 1)
+            .unwrap();
+        let err = migrate(&mut conn).unwrap_err();
+        assert!(
+            matches!(err, MigrateFailure::Newer { found, supported }
+                if found == LATEST_VERSION + 1 && supported == LATEST_VERSION),
+            "{err:?}"
+        );
+    }
+}
