@@ -1,0 +1,4 @@
+//! Raw syscalls that neither `std` nor `rustix` offer. The only place in the
+//! crate where `unsafe` is allowed; each block says why it is sound.
+
+pub(crate) mod landlock;
