@@ -1,8 +1,20 @@
 //! bulkhead-node: Linux enforcement for bulkhead.
 //!
-//! [`mountinfo`] parses `/proc/<pid>/mountinfo`. Raw syscalls live only in the
-//! private `sys` module, the one place `unsafe` is allowed.
+//! For now it holds what `bulkhead doctor` reports: [`doctor::run`] reads the
+//! host through [`doctor::HostPaths`] (every filesystem root a parameter) and a
+//! [`doctor::KernelProbe`] (the syscalls no path can stand in for) and returns
+//! a [`doctor::Report`]: one [`doctor::FeatureCheck`] per isolation
+//! [`doctor::Feature`] (cgroups as [`doctor::CgroupInfo`], user namespaces,
+//! seccomp, Landlock, nftables, loop + ext4 encryption, tc) and the
+//! [`doctor::Hardening`] baseline with its [`doctor::Exposure`] score.
+//! [`doctor::Report::require`] gives `apply` a [`doctor::HostNotReady`] error.
+//! [`mountinfo`] parses `/proc/<pid>/mountinfo`.
+//!
+//! Cgroups, namespaces, seccomp, netlink, nftables and volumes follow. Raw
+//! syscalls live only in the private `sys` module, the one place `unsafe` is
+//! allowed.
 
+pub mod doctor;
 pub mod mountinfo;
 #[allow(unsafe_code)]
 mod sys;
