@@ -248,7 +248,9 @@ impl Feature {
             Feature::Ext4Tools => "creating tenant volumes with -O encrypt",
             Feature::TrafficControl => "egress bandwidth quotas",
             Feature::Qdiscs => "egress shaping (htb/tbf) and ingress policing",
-            Feature::Iproute2 => "`bulkhead run` convention for /run/netns and debugging",
+            Feature::Iproute2 => {
+                "inspecting tenant networks (ip netns); bulkhead itself speaks netlink"
+            }
         }
     }
 }
