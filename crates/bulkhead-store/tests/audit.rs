@@ -1,6 +1,9 @@
 //! The audit log's API: appending, chaining, intents and outcomes, and the
 //! database refusing UPDATE and DELETE.
-#![allow(clippy::unwrap_used, reason = "helpers outside #[test] fns; a panic is a test failure")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "helpers outside #[test] fns; a panic is a test failure"
+)]
 
 use bulkhead_store::{
     AnchorCheck, AppendAuditError, AuditEntry, AuditOutcome, GENESIS_HASH, RESULT_PENDING, Store,
@@ -178,4 +181,47 @@ fn audited_wraps_a_change_in_intent_and_outcome() {
     let all = store.audit_records(0, 100).unwrap();
     let results: Vec<&str> = all.iter().map(|r| r.result.as_str()).collect();
     assert_eq!(results, ["pending", "succeeded", "pending", "failed"]);
+}
+
+#[test]
+fn concurrent_writers_keep_one_chain() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("state.db");
+    drop(Store::open(&db).unwrap());
+    let writers: Vec<_> = (0..3)
+        .map(|w| {
+            let db = db.clone();
+            std::thread::spawn(move || {
+                let mut store = Store::open(&db).unwrap();
+                for i in 0..15 {
+                    store
+                        .append_audit(&AuditEntry::new(
+                            format!("writer-{w}"),
+                            "apply",
+                            format!("tenant/t{i}"),
+                            "succeeded",
+                        ))
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    let v = Store::open(&db).unwrap().verify_audit().unwrap();
+    assert!(v.first_bad.is_none(), "{v:?}");
+    assert_eq!(v.verified, 45);
+    // The anchor only moves forward; a writer that lost the race to update
+    // it may leave it just behind the head, never ahead.
+    assert!(
+        matches!(v.anchor, AnchorCheck::Matches | AnchorCheck::DbAhead { .. }),
+        "{v:?}"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.contains(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 }

@@ -1,5 +1,8 @@
 //! Opening a real file: permissions, pragmas, migrations, newer schemas.
-#![allow(clippy::unwrap_used, reason = "helpers outside #[test] fns; a panic is a test failure")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "helpers outside #[test] fns; a panic is a test failure"
+)]
 
 use std::os::unix::fs::PermissionsExt;
 

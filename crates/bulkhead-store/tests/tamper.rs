@@ -1,7 +1,10 @@
 //! Tampering with a real database file behind the store's back: drop the
 //! append-only triggers through a raw connection, edit, delete, reorder and
 //! insert rows, and check that verification names the first bad seq.
-#![allow(clippy::unwrap_used, reason = "helpers outside #[test] fns; a panic is a test failure")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "helpers outside #[test] fns; a panic is a test failure"
+)]
 
 use std::path::{Path, PathBuf};
 
@@ -307,9 +310,25 @@ fn record_moved_to_the_end() {
 }
 
 #[test]
-fn swapped_and_rehashed_records() {
-    // The attacker swaps 3 and 4 and renumbers them, recomputing their own
-    // hashes but leaving prev_hash pointing where it did.
+fn swapped_with_the_moved_record_renumbered_and_rehashed() {
+    // Record 4 is moved before record 3, renumbered 3 and re-hashed; its
+    // prev_hash still names the genuine record 3, which is stored after it.
+    let f = fixture();
+    let mut rows = f.records.clone();
+    rows.swap(2, 3);
+    rows[2].seq = 3;
+    rows[2].hash = rows[2].compute_hash();
+    rewrite(&f.db, &rows);
+    let t = first_bad(&f.db);
+    assert_bad(&t, 3, TamperKind::Reordered);
+    assert_eq!(t.reason, "record 3 chains to record 3 instead of record 2");
+}
+
+#[test]
+fn swapped_with_both_records_renumbered_and_rehashed() {
+    // Both swapped records are renumbered and re-hashed, so no stored record
+    // has the hash the first of them chains to. The chain shows only that
+    // record 2 or 3 was rewritten, and names the earlier (documented).
     let f = fixture();
     let mut rows = f.records.clone();
     rows.swap(2, 3);
@@ -318,10 +337,20 @@ fn swapped_and_rehashed_records() {
     rows[2].hash = rows[2].compute_hash();
     rows[3].hash = rows[3].compute_hash();
     rewrite(&f.db, &rows);
-    // Record "3" (formerly 4) chains to the old record 3's hash, which no
-    // stored record has any more: the break is named at record 2/3.
     let t = first_bad(&f.db);
-    assert!(t.seq <= 3, "{t:?}");
+    assert_bad(&t, 2, TamperKind::Edited);
+    assert!(t.reason.contains("one was rewritten"), "{}", t.reason);
+}
+
+#[test]
+fn edited_and_rehashed_record() {
+    // The attacker fixes the edited record's own hash but not the chain.
+    let f = fixture();
+    let mut rows = f.records.clone();
+    rows[2].actor = "mallory".to_owned();
+    rows[2].hash = rows[2].compute_hash();
+    rewrite(&f.db, &rows);
+    assert_bad(&first_bad(&f.db), 3, TamperKind::Edited);
 }
 
 #[test]
