@@ -204,6 +204,52 @@ mod tests {
         assert_eq!(rows, LATEST_VERSION);
     }
 
+    /// A database left at version 1 by an older build.
+    fn at_version_one() -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(MIGRATIONS[0].sql).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn
+    }
+
+    #[test]
+    fn older_schema_gets_only_the_missing_migrations() {
+        let mut conn = at_version_one();
+        assert_eq!(migrate(&mut conn).unwrap(), 1);
+        let applied: Vec<i64> = conn
+            .prepare("SELECT version FROM schema_migrations ORDER BY version")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(applied, (2..=LATEST_VERSION).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_failing_migration_leaves_the_old_version_intact() {
+        let mut conn = at_version_one();
+        // Something already occupies a name migration 2 creates.
+        conn.execute_batch("CREATE TABLE audit_log (x)").unwrap();
+        let err = migrate(&mut conn).unwrap_err();
+        assert!(
+            matches!(err, MigrateFailure::Step { version: 2, .. }),
+            "{err:?}"
+        );
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, 1);
+        let tables: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name IN ('schema_migrations', 'tenant_keys')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(tables, 0, "nothing from the failed transaction remains");
+    }
+
     #[test]
     fn newer_schema_is_refused() {
         let mut conn = Connection::open_in_memory().unwrap();
