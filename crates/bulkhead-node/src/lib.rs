@@ -16,5 +16,6 @@
 
 pub mod doctor;
 pub mod mountinfo;
+pub mod naming;
 #[allow(unsafe_code)]
 mod sys;

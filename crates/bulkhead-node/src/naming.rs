@@ -1,0 +1,160 @@
+//! Names of every host object bulkhead creates, derived from the instance prefix and the
+//! tenant (and workload) name in exactly one function each, so that apply, observe,
+//! delete, `bulkhead gc` and tests never guess them.
+//!
+//! | object | name |
+//! |---|---|
+//! | state directory | `<state_root>/<instance>/` (default `/var/lib/bulkhead/bh/`) |
+//! | cgroup of a tenant | `<instance>/<tenant>` under each hierarchy (v1) or the unified tree (v2) |
+//! | cgroup of a workload | `<instance>/<tenant>/<workload>` |
+//! | network namespace | `<instance>-<tenant>` (also under `/run/netns` for `ip netns`) |
+//! | volume image | `<state>/volumes/<tenant>.img` |
+//! | volume mount point | `<state>/mnt/<tenant>` |
+//! | sandbox root (pivot_root target) | `<state>/roots/<tenant>` |
+//! | interfaces | `<instance>` + short hash of the tenant + role suffix, within IFNAMSIZ |
+
+use std::path::{Path, PathBuf};
+
+/// Default parent of every instance's state directory.
+pub const DEFAULT_STATE_ROOT: &str = "/var/lib/bulkhead";
+
+/// Longest interface name the kernel accepts (IFNAMSIZ minus the NUL).
+pub const MAX_IFNAME: usize = 15;
+
+/// One bulkhead installation on a host: a prefix and a state directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Instance {
+    prefix: String,
+    state_dir: PathBuf,
+}
+
+impl Instance {
+    /// An instance with its state under `<state_root>/<prefix>`.
+    pub fn new(prefix: &str, state_root: &Path) -> Self {
+        Instance {
+            prefix: prefix.to_owned(),
+            state_dir: state_root.join(prefix),
+        }
+    }
+
+    /// The instance prefix (`bh` by default; tests use their own).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// `/var/lib/bulkhead/<prefix>`.
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    /// The SQLite store.
+    pub fn store_path(&self) -> PathBuf {
+        self.state_dir.join("state.db")
+    }
+
+    /// The cgroup directory of the instance, relative to a hierarchy root.
+    pub fn cgroup_root(&self) -> PathBuf {
+        PathBuf::from(&self.prefix)
+    }
+
+    /// A tenant's cgroup, relative to a hierarchy root.
+    pub fn tenant_cgroup(&self, tenant: &str) -> PathBuf {
+        self.cgroup_root().join(tenant)
+    }
+
+    /// A workload's cgroup, relative to a hierarchy root.
+    pub fn workload_cgroup(&self, tenant: &str, workload: &str) -> PathBuf {
+        self.tenant_cgroup(tenant).join(workload)
+    }
+
+    /// A tenant's network namespace name.
+    pub fn netns(&self, tenant: &str) -> String {
+        format!("{}-{tenant}", self.prefix)
+    }
+
+    /// A tenant's volume image file.
+    pub fn volume_image(&self, tenant: &str) -> PathBuf {
+        self.state_dir.join("volumes").join(format!("{tenant}.img"))
+    }
+
+    /// Where a tenant's volume is mounted on the host.
+    pub fn volume_mount(&self, tenant: &str) -> PathBuf {
+        self.state_dir.join("mnt").join(tenant)
+    }
+
+    /// The directory a tenant's sandboxes pivot into.
+    pub fn sandbox_root(&self, tenant: &str) -> PathBuf {
+        self.state_dir.join("roots").join(tenant)
+    }
+
+    /// An interface name for a tenant: prefix, 8 hex digits of a hash of the tenant name,
+    /// and a one-letter role (`h` host end of the veth, `t` tenant end), cut to IFNAMSIZ.
+    /// The instance bridge is [`Instance::bridge`].
+    pub fn interface(&self, tenant: &str, role: char) -> String {
+        let hash = fnv1a(tenant.as_bytes());
+        let mut name = format!("{}{:08x}{role}", self.prefix, hash as u32);
+        if name.len() > MAX_IFNAME {
+            let keep = MAX_IFNAME - 9;
+            name = format!(
+                "{}{:08x}{role}",
+                &self.prefix[..keep.min(self.prefix.len())],
+                hash as u32
+            );
+        }
+        name
+    }
+
+    /// The instance bridge's name.
+    pub fn bridge(&self) -> String {
+        format!("{}-br", self.prefix)
+    }
+
+    /// The nftables table of the instance.
+    pub fn nft_table(&self) -> String {
+        format!("bulkhead_{}", self.prefix)
+    }
+}
+
+/// FNV-1a, 64 bit: stable across releases and platforms (unlike std's hasher).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in bytes {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_derive_from_prefix_and_tenant() {
+        let instance = Instance::new("bh", Path::new(DEFAULT_STATE_ROOT));
+        assert_eq!(instance.state_dir(), Path::new("/var/lib/bulkhead/bh"));
+        assert_eq!(instance.tenant_cgroup("web"), PathBuf::from("bh/web"));
+        assert_eq!(
+            instance.workload_cgroup("web", "app"),
+            PathBuf::from("bh/web/app")
+        );
+        assert_eq!(instance.netns("web"), "bh-web");
+        assert_eq!(
+            instance.volume_image("web"),
+            PathBuf::from("/var/lib/bulkhead/bh/volumes/web.img")
+        );
+    }
+
+    #[test]
+    fn interface_names_fit_ifnamsiz_and_differ() {
+        let instance = Instance::new("longpref", Path::new("/tmp"));
+        let a = instance.interface(&"a".repeat(63), 'h');
+        let b = instance.interface(&"b".repeat(63), 'h');
+        assert!(a.len() <= MAX_IFNAME, "{a}");
+        assert_ne!(a, b);
+        assert_ne!(
+            instance.interface("web", 'h'),
+            instance.interface("web", 't')
+        );
+    }
+}
