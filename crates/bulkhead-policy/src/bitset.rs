@@ -19,7 +19,7 @@ impl Bitset {
 
     pub(crate) fn full(len: usize) -> Self {
         let mut words = vec![u64::MAX; words_for(len)];
-        if len % 64 != 0
+        if !len.is_multiple_of(64)
             && let Some(last) = words.last_mut()
         {
             *last = (1u64 << (len % 64)) - 1;
@@ -176,9 +176,9 @@ mod tests {
         }
         let original = block;
         transpose64(&mut block);
-        for i in 0..64 {
-            for j in 0..64 {
-                assert_eq!((original[i] >> j) & 1, (block[j] >> i) & 1, "{i},{j}");
+        for (i, row) in original.iter().enumerate() {
+            for (j, column) in block.iter().enumerate() {
+                assert_eq!((row >> j) & 1, (column >> i) & 1, "{i},{j}");
             }
         }
     }

@@ -219,12 +219,15 @@ impl ReachabilityMatrix {
         let n = self.endpoints.len();
         let k = self.classes.len();
         let g = self.groups.len();
-        let mut ranges = vec![usize::MAX..0; g];
+        // Groups are contiguous endpoint ranges (pods are numbered by namespace).
+        let mut bounds = vec![(usize::MAX, 0); g];
         for (e, &group) in self.group_of.iter().enumerate() {
-            let r = &mut ranges[group];
-            r.start = r.start.min(e);
-            r.end = r.end.max(e + 1);
+            let (start, end) = &mut bounds[group];
+            *start = (*start).min(e);
+            *end = (*end).max(e + 1);
         }
+        let ranges: Vec<std::ops::Range<usize>> =
+            bounds.into_iter().map(|(start, end)| start..end).collect();
         let mut rows = vec![Bitset::empty(g); g * k];
         for src in 0..n {
             let own = self.group_of[src];
@@ -347,6 +350,10 @@ struct RuleData {
     /// Named ports, as indices into the named-port table.
     named: Vec<usize>,
 }
+
+/// The rules applying to an endpoint and, for ingress, the classes its named ports
+/// resolve to (per rule): endpoints with equal keys have equal allowed sets.
+type SignatureKey = (Vec<usize>, Vec<(usize, usize)>);
 
 /// One signature: the endpoints sharing it and, per class, the contributions.
 struct Signature {
@@ -645,7 +652,7 @@ impl Engine {
             PolicyType::Ingress => (0, &self.ingress_of),
             PolicyType::Egress => (1, &self.egress_of),
         };
-        let mut index: HashMap<(Vec<usize>, Vec<(usize, usize)>), usize> = HashMap::new();
+        let mut index: HashMap<SignatureKey, usize> = HashMap::new();
         let mut signatures: Vec<Signature> = Vec::new();
         let mut of = vec![None; self.endpoints.len()];
         for (e, policies) in selecting.iter().enumerate() {
@@ -683,8 +690,8 @@ impl Engine {
                         }
                         if direction == PolicyType::Egress {
                             for &n in &rules[r].named {
-                                for class in 0..k {
-                                    named[class].push((r, n));
+                                for slot in &mut named {
+                                    slot.push((r, n));
                                 }
                             }
                         }
