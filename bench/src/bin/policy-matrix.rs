@@ -5,7 +5,13 @@
 //!
 //! ```text
 //! cargo xtask bench policy-matrix [--namespaces N] [--pods N] [--seed N] [--sample N]
-//!                                 [--threads N] [--out FILE]
+//!                                 [--threads N] [--out FILE] [--scenario tenants|open]
+//! ```
+//!
+//! `--scenario open` replaces the tenant policies by "any pod of the cluster, no external
+//! address" in both directions: every matrix row is dense, the worst case for memory.
+//!
+//! ```text
 //! ```
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -25,6 +31,7 @@ struct Args {
     sample: usize,
     threads: Option<usize>,
     out: Option<String>,
+    open: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -35,6 +42,7 @@ fn parse_args() -> Result<Args, String> {
         sample: 16,
         threads: None,
         out: None,
+        open: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -50,9 +58,18 @@ fn parse_args() -> Result<Args, String> {
             "--sample" => args.sample = (number(value()?)? as usize).max(1),
             "--threads" => args.threads = Some((number(value()?)? as usize).max(1)),
             "--out" => args.out = Some(value()?),
+            "--scenario" => match value()?.as_str() {
+                "tenants" => args.open = false,
+                "open" => args.open = true,
+                other => {
+                    return Err(format!(
+                        "--scenario: {other:?} is not a scenario (expected tenants or open)"
+                    ));
+                }
+            },
             other => {
                 return Err(format!(
-                    "unknown flag {other:?} (expected --namespaces, --pods, --seed, --sample, --threads, --out)"
+                    "unknown flag {other:?} (expected --namespaces, --pods, --seed, --sample, --threads, --out, --scenario)"
                 ));
             }
         }
@@ -294,7 +311,28 @@ fn run(args: &Args) -> Result<(), String> {
     };
 
     let start = Instant::now();
-    let cluster = synthetic(args.namespaces, args.pods, args.seed);
+    let mut cluster = synthetic(args.namespaces, args.pods, args.seed);
+    if args.open {
+        cluster.policies = cluster
+            .namespaces
+            .iter()
+            .flat_map(|ns| {
+                let everywhere = || Peer::namespaces(LabelSelector::everything());
+                [
+                    NetworkPolicy::new(&ns.name, "cluster-only")
+                        .types([PolicyType::Ingress, PolicyType::Egress])
+                        .ingress_rule(IngressRule::new().from(everywhere()))
+                        .egress_rule(EgressRule::new().to(everywhere())),
+                    NetworkPolicy::new(&ns.name, "web-ports").ingress_rule(
+                        IngressRule::new()
+                            .port(PortSpec::tcp(443))
+                            .port(PortSpec::named(Protocol::Tcp, "http"))
+                            .port(PortSpec::range(Protocol::Tcp, 8000, 8100)),
+                    ),
+                ]
+            })
+            .collect();
+    }
     let rule_count: usize = cluster
         .policies
         .iter()
@@ -303,13 +341,14 @@ fn run(args: &Args) -> Result<(), String> {
     row(
         "cluster",
         format!(
-            "{} namespaces, {} pods, {} externals, {} policies, {} rules (seed {})",
+            "{} namespaces, {} pods, {} externals, {} policies, {} rules (seed {}, scenario {})",
             cluster.namespaces.len(),
             cluster.pods.len(),
             cluster.externals.len(),
             cluster.policies.len(),
             rule_count,
-            args.seed
+            args.seed,
+            if args.open { "open" } else { "tenants" }
         ),
     );
     row("generate cluster", secs(start.elapsed()));
