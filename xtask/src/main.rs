@@ -91,7 +91,14 @@ fn demo(rest: &[String]) -> Result<(), String> {
 
 fn bench(rest: &[String]) -> Result<(), String> {
     let mut command = cargo();
-    command.args(["run", "--release", "--locked", "--package", "bulkhead-bench", "--bin"]);
+    command.args([
+        "run",
+        "--release",
+        "--locked",
+        "--package",
+        "bulkhead-bench",
+        "--bin",
+    ]);
     match rest.first() {
         Some(name) => {
             command.arg(name).args(&rest[1..]);

@@ -617,8 +617,8 @@ fn cidr_block(cx: &mut Cx<'_>, fields: &mut Fields<'_>, path: &str) -> Option<Ci
         .map(|(n, p)| {
             list(cx, n, &p, |cx, item, item_path| {
                 let inner = cidr(cx, item, item_path)?;
-                if let Some(outer) = net {
-                    if !outer.contains(&inner) || outer == inner {
+                if let Some(outer) = net
+                    && (!outer.contains(&inner) || outer == inner) {
                         cx.error(
                             &item.pos,
                             item_path,
@@ -626,7 +626,6 @@ fn cidr_block(cx: &mut Cx<'_>, fields: &mut Fields<'_>, path: &str) -> Option<Ci
                         );
                         return None;
                     }
-                }
                 Some(inner)
             })
         })
@@ -889,8 +888,8 @@ fn quota(cx: &mut Cx<'_>, node: Option<(&Node, String)>) -> Quota {
     {
         quota.storage = v;
     }
-    if let Some((n, p)) = fields.get(cx, "io") {
-        if let Some(mut io) = Fields::new(cx, n, &p) {
+    if let Some((n, p)) = fields.get(cx, "io")
+        && let Some(mut io) = Fields::new(cx, n, &p) {
             quota.io.read_bps = io
                 .get(cx, "readBps")
                 .and_then(|(n, p)| quantity(cx, n, &p, Bytes::parse));
@@ -905,7 +904,6 @@ fn quota(cx: &mut Cx<'_>, node: Option<(&Node, String)>) -> Quota {
                 .and_then(|(n, p)| u32_in(cx, n, &p, 1, 10_000_000));
             io.finish(cx);
         }
-    }
     quota.egress = fields
         .get(cx, "egress")
         .and_then(|(n, p)| quantity(cx, n, &p, Bandwidth::parse));
@@ -1010,8 +1008,8 @@ fn tenant_spec(cx: &mut Cx<'_>, node: Option<(&Node, String)>) -> TenantSpec {
     }
     let quota_node = fields.get(cx, "quota");
     spec.quota = quota(cx, quota_node);
-    if let Some((n, p)) = fields.get(cx, "defaults") {
-        if let Some(mut d) = Fields::new(cx, n, &p) {
+    if let Some((n, p)) = fields.get(cx, "defaults")
+        && let Some(mut d) = Fields::new(cx, n, &p) {
             if let Some((rn, rp)) = d.get(cx, "resources") {
                 let given = partial_resources(cx, rn, &rp);
                 spec.defaults.resources =
@@ -1022,18 +1020,16 @@ fn tenant_spec(cx: &mut Cx<'_>, node: Option<(&Node, String)>) -> TenantSpec {
             }
             d.finish(cx);
         }
-    }
     if let Some((n, p)) = fields.get(cx, "network") {
         spec.network = network(cx, n, &p);
     }
-    if let Some((n, p)) = fields.get(cx, "storage") {
-        if let Some(mut s) = Fields::new(cx, n, &p) {
+    if let Some((n, p)) = fields.get(cx, "storage")
+        && let Some(mut s) = Fields::new(cx, n, &p) {
             if let Some(v) = s.get(cx, "encrypted").and_then(|(n, p)| boolean(cx, n, &p)) {
                 spec.storage.encrypted = v;
             }
             s.finish(cx);
         }
-    }
     fields.finish(cx);
     spec
 }
@@ -1178,8 +1174,8 @@ fn platform_spec(cx: &mut Cx<'_>, node: Option<(&Node, String)>) -> PlatformSpec
     let Some(mut fields) = Fields::new(cx, node, &path) else {
         return spec;
     };
-    if let Some((n, p)) = fields.get(cx, "instance") {
-        if let Some(text) = string(cx, n, &p) {
+    if let Some((n, p)) = fields.get(cx, "instance")
+        && let Some(text) = string(cx, n, &p) {
             let valid = !text.is_empty()
                 && text.len() <= 8
                 && text.as_bytes()[0].is_ascii_lowercase()
@@ -1192,9 +1188,8 @@ fn platform_spec(cx: &mut Cx<'_>, node: Option<(&Node, String)>) -> PlatformSpec
                 cx.error(&n.pos, &p, format!("{text:?} is not an instance prefix (expected 1-8 lowercase letters and digits, starting with a letter)"));
             }
         }
-    }
-    if let Some((n, p)) = fields.get(cx, "network") {
-        if let Some(mut net) = Fields::new(cx, n, &p) {
+    if let Some((n, p)) = fields.get(cx, "network")
+        && let Some(mut net) = Fields::new(cx, n, &p) {
             if let Some(v) = net
                 .get(cx, "tenantRange")
                 .and_then(|(n, p)| cidr(cx, n, &p))
@@ -1221,7 +1216,6 @@ fn platform_spec(cx: &mut Cx<'_>, node: Option<(&Node, String)>) -> PlatformSpec
             }
             net.finish(cx);
         }
-    }
     spec.shared_services = fields
         .get(cx, "sharedServices")
         .map(|(n, p)| list(cx, n, &p, shared_service))
@@ -1230,11 +1224,10 @@ fn platform_spec(cx: &mut Cx<'_>, node: Option<(&Node, String)>) -> PlatformSpec
         .get(cx, "admins")
         .map(|(n, p)| list(cx, n, &p, admin))
         .unwrap_or_default();
-    if let Some((n, p)) = fields.get(cx, "keySource") {
-        if let Some(source) = key_source(cx, n, &p) {
+    if let Some((n, p)) = fields.get(cx, "keySource")
+        && let Some(source) = key_source(cx, n, &p) {
             spec.key_source = source;
         }
-    }
     spec.allow_degraded = fields
         .get(cx, "allowDegraded")
         .map(|(n, p)| {
@@ -1403,15 +1396,14 @@ pub(crate) fn decode_document(node: &Node, diagnostics: &mut Diagnostics) -> Opt
     let api_version = fields
         .require(&mut cx, "apiVersion", API_VERSION)
         .and_then(|(n, p)| string(&mut cx, n, &p).map(|v| (v, n.pos.clone(), p)));
-    if let Some((version, pos, path)) = &api_version {
-        if version != API_VERSION {
+    if let Some((version, pos, path)) = &api_version
+        && version != API_VERSION {
             cx.error(
                 pos,
                 path,
                 format!("unsupported apiVersion {version:?} (expected {API_VERSION})"),
             );
         }
-    }
     let kind = fields
         .require(&mut cx, "kind", "Tenant, Workload or Platform")
         .and_then(|(n, p)| {

@@ -183,8 +183,8 @@ fn validate(located: Vec<Located>, diagnostics: &mut Diagnostics) -> Desired {
                 ),
             );
         }
-        if let (Some(cpu), Some(cap)) = (resources.cpu, quota.cpu) {
-            if cpu > cap {
+        if let (Some(cpu), Some(cap)) = (resources.cpu, quota.cpu)
+            && cpu > cap {
                 check.error(
                     spans,
                     "spec.resources.cpu",
@@ -194,7 +194,6 @@ fn validate(located: Vec<Located>, diagnostics: &mut Diagnostics) -> Desired {
                     ),
                 );
             }
-        }
         let mut seen_ports = BTreeSet::new();
         let mut seen_names = BTreeSet::new();
         for (index, port) in partial.ports.iter().enumerate() {
@@ -208,15 +207,14 @@ fn validate(located: Vec<Located>, diagnostics: &mut Diagnostics) -> Desired {
                     ),
                 );
             }
-            if let Some(name) = &port.name {
-                if !seen_names.insert(name.clone()) {
+            if let Some(name) = &port.name
+                && !seen_names.insert(name.clone()) {
                     check.error(
                         spans,
                         &format!("spec.ports[{index}].name"),
                         format!("port name {name:?} is used twice (expected unique port names)"),
                     );
                 }
-            }
         }
         workloads.insert(
             (tenant_name.clone(), workload_name.clone()),
@@ -385,12 +383,11 @@ fn validate(located: Vec<Located>, diagnostics: &mut Diagnostics) -> Desired {
     for (name, (tenant, spans)) in &tenants {
         if let Some(cpus) = tenant.spec.quota.cpuset.as_deref().and_then(parse_cpuset) {
             for cpu in cpus {
-                if let Some(other) = cpus_taken.insert(cpu, name) {
-                    if other != name {
+                if let Some(other) = cpus_taken.insert(cpu, name)
+                    && other != name {
                         check.error(spans, "spec.quota.cpuset", format!("cpu {cpu} is already given to tenant {:?} (expected exclusive cpusets)", other.as_str()));
                         break;
                     }
-                }
             }
         }
     }
@@ -444,8 +441,8 @@ fn validate(located: Vec<Located>, diagnostics: &mut Diagnostics) -> Desired {
         }
     }
     for (index, admin) in platform.spec.admins.iter().enumerate() {
-        if let Some(tenant) = &admin.tenant {
-            if !tenants.contains_key(tenant) {
+        if let Some(tenant) = &admin.tenant
+            && !tenants.contains_key(tenant) {
                 check.error(
                     &platform_spans,
                     &format!("spec.admins[{index}].tenant"),
@@ -456,7 +453,6 @@ fn validate(located: Vec<Located>, diagnostics: &mut Diagnostics) -> Desired {
                     ),
                 );
             }
-        }
     }
 
     Desired {

@@ -178,6 +178,30 @@ pub fn revision_digest<'a>(objects: impl IntoIterator<Item = (&'a ObjectKey, &'a
     c.finish()
 }
 
+impl Revision {
+    /// A revision that is not (yet) in the store, with id 0: what `plan` compares
+    /// against the latest stored revision before anything is saved.
+    pub fn unsaved(actor: &str, message: &str, objects: &[NewObject]) -> Revision {
+        let objects: Vec<StoredObject> = objects
+            .iter()
+            .map(|o| StoredObject {
+                key: o.key.clone(),
+                digest: sha256_hex(o.document.as_bytes()),
+                document: o.document.clone(),
+            })
+            .collect();
+        let digest = revision_digest(objects.iter().map(|o| (&o.key, o.digest.as_str())));
+        Revision {
+            id: RevisionId(0),
+            created_at: now_rfc3339(),
+            actor: actor.to_owned(),
+            message: message.to_owned(),
+            digest,
+            objects,
+        }
+    }
+}
+
 fn check_objects(objects: &[NewObject]) -> Result<(), SaveRevisionError> {
     let mut seen = BTreeSet::new();
     for (index, o) in objects.iter().enumerate() {

@@ -1,0 +1,47 @@
+//! One module per group of verbs; each turns parsed flags into library calls.
+
+mod apply;
+mod audit;
+mod doctor;
+mod get;
+mod history;
+mod validate;
+
+use clap::CommandFactory;
+
+use crate::cli::{Cli, Command};
+use crate::context::{EXIT_OK, Outcome};
+use crate::output;
+
+pub fn run(cli: Cli) -> Outcome {
+    let global = &cli.global;
+    match cli.command {
+        Command::Validate(files) => validate::validate(global, &files.paths),
+        Command::Plan {
+            files,
+            detailed_exitcode,
+        } => apply::plan(global, &files.paths, detailed_exitcode),
+        Command::Apply { files, message } => apply::apply(global, &files.paths, &message),
+        Command::Get { kind, name, files } => get::get(global, kind, name.as_deref(), &files),
+        Command::Describe { kind, name, files } => get::describe(global, kind, &name, &files),
+        Command::History { action } => history::history(global, action),
+        Command::Audit { action } => audit::audit(global, action),
+        Command::Schema { kind } => {
+            let schema = bulkhead_spec::schema::schema_for(kind.as_str())
+                .ok_or_else(|| anyhow::anyhow!("no schema for {}", kind.as_str()))?;
+            // A schema is JSON by nature; -o yaml still honoured.
+            let format = match global.output {
+                crate::cli::Output::Yaml => crate::cli::Output::Yaml,
+                _ => crate::cli::Output::Json,
+            };
+            output::emit(format, &schema, String::new)?;
+            Ok(EXIT_OK)
+        }
+        Command::Doctor { strict } => doctor::doctor(global, strict),
+        Command::Completions { shell } => {
+            let mut command = Cli::command();
+            clap_complete::generate(shell, &mut command, "bulkhead", &mut std::io::stdout());
+            Ok(EXIT_OK)
+        }
+    }
+}

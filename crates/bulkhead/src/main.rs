@@ -1,0 +1,42 @@
+//! `bulkhead`, the one binary users run. Thin glue: parse the command line, call the
+//! library crates, print for a person (tables) or a script (`-o json|yaml`), and exit
+//! with a code that means something (see [`cli::EXIT_CODES`]).
+
+#![forbid(unsafe_code)]
+
+mod cli;
+mod commands;
+mod context;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::Cli;
+use crate::context::Failure;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match commands::run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(Failure::Invalid(diagnostics)) => {
+            for diagnostic in diagnostics.iter() {
+                eprintln!("error: {diagnostic}");
+            }
+            let count = diagnostics.len();
+            eprintln!(
+                "{count} error{} found; nothing was changed",
+                if count == 1 { "" } else { "s" }
+            );
+            ExitCode::from(context::EXIT_INVALID)
+        }
+        Err(Failure::Other(error)) => {
+            eprintln!("error: {error}");
+            for cause in error.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::from(context::EXIT_FAILED)
+        }
+    }
+}
