@@ -223,7 +223,7 @@ fn peer_text(peer: &Peer) -> String {
                 .collect::<Vec<_>>()
                 .join(",")
         ),
-        Peer::Dns { .. } => "dns".to_owned(),
+        Peer::Dns { .. } => "the platform DNS resolver".to_owned(),
         Peer::Service { service } => format!("service {service}"),
     }
 }
@@ -248,7 +248,7 @@ pub fn describe(global: &Global, kind: ObjectKind, name: &str, files: &[PathBuf]
         tenant.metadata.name
     ));
     out.push_str(&format!("Profile:    {}\n", spec.profile.as_str()));
-    out.push_str(&format!("State:      {:?}\n", spec.state));
+    out.push_str(&format!("State:      {}\n", format!("{:?}", spec.state).to_lowercase()));
     out.push_str(&format!(
         "Owners:     {}\n",
         if spec.owners.is_empty() {
@@ -298,14 +298,14 @@ pub fn describe(global: &Global, kind: ObjectKind, name: &str, files: &[PathBuf]
     ));
     let d = &spec.defaults;
     out.push_str(&format!(
-        "Defaults:   cpu {}, memory {}, pids {}, restart {:?}\n",
+        "Defaults:   cpu {}, memory {}, pids {}, restart {}\n",
         opt(d.resources.cpu),
         d.resources.memory,
         d.resources.pids,
-        d.restart
+        format!("{:?}", d.restart).to_lowercase()
     ));
     out.push_str("Network (everything not listed is denied):\n");
-    out.push_str(&format!("  same tenant: {:?}\n", spec.network.same_tenant));
+    out.push_str(&format!("  same tenant: {}\n", format!("{:?}", spec.network.same_tenant).to_lowercase()));
     for rule in &spec.network.ingress {
         let from: Vec<String> = rule.from.iter().map(peer_text).collect();
         out.push_str(&format!(
