@@ -889,21 +889,22 @@ fn quota(cx: &mut Cx<'_>, node: Option<(&Node, String)>) -> Quota {
         quota.storage = v;
     }
     if let Some((n, p)) = fields.get(cx, "io")
-        && let Some(mut io) = Fields::new(cx, n, &p) {
-            quota.io.read_bps = io
-                .get(cx, "readBps")
-                .and_then(|(n, p)| quantity(cx, n, &p, Bytes::parse));
-            quota.io.write_bps = io
-                .get(cx, "writeBps")
-                .and_then(|(n, p)| quantity(cx, n, &p, Bytes::parse));
-            quota.io.read_iops = io
-                .get(cx, "readIops")
-                .and_then(|(n, p)| u32_in(cx, n, &p, 1, 10_000_000));
-            quota.io.write_iops = io
-                .get(cx, "writeIops")
-                .and_then(|(n, p)| u32_in(cx, n, &p, 1, 10_000_000));
-            io.finish(cx);
-        }
+        && let Some(mut io) = Fields::new(cx, n, &p)
+    {
+        quota.io.read_bps = io
+            .get(cx, "readBps")
+            .and_then(|(n, p)| quantity(cx, n, &p, Bytes::parse));
+        quota.io.write_bps = io
+            .get(cx, "writeBps")
+            .and_then(|(n, p)| quantity(cx, n, &p, Bytes::parse));
+        quota.io.read_iops = io
+            .get(cx, "readIops")
+            .and_then(|(n, p)| u32_in(cx, n, &p, 1, 10_000_000));
+        quota.io.write_iops = io
+            .get(cx, "writeIops")
+            .and_then(|(n, p)| u32_in(cx, n, &p, 1, 10_000_000));
+        io.finish(cx);
+    }
     quota.egress = fields
         .get(cx, "egress")
         .and_then(|(n, p)| quantity(cx, n, &p, Bandwidth::parse));
@@ -1009,27 +1010,29 @@ fn tenant_spec(cx: &mut Cx<'_>, node: Option<(&Node, String)>) -> TenantSpec {
     let quota_node = fields.get(cx, "quota");
     spec.quota = quota(cx, quota_node);
     if let Some((n, p)) = fields.get(cx, "defaults")
-        && let Some(mut d) = Fields::new(cx, n, &p) {
-            if let Some((rn, rp)) = d.get(cx, "resources") {
-                let given = partial_resources(cx, rn, &rp);
-                spec.defaults.resources =
-                    defaults::workload_resources(&given, &defaults::WORKLOAD_RESOURCES);
-            }
-            if let Some(v) = d.get(cx, "restart").and_then(|(n, p)| restart(cx, n, &p)) {
-                spec.defaults.restart = v;
-            }
-            d.finish(cx);
+        && let Some(mut d) = Fields::new(cx, n, &p)
+    {
+        if let Some((rn, rp)) = d.get(cx, "resources") {
+            let given = partial_resources(cx, rn, &rp);
+            spec.defaults.resources =
+                defaults::workload_resources(&given, &defaults::WORKLOAD_RESOURCES);
         }
+        if let Some(v) = d.get(cx, "restart").and_then(|(n, p)| restart(cx, n, &p)) {
+            spec.defaults.restart = v;
+        }
+        d.finish(cx);
+    }
     if let Some((n, p)) = fields.get(cx, "network") {
         spec.network = network(cx, n, &p);
     }
     if let Some((n, p)) = fields.get(cx, "storage")
-        && let Some(mut s) = Fields::new(cx, n, &p) {
-            if let Some(v) = s.get(cx, "encrypted").and_then(|(n, p)| boolean(cx, n, &p)) {
-                spec.storage.encrypted = v;
-            }
-            s.finish(cx);
+        && let Some(mut s) = Fields::new(cx, n, &p)
+    {
+        if let Some(v) = s.get(cx, "encrypted").and_then(|(n, p)| boolean(cx, n, &p)) {
+            spec.storage.encrypted = v;
         }
+        s.finish(cx);
+    }
     fields.finish(cx);
     spec
 }
@@ -1175,47 +1178,49 @@ fn platform_spec(cx: &mut Cx<'_>, node: Option<(&Node, String)>) -> PlatformSpec
         return spec;
     };
     if let Some((n, p)) = fields.get(cx, "instance")
-        && let Some(text) = string(cx, n, &p) {
-            let valid = !text.is_empty()
-                && text.len() <= 8
-                && text.as_bytes()[0].is_ascii_lowercase()
-                && text
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-            if valid {
-                spec.instance = text;
-            } else {
-                cx.error(&n.pos, &p, format!("{text:?} is not an instance prefix (expected 1-8 lowercase letters and digits, starting with a letter)"));
-            }
+        && let Some(text) = string(cx, n, &p)
+    {
+        let valid = !text.is_empty()
+            && text.len() <= 8
+            && text.as_bytes()[0].is_ascii_lowercase()
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        if valid {
+            spec.instance = text;
+        } else {
+            cx.error(&n.pos, &p, format!("{text:?} is not an instance prefix (expected 1-8 lowercase letters and digits, starting with a letter)"));
         }
+    }
     if let Some((n, p)) = fields.get(cx, "network")
-        && let Some(mut net) = Fields::new(cx, n, &p) {
-            if let Some(v) = net
-                .get(cx, "tenantRange")
-                .and_then(|(n, p)| cidr(cx, n, &p))
-            {
-                spec.network.tenant_range = v;
-            }
-            spec.network.dns = net.get(cx, "dns").and_then(|(n, p)| ip_address(cx, n, &p));
-            spec.network.upstream_dns = net
-                .get(cx, "upstreamDns")
-                .map(|(n, p)| list(cx, n, &p, ip_address))
-                .unwrap_or_default();
-            spec.network.host_ports = net
-                .get(cx, "hostPorts")
-                .map(|(n, p)| list(cx, n, &p, port_spec))
-                .unwrap_or_default();
-            if let Some(v) = net
-                .get(cx, "allowLinkLocal")
-                .and_then(|(n, p)| boolean(cx, n, &p))
-            {
-                spec.network.allow_link_local = v;
-            }
-            if let Some(v) = net.get(cx, "nat").and_then(|(n, p)| boolean(cx, n, &p)) {
-                spec.network.nat = v;
-            }
-            net.finish(cx);
+        && let Some(mut net) = Fields::new(cx, n, &p)
+    {
+        if let Some(v) = net
+            .get(cx, "tenantRange")
+            .and_then(|(n, p)| cidr(cx, n, &p))
+        {
+            spec.network.tenant_range = v;
         }
+        spec.network.dns = net.get(cx, "dns").and_then(|(n, p)| ip_address(cx, n, &p));
+        spec.network.upstream_dns = net
+            .get(cx, "upstreamDns")
+            .map(|(n, p)| list(cx, n, &p, ip_address))
+            .unwrap_or_default();
+        spec.network.host_ports = net
+            .get(cx, "hostPorts")
+            .map(|(n, p)| list(cx, n, &p, port_spec))
+            .unwrap_or_default();
+        if let Some(v) = net
+            .get(cx, "allowLinkLocal")
+            .and_then(|(n, p)| boolean(cx, n, &p))
+        {
+            spec.network.allow_link_local = v;
+        }
+        if let Some(v) = net.get(cx, "nat").and_then(|(n, p)| boolean(cx, n, &p)) {
+            spec.network.nat = v;
+        }
+        net.finish(cx);
+    }
     spec.shared_services = fields
         .get(cx, "sharedServices")
         .map(|(n, p)| list(cx, n, &p, shared_service))
@@ -1225,9 +1230,10 @@ fn platform_spec(cx: &mut Cx<'_>, node: Option<(&Node, String)>) -> PlatformSpec
         .map(|(n, p)| list(cx, n, &p, admin))
         .unwrap_or_default();
     if let Some((n, p)) = fields.get(cx, "keySource")
-        && let Some(source) = key_source(cx, n, &p) {
-            spec.key_source = source;
-        }
+        && let Some(source) = key_source(cx, n, &p)
+    {
+        spec.key_source = source;
+    }
     spec.allow_degraded = fields
         .get(cx, "allowDegraded")
         .map(|(n, p)| {
@@ -1397,13 +1403,14 @@ pub(crate) fn decode_document(node: &Node, diagnostics: &mut Diagnostics) -> Opt
         .require(&mut cx, "apiVersion", API_VERSION)
         .and_then(|(n, p)| string(&mut cx, n, &p).map(|v| (v, n.pos.clone(), p)));
     if let Some((version, pos, path)) = &api_version
-        && version != API_VERSION {
-            cx.error(
-                pos,
-                path,
-                format!("unsupported apiVersion {version:?} (expected {API_VERSION})"),
-            );
-        }
+        && version != API_VERSION
+    {
+        cx.error(
+            pos,
+            path,
+            format!("unsupported apiVersion {version:?} (expected {API_VERSION})"),
+        );
+    }
     let kind = fields
         .require(&mut cx, "kind", "Tenant, Workload or Platform")
         .and_then(|(n, p)| {

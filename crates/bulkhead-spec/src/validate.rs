@@ -184,16 +184,17 @@ fn validate(located: Vec<Located>, diagnostics: &mut Diagnostics) -> Desired {
             );
         }
         if let (Some(cpu), Some(cap)) = (resources.cpu, quota.cpu)
-            && cpu > cap {
-                check.error(
-                    spans,
-                    "spec.resources.cpu",
-                    format!(
-                        "{cpu} is more than tenant {:?}'s cpu quota (expected at most {cap})",
-                        tenant_name.as_str()
-                    ),
-                );
-            }
+            && cpu > cap
+        {
+            check.error(
+                spans,
+                "spec.resources.cpu",
+                format!(
+                    "{cpu} is more than tenant {:?}'s cpu quota (expected at most {cap})",
+                    tenant_name.as_str()
+                ),
+            );
+        }
         let mut seen_ports = BTreeSet::new();
         let mut seen_names = BTreeSet::new();
         for (index, port) in partial.ports.iter().enumerate() {
@@ -208,13 +209,14 @@ fn validate(located: Vec<Located>, diagnostics: &mut Diagnostics) -> Desired {
                 );
             }
             if let Some(name) = &port.name
-                && !seen_names.insert(name.clone()) {
-                    check.error(
-                        spans,
-                        &format!("spec.ports[{index}].name"),
-                        format!("port name {name:?} is used twice (expected unique port names)"),
-                    );
-                }
+                && !seen_names.insert(name.clone())
+            {
+                check.error(
+                    spans,
+                    &format!("spec.ports[{index}].name"),
+                    format!("port name {name:?} is used twice (expected unique port names)"),
+                );
+            }
         }
         workloads.insert(
             (tenant_name.clone(), workload_name.clone()),
@@ -384,10 +386,11 @@ fn validate(located: Vec<Located>, diagnostics: &mut Diagnostics) -> Desired {
         if let Some(cpus) = tenant.spec.quota.cpuset.as_deref().and_then(parse_cpuset) {
             for cpu in cpus {
                 if let Some(other) = cpus_taken.insert(cpu, name)
-                    && other != name {
-                        check.error(spans, "spec.quota.cpuset", format!("cpu {cpu} is already given to tenant {:?} (expected exclusive cpusets)", other.as_str()));
-                        break;
-                    }
+                    && other != name
+                {
+                    check.error(spans, "spec.quota.cpuset", format!("cpu {cpu} is already given to tenant {:?} (expected exclusive cpusets)", other.as_str()));
+                    break;
+                }
             }
         }
     }
@@ -442,17 +445,18 @@ fn validate(located: Vec<Located>, diagnostics: &mut Diagnostics) -> Desired {
     }
     for (index, admin) in platform.spec.admins.iter().enumerate() {
         if let Some(tenant) = &admin.tenant
-            && !tenants.contains_key(tenant) {
-                check.error(
-                    &platform_spans,
-                    &format!("spec.admins[{index}].tenant"),
-                    format!(
-                        "unknown tenant {:?} (expected one of: {})",
-                        tenant.as_str(),
-                        list_or_none(&tenant_names)
-                    ),
-                );
-            }
+            && !tenants.contains_key(tenant)
+        {
+            check.error(
+                &platform_spans,
+                &format!("spec.admins[{index}].tenant"),
+                format!(
+                    "unknown tenant {:?} (expected one of: {})",
+                    tenant.as_str(),
+                    list_or_none(&tenant_names)
+                ),
+            );
+        }
     }
 
     Desired {
