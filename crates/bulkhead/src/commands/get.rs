@@ -248,7 +248,10 @@ pub fn describe(global: &Global, kind: ObjectKind, name: &str, files: &[PathBuf]
         tenant.metadata.name
     ));
     out.push_str(&format!("Profile:    {}\n", spec.profile.as_str()));
-    out.push_str(&format!("State:      {}\n", format!("{:?}", spec.state).to_lowercase()));
+    out.push_str(&format!(
+        "State:      {}\n",
+        format!("{:?}", spec.state).to_lowercase()
+    ));
     out.push_str(&format!(
         "Owners:     {}\n",
         if spec.owners.is_empty() {
@@ -305,7 +308,10 @@ pub fn describe(global: &Global, kind: ObjectKind, name: &str, files: &[PathBuf]
         format!("{:?}", d.restart).to_lowercase()
     ));
     out.push_str("Network (everything not listed is denied):\n");
-    out.push_str(&format!("  same tenant: {}\n", format!("{:?}", spec.network.same_tenant).to_lowercase()));
+    out.push_str(&format!(
+        "  same tenant: {}\n",
+        format!("{:?}", spec.network.same_tenant).to_lowercase()
+    ));
     for rule in &spec.network.ingress {
         let from: Vec<String> = rule.from.iter().map(peer_text).collect();
         out.push_str(&format!(
