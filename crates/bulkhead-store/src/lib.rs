@@ -29,6 +29,7 @@
 pub mod audit;
 mod diff;
 mod digest;
+pub mod ids;
 pub mod migrate;
 mod open;
 mod revision;

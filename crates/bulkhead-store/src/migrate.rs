@@ -107,6 +107,20 @@ pub const MIGRATIONS: &[Migration] = &[
             );
         ",
     },
+    Migration {
+        version: 4,
+        name: "tenant id ranges by slot",
+        sql: "
+            DROP TABLE tenant_id_ranges;
+            CREATE TABLE id_ranges (
+                slot         INTEGER PRIMARY KEY CHECK (slot >= 0),
+                tenant       TEXT    NOT NULL,
+                allocated_at TEXT    NOT NULL,
+                released_at  TEXT
+            );
+            CREATE UNIQUE INDEX id_ranges_held ON id_ranges (tenant) WHERE released_at IS NULL;
+        ",
+    },
 ];
 
 /// The schema version this build writes and understands.
