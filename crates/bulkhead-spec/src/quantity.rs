@@ -107,6 +107,52 @@ fn overflowed(decimal: &Decimal, multiplier: u128) -> bool {
     decimal.mantissa.checked_mul(multiplier).is_none()
 }
 
+/// What one quantity kind accepts: its name for messages, and its ceiling.
+struct Kind {
+    what: &'static str,
+    example: &'static str,
+    unit: &'static str,
+    max: u64,
+    max_text: fn() -> String,
+}
+
+/// Parses `number suffix` where `multiplier(suffix)` gives the suffix's scale, exactly,
+/// into a positive integer no larger than the kind's ceiling.
+fn parse_scaled(
+    text: &str,
+    kind: &Kind,
+    multiplier: impl Fn(&str) -> Option<u128>,
+) -> Result<u64, QuantityError> {
+    let malformed = || QuantityError::Malformed {
+        value: text.to_owned(),
+        what: kind.what,
+        example: kind.example,
+    };
+    let too_large = || QuantityError::TooLarge {
+        value: text.to_owned(),
+        max: (kind.max_text)(),
+    };
+    let (decimal, suffix) = split_number(text.trim()).ok_or_else(malformed)?;
+    let multiplier = multiplier(suffix).ok_or_else(malformed)?;
+    if overflowed(&decimal, multiplier) {
+        return Err(too_large());
+    }
+    let value = exact(&decimal, multiplier).map_err(|()| QuantityError::TooPrecise {
+        value: text.to_owned(),
+        unit: kind.unit,
+    })?;
+    let value = u64::try_from(value).map_err(|_| too_large())?;
+    if value == 0 {
+        return Err(QuantityError::NotPositive {
+            value: text.to_owned(),
+        });
+    }
+    if value > kind.max {
+        return Err(too_large());
+    }
+    Ok(value)
+}
+
 macro_rules! quantity_type {
     ($name:ident, $doc:literal, $schema_name:literal, $pattern:literal, $description:literal) => {
         #[doc = $doc]
@@ -184,38 +230,19 @@ impl Cpu {
 
     /// Parses `2`, `1.5`, `500m`.
     pub fn parse(text: &str) -> Result<Self, QuantityError> {
-        let malformed = || QuantityError::Malformed {
-            value: text.to_owned(),
+        const KIND: Kind = Kind {
             what: "cpu quantity",
             example: "2, 1.5 or 500m",
-        };
-        let (decimal, suffix) = split_number(text.trim()).ok_or_else(malformed)?;
-        let multiplier = match suffix {
-            "" => 1000,
-            "m" => 1,
-            _ => return Err(malformed()),
-        };
-        let too_large = || QuantityError::TooLarge {
-            value: text.to_owned(),
-            max: Cpu(MAX_MILLICORES).to_string(),
-        };
-        if overflowed(&decimal, multiplier) {
-            return Err(too_large());
-        }
-        let millis = exact(&decimal, multiplier).map_err(|()| QuantityError::TooPrecise {
-            value: text.to_owned(),
             unit: "millicores",
-        })?;
-        let millis = u64::try_from(millis).map_err(|_| too_large())?;
-        if millis == 0 {
-            return Err(QuantityError::NotPositive {
-                value: text.to_owned(),
-            });
-        }
-        if millis > MAX_MILLICORES {
-            return Err(too_large());
-        }
-        Ok(Cpu(millis))
+            max: MAX_MILLICORES,
+            max_text: || Cpu(MAX_MILLICORES).to_string(),
+        };
+        parse_scaled(text, &KIND, |suffix| match suffix {
+            "" => Some(1000),
+            "m" => Some(1),
+            _ => None,
+        })
+        .map(Cpu)
     }
 }
 
@@ -251,42 +278,29 @@ impl Bytes {
 
     /// Parses `512Mi`, `2Gi`, `1G`, `1.5Gi`, `1048576`.
     pub fn parse(text: &str) -> Result<Self, QuantityError> {
-        let malformed = || QuantityError::Malformed {
-            value: text.to_owned(),
+        const KIND: Kind = Kind {
             what: "byte quantity",
             example: "512Mi, 2Gi or 1G",
-        };
-        let (decimal, suffix) = split_number(text.trim()).ok_or_else(malformed)?;
-        let multiplier: u128 = if suffix.is_empty() {
-            1
-        } else if let Some((_, power)) = BINARY.iter().find(|(s, _)| *s == suffix) {
-            1024u128.pow(*power)
-        } else if let Some((_, power)) = DECIMAL.iter().find(|(s, _)| *s == suffix) {
-            1000u128.pow(*power)
-        } else {
-            return Err(malformed());
-        };
-        let too_large = || QuantityError::TooLarge {
-            value: text.to_owned(),
-            max: Bytes(MAX_BYTES).to_string(),
-        };
-        if overflowed(&decimal, multiplier) {
-            return Err(too_large());
-        }
-        let bytes = exact(&decimal, multiplier).map_err(|()| QuantityError::TooPrecise {
-            value: text.to_owned(),
             unit: "bytes",
-        })?;
-        let bytes = u64::try_from(bytes).map_err(|_| too_large())?;
-        if bytes == 0 {
-            return Err(QuantityError::NotPositive {
-                value: text.to_owned(),
-            });
-        }
-        if bytes > MAX_BYTES {
-            return Err(too_large());
-        }
-        Ok(Bytes(bytes))
+            max: MAX_BYTES,
+            max_text: || Bytes(MAX_BYTES).to_string(),
+        };
+        parse_scaled(text, &KIND, |suffix| {
+            if suffix.is_empty() {
+                return Some(1);
+            }
+            let binary = BINARY
+                .iter()
+                .find(|(s, _)| *s == suffix)
+                .map(|(_, p)| 1024u128.pow(*p));
+            binary.or_else(|| {
+                DECIMAL
+                    .iter()
+                    .find(|(s, _)| *s == suffix)
+                    .map(|(_, p)| 1000u128.pow(*p))
+            })
+        })
+        .map(Bytes)
     }
 }
 
@@ -328,38 +342,20 @@ impl Bandwidth {
 
     /// Parses `100Mbit`, `1Gbit`, `1.5Gbit`, `800kbit`.
     pub fn parse(text: &str) -> Result<Self, QuantityError> {
-        let malformed = || QuantityError::Malformed {
-            value: text.to_owned(),
+        const KIND: Kind = Kind {
             what: "bandwidth (bits per second)",
             example: "100Mbit, 1Gbit or 500kbit",
-        };
-        let (decimal, suffix) = split_number(text.trim()).ok_or_else(malformed)?;
-        let (_, power) = RATES
-            .iter()
-            .find(|(s, _)| *s == suffix)
-            .ok_or_else(malformed)?;
-        let multiplier = 1000u128.pow(*power);
-        let too_large = || QuantityError::TooLarge {
-            value: text.to_owned(),
-            max: Bandwidth(MAX_BITS).to_string(),
-        };
-        if overflowed(&decimal, multiplier) {
-            return Err(too_large());
-        }
-        let bits = exact(&decimal, multiplier).map_err(|()| QuantityError::TooPrecise {
-            value: text.to_owned(),
             unit: "bits per second",
-        })?;
-        let bits = u64::try_from(bits).map_err(|_| too_large())?;
-        if bits == 0 {
-            return Err(QuantityError::NotPositive {
-                value: text.to_owned(),
-            });
-        }
-        if bits > MAX_BITS {
-            return Err(too_large());
-        }
-        Ok(Bandwidth(bits))
+            max: MAX_BITS,
+            max_text: || Bandwidth(MAX_BITS).to_string(),
+        };
+        parse_scaled(text, &KIND, |suffix| {
+            RATES
+                .iter()
+                .find(|(s, _)| *s == suffix)
+                .map(|(_, p)| 1000u128.pow(*p))
+        })
+        .map(Bandwidth)
     }
 }
 

@@ -109,6 +109,18 @@ pub fn existing_store(instance: &Instance) -> Result<Option<Store>, Failure> {
     }
 }
 
+/// The store of an instance that must already exist, with an error that says what to do.
+pub fn required_store(global: &Global) -> Result<Store, Failure> {
+    let instance = instance(global, None)?;
+    existing_store(&instance)?.ok_or_else(|| {
+        Failure::Other(anyhow::anyhow!(
+            "instance {:?} has no store at {} (expected `bulkhead apply` to have run)",
+            instance.prefix(),
+            instance.store_path().display()
+        ))
+    })
+}
+
 /// The desired state of a stored revision, re-validated on the way out.
 pub fn desired_of(revision: &Revision) -> Result<Desired, Failure> {
     let sources: Vec<Source> = revision

@@ -4,18 +4,11 @@ use anyhow::Context as _;
 use bulkhead_store::AnchorCheck;
 
 use crate::cli::{AuditAction, Global};
-use crate::context::{self, EXIT_OK, EXIT_TAMPERED, Failure, Outcome};
+use crate::context::{self, EXIT_OK, EXIT_TAMPERED, Outcome};
 use crate::output;
 
 pub fn audit(global: &Global, action: AuditAction) -> Outcome {
-    let instance = context::instance(global, None)?;
-    let Some(store) = context::existing_store(&instance)? else {
-        return Err(Failure::Other(anyhow::anyhow!(
-            "instance {:?} has no store at {} (expected `bulkhead apply` to have run)",
-            instance.prefix(),
-            instance.store_path().display()
-        )));
-    };
+    let store = context::required_store(global)?;
     match action {
         AuditAction::Log { after, limit } => {
             let records = store

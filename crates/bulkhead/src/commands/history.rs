@@ -4,18 +4,11 @@ use anyhow::Context as _;
 use bulkhead_store::{ObjectChange, RevisionId};
 
 use crate::cli::{Global, HistoryAction};
-use crate::context::{self, EXIT_OK, Failure, Outcome};
+use crate::context::{self, EXIT_OK, Outcome};
 use crate::output;
 
 pub fn history(global: &Global, action: Option<HistoryAction>) -> Outcome {
-    let instance = context::instance(global, None)?;
-    let Some(store) = context::existing_store(&instance)? else {
-        return Err(Failure::Other(anyhow::anyhow!(
-            "instance {:?} has no store at {} (expected `bulkhead apply` to have run)",
-            instance.prefix(),
-            instance.store_path().display()
-        )));
-    };
+    let store = context::required_store(global)?;
     match action.unwrap_or(HistoryAction::List) {
         HistoryAction::List => {
             let revisions = store.list_revisions().context("cannot list revisions")?;
