@@ -10,10 +10,16 @@
 //! [`doctor::Report::require`] gives `apply` a [`doctor::HostNotReady`] error.
 //! [`mountinfo`] parses `/proc/<pid>/mountinfo`.
 //!
-//! Cgroups, namespaces, seccomp, netlink, nftables and volumes follow. Raw
+//! [`confine`] is what a workload process gets before `execve` per security
+//! profile: a [`confine::Confinement`] prepared in the parent (seccomp filters
+//! compiled from `profiles/seccomp/*.json`, a Landlock ruleset, capability and
+//! rlimit policies) and applied in the child.
+//!
+//! Cgroups, namespaces, netlink, nftables and volumes follow. Raw
 //! syscalls live only in the private `sys` module, the one place `unsafe` is
 //! allowed.
 
+pub mod confine;
 pub mod doctor;
 pub mod mountinfo;
 pub mod naming;

@@ -29,3 +29,29 @@ pub(crate) fn abi_version() -> Result<u32, i32> {
         u32::try_from(ret).map_err(|_| libc::ERANGE)
     }
 }
+
+/// `landlock_restrict_self(2)`: enforces the ruleset behind `ruleset` on the
+/// calling thread (and what it executes). Needs no_new_privs (or
+/// CAP_SYS_ADMIN). Allocates nothing, so it may run between `fork` and
+/// `execve`. Returns the errno on failure.
+pub(crate) fn restrict_self(ruleset: std::os::fd::BorrowedFd<'_>) -> Result<(), i32> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the syscall takes a file descriptor and a flags word and reads
+    // no user memory. `ruleset` is a borrowed, open descriptor, so the number
+    // stays valid for the duration of the call; flags 0 asks for nothing
+    // optional. The kernel checks that the descriptor is a Landlock ruleset.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_restrict_self,
+            ruleset.as_raw_fd(),
+            0 as libc::c_uint,
+        )
+    };
+    if ret == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EINVAL))
+    }
+}
