@@ -8,7 +8,7 @@
 //! that allocates or can fail for a reason a person must fix happens there.
 //!
 //! [`Confinement::apply`] runs in the child between `fork` and `execve` (for
-//! example from `std::os::unix::process::CommandExt::pre_exec`) and only makes
+//! example through [`Confinement::attach`] on a `std::process::Command`) and only makes
 //! system calls that allocate nothing, in this order:
 //!
 //! 1. rlimits ([`rlimit`]): `RLIMIT_CORE` = 0, `RLIMIT_NOFILE` lowered;
@@ -29,10 +29,13 @@
 
 pub mod caps;
 pub mod landlock;
+pub mod probe;
 pub mod rlimit;
 pub mod seccomp;
 
 use std::fmt;
+use std::process::Command;
+use std::sync::Arc;
 
 use bulkhead_spec::Profile;
 
@@ -184,6 +187,12 @@ impl Confinement {
         self.landlock
             .as_ref()
             .map_or(&[][..], PreparedLandlock::not_enforced)
+    }
+
+    /// Makes `command` apply this confinement in its child right before
+    /// `execve`; spawning then fails with the errno of a step that failed.
+    pub fn attach(self: &Arc<Self>, command: &mut Command) {
+        crate::sys::exec::confine_before_exec(command, Arc::clone(self));
     }
 
     /// Confines the calling process; run it in the child between `fork` and

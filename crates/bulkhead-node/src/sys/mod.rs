@@ -1,4 +1,6 @@
 //! Raw syscalls that neither `std` nor `rustix` offer. The only place in the
 //! crate where `unsafe` is allowed; each block says why it is sound.
 
+pub(crate) mod exec;
 pub(crate) mod landlock;
+pub(crate) mod probe;
