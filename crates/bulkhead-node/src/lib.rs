@@ -15,10 +15,14 @@
 //! compiled from `profiles/seccomp/*.json`, a Landlock ruleset, capability and
 //! rlimit policies) and applied in the child.
 //!
-//! Cgroups, namespaces, netlink, nftables and volumes follow. Raw
+//! [`cgroup::Cgroups`] places tenants and workloads in cgroups (v1, hybrid or
+//! v2 through one API) and sets, observes and reports their limits.
+//!
+//! Namespaces, netlink, nftables and volumes follow. Raw
 //! syscalls live only in the private `sys` module, the one place `unsafe` is
 //! allowed.
 
+pub mod cgroup;
 pub mod confine;
 pub mod doctor;
 pub mod mountinfo;
