@@ -301,7 +301,7 @@ impl FakeCgroupFs {
         let mut fields = value.split_whitespace();
         let device = fields.next().ok_or_else(|| errno(libc::EINVAL))?.to_owned();
         let current = std::fs::read_to_string(path)?;
-        let mut keys = vec![
+        let mut keys = [
             ("rbps", "max".to_owned()),
             ("wbps", "max".to_owned()),
             ("riops", "max".to_owned()),

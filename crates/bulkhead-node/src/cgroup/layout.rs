@@ -169,7 +169,7 @@ impl Layout {
     /// hybrid host is then recorded but unused), else v2 at the first cgroup2 mount.
     pub fn from_mountinfo(text: &str) -> Result<Self, DetectCgroupError> {
         let mounts = parse_mountinfo(text)?;
-        Ok(Self::from_mounts(&mounts)?)
+        Self::from_mounts(&mounts)
     }
 
     fn from_mounts(mounts: &[MountInfo]) -> Result<Self, DetectCgroupError> {

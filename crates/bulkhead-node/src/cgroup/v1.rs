@@ -44,11 +44,14 @@ fn read_cpus(ctx: &Ctx<'_>, dir: &Path) -> Result<Vec<u32>, CgroupError> {
     if text.is_empty() {
         return Ok(Vec::new());
     }
-    parse_cpuset(&text).ok_or_else(|| CgroupError::Parse {
-        path,
-        value: text,
-        expected: "a cpu list such as 0-1,4",
-    })
+    match parse_cpuset(&text) {
+        Some(cpus) => Ok(cpus),
+        None => Err(CgroupError::Parse {
+            path,
+            value: text,
+            expected: "a cpu list such as 0-1,4",
+        }),
+    }
 }
 
 fn read_flag(ctx: &Ctx<'_>, path: &Path) -> Result<bool, CgroupError> {
