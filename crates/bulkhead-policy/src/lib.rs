@@ -19,6 +19,11 @@
 //!   [`Engine::matrix`] for the whole [`ReachabilityMatrix`] (endpoint × endpoint × port
 //!   class), [`ReachabilityMatrix::namespace_matrix`] for the [`NamespaceMatrix`], and
 //!   [`diff`] for the [`MatrixDiff`] between two matrices.
+//! - Our tenant model enters through one door, [`tenancy`]: [`tenancy::translate`] turns a
+//!   validated `bulkhead_spec::Desired` into a [`Cluster`] (tenants → namespaces,
+//!   workloads → pods, rules → the NetworkPolicies the Kubernetes backend renders), and
+//!   [`tenancy::engine_for`], [`tenancy::TenantMatrix`] and [`tenancy::diff_desired`]
+//!   answer tenant-level questions (`describe`, `plan`, the verifier's expectations).
 //!
 //! # Semantics
 //!
@@ -56,6 +61,7 @@ mod matrix;
 mod model;
 mod ports;
 mod selector;
+pub mod tenancy;
 mod validate;
 
 pub use diff::{Connection, MatrixDiff, diff};
