@@ -7,6 +7,7 @@
 mod cli;
 mod commands;
 mod context;
+mod network;
 mod output;
 
 use std::process::ExitCode;

@@ -185,6 +185,43 @@ fn get_from_files_shows_defaults() {
 }
 
 #[test]
+fn plan_shows_a_removed_exception_at_tenant_level() {
+    let state = tempfile::tempdir().expect("tempdir");
+    bulkhead(state.path())
+        .arg("apply")
+        .arg(examples())
+        .assert()
+        .success();
+    let dir = tempfile::tempdir().expect("tempdir");
+    copy_dir(&examples(), dir.path());
+    let db = dir.path().join("tenants/db.yaml");
+    let text = std::fs::read_to_string(&db)
+        .expect("read")
+        .replace("from: [{ tenant: web }]", "from: [{ tenant: ingress }]");
+    std::fs::write(&db, text).expect("write");
+    bulkhead(state.path())
+        .arg("plan")
+        .arg(dir.path())
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("- web -> db  TCP 5432"));
+}
+
+#[test]
+fn describe_shows_reachability() {
+    let state = tempfile::tempdir().expect("tempdir");
+    bulkhead(state.path())
+        .args(["describe", "tenant", "db", "-f"])
+        .arg(examples())
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("reached by web  TCP 5432"))
+        .stdout(predicate::str::contains(
+            "reaches    external:dns  TCP 53, UDP 53",
+        ));
+}
+
+#[test]
 fn get_before_apply_says_what_to_do() {
     let state = tempfile::tempdir().expect("tempdir");
     bulkhead(state.path())

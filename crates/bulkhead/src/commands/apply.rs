@@ -40,10 +40,12 @@ struct PlanReport<'a> {
     change: usize,
     remove: usize,
     changes: &'a [ObjectChange],
+    network: &'a bulkhead_policy::tenancy::TenantDiff,
 }
 
 struct Planned {
     diff: RevisionDiff,
+    network: bulkhead_policy::tenancy::TenantDiff,
     against: Option<Revision>,
     proposed: Revision,
     objects: Vec<NewObject>,
@@ -65,10 +67,13 @@ fn compute(
     };
     let empty = Revision::unsaved("", "", &[]);
     let diff = diff_revisions(against.as_ref().unwrap_or(&empty), &proposed);
+    let before = against.as_ref().map(context::desired_of).transpose()?;
+    let network = crate::network::diff(before.as_ref(), desired)?;
     Ok((
         instance,
         Planned {
             diff,
+            network,
             against,
             proposed,
             objects,
@@ -118,6 +123,12 @@ fn human_plan(instance: &str, planned: &Planned) -> String {
             }
         }
     }
+    if !planned.network.is_empty() {
+        out.push_str("Network (tenant level, from the policy engine):\n");
+        for line in planned.network.to_string().lines() {
+            out.push_str(&format!("  {line}\n"));
+        }
+    }
     let (add, change, remove) = counts(&planned.diff.changes);
     if add + change + remove == 0 {
         out.push_str("No changes: the desired state matches the last applied revision.\n");
@@ -140,6 +151,7 @@ pub fn plan(global: &Global, paths: &[PathBuf], detailed_exitcode: bool) -> Outc
         change,
         remove,
         changes: &planned.diff.changes,
+        network: &planned.network,
     };
     output::emit(global.output, &report, || {
         human_plan(instance.prefix(), &planned)

@@ -328,6 +328,33 @@ pub fn describe(global: &Global, kind: ObjectKind, name: &str, files: &[PathBuf]
             ports_text(&rule.ports)
         ));
     }
+    let matrix = crate::network::matrix(&desired)?;
+    let me = bulkhead_policy::GroupKey::Namespace {
+        name: tenant.metadata.name.to_string(),
+    };
+    out.push_str("Reachability (evaluated by the policy engine):\n");
+    let mut any = false;
+    for connection in matrix.connections() {
+        if connection.src == me && connection.dst != me {
+            out.push_str(&format!(
+                "  reaches    {}  {}\n",
+                connection.dst, connection.ports
+            ));
+            any = true;
+        }
+    }
+    for connection in matrix.connections() {
+        if connection.dst == me && connection.src != me {
+            out.push_str(&format!(
+                "  reached by {}  {}\n",
+                connection.src, connection.ports
+            ));
+            any = true;
+        }
+    }
+    if !any {
+        out.push_str("  nothing outside the tenant\n");
+    }
     let workloads: Vec<&Workload> = desired.workloads_of(&tenant.metadata.name).collect();
     out.push_str(&format!("Workloads ({}):\n", workloads.len()));
     if !workloads.is_empty() {
