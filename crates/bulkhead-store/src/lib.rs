@@ -21,6 +21,13 @@
 //!   head is mirrored to an anchor file `<db>.audit-head`.
 //!   [`Store::verify_audit`] returns an [`AuditVerification`] naming the
 //!   first bad record as a [`Tamper`] (see [`audit::verify`] for the rules).
+//! - **Wrapped tenant keys.** [`Store::create_tenant_key`] draws a random
+//!   256-bit key per tenant and stores it only wrapped (AES-256-GCM under a
+//!   key derived with HKDF-SHA256 from the platform [`MasterKey`]);
+//!   [`Store::unwrap_tenant_key`] returns it as a zeroed-on-drop
+//!   [`TenantKey`]; [`Store::destroy_tenant_key`] crypto-shreds it (see
+//!   [`keys`] for what that reaches: `secure_delete`, WAL truncation, and
+//!   what only a master key rotation covers).
 //!
 //! The store does not know the spec's types: callers hand it kinds, names
 //! and document text, so it depends on nothing else in bulkhead.
@@ -30,6 +37,7 @@ pub mod audit;
 mod diff;
 mod digest;
 pub mod ids;
+pub mod keys;
 pub mod migrate;
 mod open;
 mod revision;
@@ -42,6 +50,10 @@ pub use audit::{
 };
 pub use diff::{
     DIFF_CONTEXT_LINES, DiffRevisionsError, ObjectChange, RevisionDiff, diff_revisions,
+};
+pub use keys::{
+    CreateTenantKeyError, DestroyTenantKeyError, DestroyedKey, MasterKey, MasterKeyError,
+    TenantKey, TenantKeyInfo, UnwrapTenantKeyError,
 };
 pub use open::{AUDIT_HEAD_SUFFIX, BUSY_TIMEOUT, MigrateError, OpenStoreError, Store};
 pub use revision::{

@@ -121,6 +121,30 @@ pub const MIGRATIONS: &[Migration] = &[
             CREATE UNIQUE INDEX id_ranges_held ON id_ranges (tenant) WHERE released_at IS NULL;
         ",
     },
+    Migration {
+        // The reserved table had no room for the GCM nonce or the wrapping
+        // details. Nothing wrote to it, so it is replaced; the guard makes
+        // the migration fail rather than drop a row if something did.
+        version: 5,
+        name: "wrapped tenant keys",
+        sql: "
+            CREATE TEMP TABLE tenant_keys_guard (
+                n INTEGER CONSTRAINT reserved_tenant_keys_must_be_empty CHECK (n = 0)
+            );
+            INSERT INTO tenant_keys_guard SELECT count(*) FROM tenant_keys;
+            DROP TABLE tenant_keys_guard;
+            DROP TABLE tenant_keys;
+            CREATE TABLE tenant_keys (
+                tenant        TEXT    PRIMARY KEY,
+                key_version   INTEGER NOT NULL CHECK (key_version >= 1),
+                algorithm     TEXT    NOT NULL,
+                master_key_id TEXT    NOT NULL,
+                nonce         BLOB    NOT NULL CHECK (length(nonce) = 12),
+                wrapped_key   BLOB    NOT NULL CHECK (length(wrapped_key) = 48),
+                created_at    TEXT    NOT NULL
+            );
+        ",
+    },
 ];
 
 /// The schema version this build writes and understands.
@@ -262,6 +286,31 @@ mod tests {
             )
             .unwrap();
         assert_eq!(tables, 0, "nothing from the failed transaction remains");
+    }
+
+    #[test]
+    fn reserved_tenant_keys_with_rows_are_not_dropped() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        // Everything before the migration that replaces the reserved table.
+        for m in &MIGRATIONS[..4] {
+            conn.execute_batch(m.sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 4).unwrap();
+        conn.execute(
+            "INSERT INTO tenant_keys VALUES ('web', 1, x'00', 'now')",
+            [],
+        )
+        .unwrap();
+        let err = migrate(&mut conn).unwrap_err();
+        assert!(
+            err.to_string().contains("migration 5")
+                && format!("{:?}", err).contains("reserved_tenant_keys_must_be_empty"),
+            "{err:?}"
+        );
+        let rows: i64 = conn
+            .query_row("SELECT count(*) FROM tenant_keys", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 1);
     }
 
     #[test]

@@ -90,7 +90,8 @@ impl Store {
     /// their modes. The connection uses WAL journaling with
     /// `synchronous=FULL`, so a committed transaction has been fsync'ed when
     /// the call that committed it returns; foreign keys are enforced and
-    /// writers wait up to [`BUSY_TIMEOUT`] for a lock.
+    /// writers wait up to [`BUSY_TIMEOUT`] for a lock; `secure_delete` is on,
+    /// so deleted rows are overwritten with zeros.
     pub fn open(path: impl AsRef<Path>) -> Result<Store, OpenStoreError> {
         let path = path.as_ref().to_path_buf();
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
@@ -200,6 +201,11 @@ impl Store {
         self.conn
             .pragma_update(None, "foreign_keys", true)
             .map_err(pragma("foreign_keys"))?;
+        // Deleted rows (a destroyed tenant key above all) are overwritten
+        // with zeros, not left in free pages; see `keys` on crypto-shredding.
+        self.conn
+            .pragma_update(None, "secure_delete", true)
+            .map_err(pragma("secure_delete"))?;
         match migrate::migrate(&mut self.conn) {
             Ok(_) => Ok(()),
             Err(MigrateFailure::Newer { found, supported }) => Err(OpenStoreError::NewerSchema {
