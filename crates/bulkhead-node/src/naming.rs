@@ -10,6 +10,8 @@
 //! | network namespace | `<instance>-<tenant>` (also under `/run/netns` for `ip netns`) |
 //! | volume image | `<state>/volumes/<tenant>.img` |
 //! | volume mount point | `<state>/mnt/<tenant>` |
+//! | volume's encrypted directory (what the tenant sees) | `<state>/mnt/<tenant>/data` |
+//! | volume's ext4 label | the tenant name, or its first 7 characters + `-` + 8 hex digits of a hash when longer than 16 |
 //! | sandbox root (pivot_root target) | `<state>/roots/<tenant>` |
 //! | interfaces | `<instance>` + short hash of the tenant + role suffix, within IFNAMSIZ |
 
@@ -17,6 +19,12 @@ use std::path::{Path, PathBuf};
 
 /// Default parent of every instance's state directory.
 pub const DEFAULT_STATE_ROOT: &str = "/var/lib/bulkhead";
+
+/// Name of the encrypted directory at the root of each tenant volume.
+pub const VOLUME_DATA_DIR: &str = "data";
+
+/// Longest ext4 volume label (`s_volume_name` is 16 bytes).
+pub const MAX_EXT4_LABEL: usize = 16;
 
 /// Longest interface name the kernel accepts (IFNAMSIZ minus the NUL).
 pub const MAX_IFNAME: usize = 15;
@@ -82,6 +90,32 @@ impl Instance {
         self.state_dir.join("mnt").join(tenant)
     }
 
+    /// The directory inside a tenant's mounted volume that carries the
+    /// fscrypt policy and is all the tenant sees of its volume (the root of
+    /// an ext4 filesystem cannot be encrypted).
+    pub fn volume_data_dir(&self, tenant: &str) -> PathBuf {
+        self.volume_mount(tenant).join(VOLUME_DATA_DIR)
+    }
+
+    /// The ext4 label of a tenant's volume (at most 16 bytes, ext4's limit):
+    /// the tenant name when it fits, else a readable start and a hash.
+    pub fn volume_label(&self, tenant: &str) -> String {
+        if tenant.len() <= MAX_EXT4_LABEL {
+            return tenant.to_owned();
+        }
+        let keep = tenant
+            .char_indices()
+            .map(|(i, _)| i)
+            .take_while(|i| *i <= 7)
+            .last()
+            .unwrap_or(0);
+        format!(
+            "{}-{:08x}",
+            &tenant[..keep],
+            fnv1a(tenant.as_bytes()) as u32
+        )
+    }
+
     /// The directory a tenant's sandboxes pivot into.
     pub fn sandbox_root(&self, tenant: &str) -> PathBuf {
         self.state_dir.join("roots").join(tenant)
@@ -143,6 +177,24 @@ mod tests {
             instance.volume_image("web"),
             PathBuf::from("/var/lib/bulkhead/bh/volumes/web.img")
         );
+    }
+
+    #[test]
+    fn volume_names() {
+        let instance = Instance::new("bh", Path::new(DEFAULT_STATE_ROOT));
+        assert_eq!(
+            instance.volume_data_dir("web"),
+            PathBuf::from("/var/lib/bulkhead/bh/mnt/web/data")
+        );
+        assert_eq!(instance.volume_label("web"), "web");
+        assert_eq!(
+            instance.volume_label("exactly-16-chars"),
+            "exactly-16-chars"
+        );
+        let long = instance.volume_label("a-rather-long-tenant-name");
+        assert_eq!(long.len(), MAX_EXT4_LABEL);
+        assert!(long.starts_with("a-rathe-"), "{long}");
+        assert_ne!(long, instance.volume_label("a-rather-long-tenant-name2"));
     }
 
     #[test]
