@@ -2,5 +2,7 @@
 //! crate where `unsafe` is allowed; each block says why it is sound.
 
 pub(crate) mod exec;
+pub(crate) mod fscrypt;
 pub(crate) mod landlock;
+pub(crate) mod loopdev;
 pub(crate) mod probe;
