@@ -18,7 +18,14 @@
 //! [`cgroup::Cgroups`] places tenants and workloads in cgroups (v1, hybrid or
 //! v2 through one API) and sets, observes and reports their limits.
 //!
-//! Namespaces, netlink, nftables and volumes follow. Raw
+//! [`volume`] is a tenant's storage: a [`volume::Volume`] (names from
+//! [`naming::Instance`]) is a sparse image of exactly the storage quota,
+//! formatted ext4, attached to a loop device, mounted `nosuid,nodev`, with
+//! its `data` directory under an fscrypt v2 policy; each lifecycle step is
+//! idempotent and [`volume::Volume::observe`] returns a
+//! [`volume::VolumeState`].
+//!
+//! Namespaces, netlink, nftables and tc follow. Raw
 //! syscalls live only in the private `sys` module, the one place `unsafe` is
 //! allowed.
 
@@ -29,3 +36,4 @@ pub mod mountinfo;
 pub mod naming;
 #[allow(unsafe_code)]
 mod sys;
+pub mod volume;
