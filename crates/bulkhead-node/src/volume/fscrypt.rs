@@ -1,17 +1,17 @@
 //! fscrypt v2 on the volume's data directory: the tenant key in the kernel,
 //! the policy on the directory, and what the kernel says about both.
 //!
-//! - [`add_key`]: `FS_IOC_ADD_ENCRYPTION_KEY` with a v2 (identifier) key
+//! - [`add_key`] uses `FS_IOC_ADD_ENCRYPTION_KEY` with a v2 (identifier) key
 //!   specifier on any file of the filesystem; the kernel derives and returns
 //!   the 16-byte key identifier.
-//! - [`set_policy`]: `FS_IOC_SET_ENCRYPTION_POLICY` with a v2 policy —
+//! - [`set_policy`] uses `FS_IOC_SET_ENCRYPTION_POLICY` with a v2 policy —
 //!   AES-256-XTS for contents, AES-256-CTS for file names, names padded to
 //!   32 bytes — on an empty directory.
-//! - [`get_policy`]: `FS_IOC_GET_ENCRYPTION_POLICY_EX`.
-//! - [`remove_key`]: `FS_IOC_REMOVE_ENCRYPTION_KEY_ALL_USERS`: the key leaves
+//! - [`get_policy`] uses `FS_IOC_GET_ENCRYPTION_POLICY_EX`.
+//! - [`remove_key`] uses `FS_IOC_REMOVE_ENCRYPTION_KEY_ALL_USERS`: the key leaves
 //!   the kernel for every user that added it (a platform lock, not one
 //!   user's claim); cached plaintext pages and names are evicted.
-//! - [`key_status`]: `FS_IOC_GET_ENCRYPTION_KEY_STATUS`.
+//! - [`key_status`] uses `FS_IOC_GET_ENCRYPTION_KEY_STATUS`.
 
 use std::fmt;
 use std::fs::File;
