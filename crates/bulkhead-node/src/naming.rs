@@ -11,12 +11,17 @@
 //! | volume image | `<state>/volumes/<tenant>.img` |
 //! | volume mount point | `<state>/mnt/<tenant>` |
 //! | sandbox root (pivot_root target) | `<state>/roots/<tenant>` |
+//! | sandbox holder record (pid, start time) | `<state>/sandboxes/<tenant>.holder` |
+//! | network namespace bind mount for `ip netns` | `/run/netns/<instance>-<tenant>` |
 //! | interfaces | `<instance>` + short hash of the tenant + role suffix, within IFNAMSIZ |
 
 use std::path::{Path, PathBuf};
 
 /// Default parent of every instance's state directory.
 pub const DEFAULT_STATE_ROOT: &str = "/var/lib/bulkhead";
+
+/// Where `ip netns` looks for named network namespaces.
+pub const NETNS_RUN_DIR: &str = "/run/netns";
 
 /// Longest interface name the kernel accepts (IFNAMSIZ minus the NUL).
 pub const MAX_IFNAME: usize = 15;
@@ -70,6 +75,20 @@ impl Instance {
     /// A tenant's network namespace name.
     pub fn netns(&self, tenant: &str) -> String {
         format!("{}-{tenant}", self.prefix)
+    }
+
+    /// The file a tenant's network namespace is bind-mounted on, so that
+    /// `ip netns exec <name>` finds it.
+    pub fn netns_path(&self, tenant: &str) -> PathBuf {
+        Path::new(NETNS_RUN_DIR).join(self.netns(tenant))
+    }
+
+    /// The record of a tenant's namespace holder process (its pid and start
+    /// time), read by `observe`, `run` and `stop`.
+    pub fn holder_record(&self, tenant: &str) -> PathBuf {
+        self.state_dir
+            .join("sandboxes")
+            .join(format!("{tenant}.holder"))
     }
 
     /// A tenant's volume image file.
