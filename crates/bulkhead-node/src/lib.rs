@@ -8,7 +8,10 @@
 //! seccomp, Landlock, nftables, loop + ext4 encryption, tc) and the
 //! [`doctor::Hardening`] baseline with its [`doctor::Exposure`] score.
 //! [`doctor::Report::require`] gives `apply` a [`doctor::HostNotReady`] error.
-//! [`mountinfo`] parses `/proc/<pid>/mountinfo`.
+//! [`mountinfo`] parses `/proc/<pid>/mountinfo`. [`sandbox`] starts a
+//! tenant's long-lived namespaces (a holder process per tenant), builds its
+//! root file system and runs processes inside ([`sandbox::start`],
+//! [`sandbox::Sandbox::run`], [`sandbox::observe`], [`sandbox::stop`]).
 //!
 //! [`confine`] is what a workload process gets before `execve` per security
 //! profile: a [`confine::Confinement`] prepared in the parent (seccomp filters
@@ -18,7 +21,7 @@
 //! [`cgroup::Cgroups`] places tenants and workloads in cgroups (v1, hybrid or
 //! v2 through one API) and sets, observes and reports their limits.
 //!
-//! Namespaces, netlink, nftables and volumes follow. Raw
+//! Netlink, nftables and volumes follow. Raw
 //! syscalls live only in the private `sys` module, the one place `unsafe` is
 //! allowed.
 
@@ -27,5 +30,6 @@ pub mod confine;
 pub mod doctor;
 pub mod mountinfo;
 pub mod naming;
+pub mod sandbox;
 #[allow(unsafe_code)]
 mod sys;

@@ -4,3 +4,4 @@
 pub(crate) mod exec;
 pub(crate) mod landlock;
 pub(crate) mod probe;
+pub(crate) mod process;
