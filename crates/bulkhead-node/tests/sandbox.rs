@@ -61,6 +61,7 @@ const TESTS: &[Test] = &[
         "hooks_join_cgroup_then_pre_exec",
         hooks_join_cgroup_then_pre_exec,
     ),
+    ("confinement_applies_inside", confinement_applies_inside),
     ("volume_appears_at_data", volume_appears_at_data),
     ("exec_finds_a_tenant_by_name", exec_finds_a_tenant_by_name),
     ("start_is_idempotent", start_is_idempotent),
@@ -673,6 +674,61 @@ fn hooks_join_cgroup_then_pre_exec() -> TestResult {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     result
+}
+
+/// The `confine` module's restricted profile through the `pre_exec` hook,
+/// with Landlock paths named through the holder's root.
+fn confinement_applies_inside() -> TestResult {
+    use bulkhead_node::confine::landlock::{LandlockPaths, SYSTEM_READ_ONLY};
+    use bulkhead_node::confine::{ConfineOptions, Confinement};
+
+    let mut env = Env::new();
+    let a = env.start_default("alpha")?;
+    let inside = |list: &[&str]| -> Vec<PathBuf> {
+        list.iter()
+            .map(|p| a.host_path(p))
+            .filter(|p| p.exists())
+            .collect()
+    };
+    let mut read_only = inside(SYSTEM_READ_ONLY);
+    read_only.extend(inside(&["/etc", "/proc"]));
+    let options = ConfineOptions {
+        paths: LandlockPaths {
+            read_only,
+            writable: inside(&["/tmp", "/dev/null", "/dev/zero", "/dev/full"]),
+        },
+        ..ConfineOptions::default()
+    };
+    let confinement = std::sync::Arc::new(
+        Confinement::prepare(bulkhead_spec::Profile::Restricted, &options)
+            .map_err(|e| format!("prepare confinement: {e}"))?,
+    );
+    let mut command = Command::new("/bin/sh");
+    command
+        .args([
+            "-c",
+            "grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status; \
+             echo ok > /tmp/x && cat /tmp/x; ls / >/dev/null 2>&1 || echo root-denied",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .pre_exec(move || confinement.apply().map_err(Into::into));
+    let (code, out, err) = output(&a, command)?;
+    let fields: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let want: Vec<Vec<&str>> = vec![
+        vec!["CapEff:", "0000000000000000"],
+        vec!["CapBnd:", "0000000000000000"],
+        vec!["NoNewPrivs:", "1"],
+        vec!["Seccomp:", "2"],
+        vec!["ok"],
+        vec!["root-denied"],
+    ];
+    ensure(code == 0 && fields == want, || {
+        format!("confined workload: exit {code}, {out:?}, {err:?}")
+    })
 }
 
 fn libc_eperm() -> i32 {

@@ -38,11 +38,12 @@
 //!   In the workload, in this order: write itself into each
 //!   [`Command::join_cgroup`] file (opened by the launcher before the fork, so
 //!   the host's permissions apply although the path is not visible inside),
-//!   `chdir`, drop supplementary groups, set gid and uid (capabilities of the
-//!   tenant's user namespace stay in the permitted set, for the hook, and
+//!   `chdir`, drop supplementary groups, set gid and uid (the capabilities
+//!   of the tenant's user namespace stay effective for the hook, and
 //!   `execve` clears them for a non-zero uid), run [`Command::pre_exec`]
-//!   (confinement goes there), `execve` with an empty environment plus
-//!   [`DEFAULT_PATH`] and what the caller set.
+//!   (confinement goes there: [`Confinement::apply`](crate::confine::Confinement::apply),
+//!   with Landlock paths prepared through [`Sandbox::host_path`]), `execve`
+//!   with an empty environment plus [`DEFAULT_PATH`] and what the caller set.
 //! - [`observe`] reads the record, the process and the `/run/netns` entry and
 //!   says whether the sandbox runs, is gone, or left something behind;
 //!   [`stop`] kills the holder (`SIGKILL` through a pidfd; everything in the
@@ -105,7 +106,7 @@
 //!   files; its cgroup namespace is rooted there) and
 //!   [`Command::join_cgroup`] (each workload's);
 //! - confinement (seccomp, capabilities, `no_new_privs`, Landlock, rlimits):
-//!   [`Command::pre_exec`];
+//!   [`Command::pre_exec`] and [`Sandbox::host_path`];
 //! - the encrypted volume: [`SandboxConfig::volume`], normally
 //!   [`Instance::volume_mount`](crate::naming::Instance::volume_mount), whose
 //!   root the volume module should own by an id of the tenant's range.

@@ -158,10 +158,14 @@ impl Command {
 
     /// A callback run in the workload right before `execve`, after the
     /// namespaces, the cgroups, the working directory and the uid/gid are
-    /// set; the tenant namespace's capabilities are still in the permitted
-    /// set (so it can, e.g., drop the bounding set), and `execve` clears them
-    /// for a non-zero uid. Confinement (seccomp, capabilities,
-    /// `no_new_privs`, Landlock, rlimits) goes here.
+    /// set; the tenant namespace's capabilities are still effective (so it
+    /// can drop the bounding set), and `execve` clears them for a non-zero
+    /// uid. Confinement goes here:
+    /// `command.pre_exec(move || confinement.apply().map_err(Into::into))`
+    /// with an `Arc<`[`Confinement`](crate::confine::Confinement)`>`
+    /// prepared before; prepare its Landlock paths through
+    /// [`Sandbox::host_path`] so they name the sandbox's files (its `/tmp`
+    /// is not the host's).
     ///
     /// It runs in a child forked from the caller, which may have had other
     /// threads: like [`std::os::unix::process::CommandExt::pre_exec`]'s, it
@@ -270,6 +274,19 @@ fn cstring(step: &'static str, path: &Path) -> Result<CString, SandboxError> {
 }
 
 impl Sandbox {
+    /// A path inside the sandbox as the host reaches it:
+    /// `/proc/<holder>/root/<inside>`. Valid while the holder runs; for
+    /// preparing things that must name the sandbox's files from outside
+    /// (Landlock rules, probes).
+    pub fn host_path(&self, inside: impl AsRef<Path>) -> PathBuf {
+        let relative = inside
+            .as_ref()
+            .strip_prefix("/")
+            .unwrap_or(inside.as_ref())
+            .to_owned();
+        PathBuf::from(format!("/proc/{}/root", self.record.pid)).join(relative)
+    }
+
     /// Starts `command` inside the sandbox and waits for it: its exit code,
     /// or 128 + the signal that killed it.
     pub fn run(&self, command: Command) -> Result<i32, SandboxError> {

@@ -290,9 +290,10 @@ impl std::fmt::Debug for JoinPlan {
 ///    and the holder could not finish exiting until that reaper reaps it);
 /// 3. (workload) write `0` to each `cgroup.procs`, `chdir`, drop
 ///    supplementary groups, set gid and uid (keeping the namespace's
-///    capabilities in the permitted set until `execve`, for the hook), ask for
+///    capabilities, effective, until `execve`, for the hook), ask for
 ///    `SIGKILL` when the intermediate dies, run the caller's hook; `std` then
-///    sets the environment and calls `execve`.
+///    sets the environment and calls `execve`, which clears the capabilities
+///    of a non-zero uid.
 ///
 /// A failing step writes its name to `plan.report` and fails the spawn with
 /// its errno.
@@ -346,6 +347,18 @@ pub(crate) fn install_join(command: &mut Command, mut plan: JoinPlan) {
         rustix::thread::set_keep_capabilities(true).map_err(|e| report("keep capabilities", e))?;
         let uid = rustix::process::Uid::from_raw(plan.uid);
         rustix::thread::set_thread_res_uid(uid, uid, uid).map_err(|e| report("set uid", e))?;
+        // Changing uid emptied the effective set; raise it again from the
+        // kept permitted set so the hook can, e.g., drop the bounding set.
+        let caps =
+            rustix::thread::capabilities(None).map_err(|e| report("read capabilities", e))?;
+        rustix::thread::set_capabilities(
+            None,
+            rustix::thread::CapabilitySets {
+                effective: caps.permitted,
+                ..caps
+            },
+        )
+        .map_err(|e| report("raise effective capabilities", e))?;
         rustix::process::set_parent_process_death_signal(Some(Signal::KILL))
             .map_err(|e| report("set the parent-death signal", e))?;
         if let Some(pre_exec) = plan.pre_exec.as_mut() {
