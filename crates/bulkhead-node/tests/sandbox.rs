@@ -62,6 +62,7 @@ const TESTS: &[Test] = &[
         hooks_join_cgroup_then_pre_exec,
     ),
     ("confinement_applies_inside", confinement_applies_inside),
+    ("holder_joins_its_cgroups", holder_joins_its_cgroups),
     ("volume_appears_at_data", volume_appears_at_data),
     ("exec_finds_a_tenant_by_name", exec_finds_a_tenant_by_name),
     ("start_is_idempotent", start_is_idempotent),
@@ -632,7 +633,7 @@ fn hooks_join_cgroup_then_pre_exec() -> TestResult {
     })?;
     // A failing hook names its step.
     let mut failing = Command::new("true");
-    failing.pre_exec(|| Err(std::io::Error::from_raw_os_error(libc_eperm())));
+    failing.pre_exec(|| Err(std::io::Error::from(std::io::ErrorKind::PermissionDenied)));
     let result = a.run(failing);
     ensure(
         matches!(&result, Err(SandboxError::Join { step, .. }) if step == "pre_exec hook"),
@@ -731,8 +732,70 @@ fn confinement_applies_inside() -> TestResult {
     })
 }
 
-fn libc_eperm() -> i32 {
-    1
+/// The holder joins `holder_cgroups` before creating the cgroup namespace,
+/// so the tenant's cgroup is `/` inside.
+fn holder_joins_its_cgroups() -> TestResult {
+    let Some(hierarchy) = [
+        "/sys/fs/cgroup/pids",
+        "/sys/fs/cgroup/memory",
+        "/sys/fs/cgroup",
+    ]
+    .into_iter()
+    .map(Path::new)
+    .find(|p| p.join("cgroup.procs").exists()) else {
+        println!("    (no cgroup hierarchy: holder_cgroups not checked)");
+        return Ok(());
+    };
+    let mut env = Env::new();
+    let cgroup = hierarchy.join(env.instance.prefix());
+    std::fs::create_dir_all(&cgroup).map_err(|e| format!("{}: {e}", cgroup.display()))?;
+    let result = (|| {
+        let mut config = env.config("alpha");
+        config.holder_cgroups = vec![cgroup.join("cgroup.procs")];
+        let a = env.start(&config)?;
+        let procs = std::fs::read_to_string(cgroup.join("cgroup.procs")).unwrap_or_default();
+        ensure(
+            procs.lines().any(|p| p == a.holder_pid().to_string()),
+            || {
+                format!(
+                    "holder {} not in {}: {procs:?}",
+                    a.holder_pid(),
+                    cgroup.display()
+                )
+            },
+        )?;
+        let mut command = Command::new("cat");
+        command
+            .arg("/proc/self/cgroup")
+            .join_cgroup(cgroup.join("cgroup.procs"))
+            .stdout(Stdio::piped());
+        let (_, out, _) = output(&a, command)?;
+        let controller = hierarchy
+            .file_name()
+            .and_then(|n| n.to_str())
+            .filter(|n| *n != "cgroup")
+            .unwrap_or("");
+        let line = out
+            .lines()
+            .find(|l| {
+                l.split(':')
+                    .nth(1)
+                    .is_some_and(|c| c.split(',').any(|c| c == controller))
+            })
+            .unwrap_or("");
+        ensure(line.ends_with(":/"), || {
+            format!("inside, the tenant's cgroup is not the root: {out:?}")
+        })?;
+        sandbox::stop(&env.instance, "alpha").map_err(|e| e.to_string())?;
+        Ok(())
+    })();
+    for _ in 0..100 {
+        if std::fs::remove_dir(&cgroup).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    result
 }
 
 fn volume_appears_at_data() -> TestResult {
