@@ -3,6 +3,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Stdio};
 
@@ -161,6 +162,9 @@ pub fn start(instance: &Instance, config: &SandboxConfig) -> Result<Sandbox, San
 
     let mut command = std::process::Command::new(&config.holder_exe);
     command
+        // What `ps` shows: which tenant this holder is for.
+        .arg0("bulkhead-holder")
+        .arg(tenant)
         .env_clear()
         .env(HOLDER_ENV, PROTOCOL)
         .env(TENANT_ENV, tenant)

@@ -372,10 +372,13 @@ pub(crate) fn install_join(command: &mut Command, mut plan: JoinPlan) {
     // SAFETY: `pre_exec` is unsafe because the closure runs between `fork`
     // and `execve` in a copy of a possibly multi-threaded process. The hook
     // above only makes raw system calls (rustix's raw backend, libc `fork`,
-    // `_exit`, `close_range`, `raise`) on memory allocated before the fork
-    // (`plan`), takes no locks and does not allocate, except through the
-    // caller's `pre_exec` callback, whose contract (documented on
-    // `sandbox::Command::pre_exec`) is the same as `CommandExt::pre_exec`'s.
+    // `_exit`, `close_range`, `raise`, `sigaction`) on memory allocated before
+    // the fork (`plan`), takes no locks and does not allocate. The caller's
+    // callback is documented (on `sandbox::Command::pre_exec`) to do the same,
+    // as `Confinement::apply` does; one that allocates anyway still works with
+    // glibc, whose `fork` leaves the allocator usable in the child, and one
+    // that takes another lock can at worst deadlock that child, not corrupt
+    // the parent, whose memory the child only has a copy of.
     unsafe {
         command.pre_exec(hook);
     }
