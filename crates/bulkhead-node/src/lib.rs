@@ -8,7 +8,10 @@
 //! seccomp, Landlock, nftables, loop + ext4 encryption, tc) and the
 //! [`doctor::Hardening`] baseline with its [`doctor::Exposure`] score.
 //! [`doctor::Report::require`] gives `apply` a [`doctor::HostNotReady`] error.
-//! [`mountinfo`] parses `/proc/<pid>/mountinfo`.
+//! [`mountinfo`] parses `/proc/<pid>/mountinfo`. [`sandbox`] starts a
+//! tenant's long-lived namespaces (a holder process per tenant), builds its
+//! root file system and runs processes inside ([`sandbox::start`],
+//! [`sandbox::Sandbox::run`], [`sandbox::observe`], [`sandbox::stop`]).
 //!
 //! [`confine`] is what a workload process gets before `execve` per security
 //! profile: a [`confine::Confinement`] prepared in the parent (seccomp filters
@@ -25,7 +28,7 @@
 //! idempotent and [`volume::Volume::observe`] returns a
 //! [`volume::VolumeState`].
 //!
-//! Namespaces, netlink, nftables and tc follow. Raw
+//! Netlink, nftables and tc follow. Raw
 //! syscalls live only in the private `sys` module, the one place `unsafe` is
 //! allowed.
 
@@ -34,6 +37,7 @@ pub mod confine;
 pub mod doctor;
 pub mod mountinfo;
 pub mod naming;
+pub mod sandbox;
 #[allow(unsafe_code)]
 mod sys;
 pub mod volume;

@@ -13,6 +13,8 @@
 //! | volume's encrypted directory (what the tenant sees) | `<state>/mnt/<tenant>/data` |
 //! | volume's ext4 label | the tenant name, or its first 7 characters + `-` + 8 hex digits of a hash when longer than 16 |
 //! | sandbox root (pivot_root target) | `<state>/roots/<tenant>` |
+//! | sandbox holder record (pid, start time) | `<state>/sandboxes/<tenant>.holder` |
+//! | network namespace bind mount for `ip netns` | `/run/netns/<instance>-<tenant>` |
 //! | interfaces | `<instance>` + short hash of the tenant + role suffix, within IFNAMSIZ |
 
 use std::path::{Path, PathBuf};
@@ -25,6 +27,9 @@ pub const VOLUME_DATA_DIR: &str = "data";
 
 /// Longest ext4 volume label (`s_volume_name` is 16 bytes).
 pub const MAX_EXT4_LABEL: usize = 16;
+
+/// Where `ip netns` looks for named network namespaces.
+pub const NETNS_RUN_DIR: &str = "/run/netns";
 
 /// Longest interface name the kernel accepts (IFNAMSIZ minus the NUL).
 pub const MAX_IFNAME: usize = 15;
@@ -78,6 +83,20 @@ impl Instance {
     /// A tenant's network namespace name.
     pub fn netns(&self, tenant: &str) -> String {
         format!("{}-{tenant}", self.prefix)
+    }
+
+    /// The file a tenant's network namespace is bind-mounted on, so that
+    /// `ip netns exec <name>` finds it.
+    pub fn netns_path(&self, tenant: &str) -> PathBuf {
+        Path::new(NETNS_RUN_DIR).join(self.netns(tenant))
+    }
+
+    /// The record of a tenant's namespace holder process (its pid and start
+    /// time), read by `observe`, `run` and `stop`.
+    pub fn holder_record(&self, tenant: &str) -> PathBuf {
+        self.state_dir
+            .join("sandboxes")
+            .join(format!("{tenant}.holder"))
     }
 
     /// A tenant's volume image file.

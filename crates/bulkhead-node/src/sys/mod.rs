@@ -6,3 +6,4 @@ pub(crate) mod fscrypt;
 pub(crate) mod landlock;
 pub(crate) mod loopdev;
 pub(crate) mod probe;
+pub(crate) mod process;
