@@ -35,6 +35,7 @@
 pub mod cgroup;
 pub mod confine;
 pub mod doctor;
+pub mod host;
 pub mod mountinfo;
 pub mod naming;
 pub mod sandbox;

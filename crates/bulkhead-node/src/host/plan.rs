@@ -1,0 +1,465 @@
+//! `plan(desired, observed) -> Vec<Action>`: pure, shown to users before anything
+//! changes, and converging: executing a plan and planning again yields nothing.
+//!
+//! Order per tenant, onboarding: allocate ids → create key → volume (create, mount,
+//! unlock) → cgroups (tenant, then each workload) → sandbox. Suspension freezes the
+//! tenant's cgroup and, when asked, evicts the volume key; resuming does the reverse.
+//! Offboarding (a tenant present on the host but no longer desired) runs the reverse:
+//! stop sandbox → kill and remove cgroups → lock and destroy the volume → destroy the
+//! wrapped key (crypto-shred) → release the id range.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::cgroup::Limits;
+
+/// What one tenant should be, as the host backend needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TenantTarget {
+    /// Tenant name.
+    pub name: String,
+    /// Limits of the tenant cgroup.
+    pub limits: Limits,
+    /// Limits of each workload's cgroup, by workload name.
+    pub workloads: BTreeMap<String, Limits>,
+    /// Volume size in bytes.
+    pub volume_size: u64,
+    /// Whether the volume is encrypted with the tenant's own key.
+    pub encrypted: bool,
+    /// Whether the tenant is suspended (frozen).
+    pub suspended: bool,
+    /// Whether a suspended tenant's key must leave the kernel.
+    pub evict_key_when_suspended: bool,
+}
+
+/// What the host shows of one tenant.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct TenantSeen {
+    /// The store holds an id range for it.
+    pub ids_allocated: bool,
+    /// The store holds a wrapped key for it.
+    pub key_stored: bool,
+    /// The volume image exists.
+    pub volume_exists: bool,
+    /// Its size, if it exists.
+    pub volume_size: Option<u64>,
+    /// The volume is mounted at its mount point.
+    pub volume_mounted: bool,
+    /// The tenant's key is in the kernel (or the volume is unencrypted and mounted).
+    pub volume_unlocked: bool,
+    /// The tenant cgroup's limits, when it exists.
+    #[serde(skip)]
+    pub limits: Option<Limits>,
+    /// Each workload cgroup's limits.
+    #[serde(skip)]
+    pub workloads: BTreeMap<String, Limits>,
+    /// The tenant cgroup is frozen.
+    pub frozen: bool,
+    /// The sandbox holder runs.
+    pub sandbox_running: bool,
+    /// A dead holder left a record, a netns entry or a root directory behind.
+    pub sandbox_leftovers: bool,
+}
+
+/// One idempotent step. Store steps (ids, keys) run in the caller, host steps in
+/// [`super::Executor`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+pub enum Action {
+    /// Reserve the tenant's host uid/gid range in the store.
+    AllocateIds {
+        /// Tenant.
+        tenant: String,
+    },
+    /// Create and store the tenant's wrapped volume key.
+    CreateKey {
+        /// Tenant.
+        tenant: String,
+    },
+    /// Create (or grow) the image, format it, attach and mount it.
+    PrepareVolume {
+        /// Tenant.
+        tenant: String,
+        /// Size in bytes.
+        size: u64,
+        /// Encrypted.
+        encrypted: bool,
+    },
+    /// Put the tenant's key into the kernel.
+    UnlockVolume {
+        /// Tenant.
+        tenant: String,
+    },
+    /// Remove the tenant's key from the kernel.
+    LockVolume {
+        /// Tenant.
+        tenant: String,
+    },
+    /// Create the tenant cgroup or bring its limits to the desired ones.
+    SetTenantLimits {
+        /// Tenant.
+        tenant: String,
+        /// Limits.
+        #[serde(skip)]
+        limits: Limits,
+        /// Human summary of the limits.
+        summary: String,
+    },
+    /// Create a workload cgroup or bring its limits to the desired ones.
+    SetWorkloadLimits {
+        /// Tenant.
+        tenant: String,
+        /// Workload.
+        workload: String,
+        /// Limits.
+        #[serde(skip)]
+        limits: Limits,
+        /// Human summary.
+        summary: String,
+    },
+    /// Kill what runs in a workload cgroup that is no longer declared and remove it.
+    RemoveWorkloadCgroup {
+        /// Tenant.
+        tenant: String,
+        /// Workload.
+        workload: String,
+    },
+    /// Start the tenant's namespace holder.
+    StartSandbox {
+        /// Tenant.
+        tenant: String,
+    },
+    /// Stop the holder (everything in the tenant's pid namespace dies) and clean up.
+    StopSandbox {
+        /// Tenant.
+        tenant: String,
+    },
+    /// Freeze every process of the tenant.
+    Freeze {
+        /// Tenant.
+        tenant: String,
+    },
+    /// Thaw the tenant.
+    Thaw {
+        /// Tenant.
+        tenant: String,
+    },
+    /// Kill every process in the tenant's cgroups and remove them.
+    RemoveCgroups {
+        /// Tenant.
+        tenant: String,
+    },
+    /// Lock, unmount, detach and delete the volume image.
+    DestroyVolume {
+        /// Tenant.
+        tenant: String,
+    },
+    /// Delete the wrapped key from the store: crypto-shredding.
+    DestroyKey {
+        /// Tenant.
+        tenant: String,
+    },
+    /// Release the id range once no data owned by it remains.
+    ReleaseIds {
+        /// Tenant.
+        tenant: String,
+    },
+}
+
+impl Action {
+    /// The tenant the action is about.
+    pub fn tenant(&self) -> &str {
+        match self {
+            Action::AllocateIds { tenant }
+            | Action::CreateKey { tenant }
+            | Action::PrepareVolume { tenant, .. }
+            | Action::UnlockVolume { tenant }
+            | Action::LockVolume { tenant }
+            | Action::SetTenantLimits { tenant, .. }
+            | Action::SetWorkloadLimits { tenant, .. }
+            | Action::RemoveWorkloadCgroup { tenant, .. }
+            | Action::StartSandbox { tenant }
+            | Action::StopSandbox { tenant }
+            | Action::Freeze { tenant }
+            | Action::Thaw { tenant }
+            | Action::RemoveCgroups { tenant }
+            | Action::DestroyVolume { tenant }
+            | Action::DestroyKey { tenant }
+            | Action::ReleaseIds { tenant } => tenant,
+        }
+    }
+
+    /// A short verb for the audit log.
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Action::AllocateIds { .. } => "allocate-ids",
+            Action::CreateKey { .. } => "create-key",
+            Action::PrepareVolume { .. } => "prepare-volume",
+            Action::UnlockVolume { .. } => "unlock-volume",
+            Action::LockVolume { .. } => "lock-volume",
+            Action::SetTenantLimits { .. } => "set-tenant-limits",
+            Action::SetWorkloadLimits { .. } => "set-workload-limits",
+            Action::RemoveWorkloadCgroup { .. } => "remove-workload-cgroup",
+            Action::StartSandbox { .. } => "start-sandbox",
+            Action::StopSandbox { .. } => "stop-sandbox",
+            Action::Freeze { .. } => "freeze",
+            Action::Thaw { .. } => "thaw",
+            Action::RemoveCgroups { .. } => "remove-cgroups",
+            Action::DestroyVolume { .. } => "destroy-volume",
+            Action::DestroyKey { .. } => "destroy-key",
+            Action::ReleaseIds { .. } => "release-ids",
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::AllocateIds { tenant } => write!(f, "allocate a host id range for {tenant}"),
+            Action::CreateKey { tenant } => write!(f, "create {tenant}'s volume key (wrapped by the master key)"),
+            Action::PrepareVolume { tenant, size, encrypted } => write!(
+                f,
+                "prepare {tenant}'s volume: {} ext4{}, loop-mounted nosuid,nodev",
+                bulkhead_spec::Bytes::new(*size),
+                if *encrypted { " with fscrypt v2" } else { ", NOT encrypted" }
+            ),
+            Action::UnlockVolume { tenant } => write!(f, "unlock {tenant}'s volume (key into the kernel)"),
+            Action::LockVolume { tenant } => write!(f, "lock {tenant}'s volume (key out of the kernel)"),
+            Action::SetTenantLimits { tenant, summary, .. } => write!(f, "set {tenant}'s cgroup limits: {summary}"),
+            Action::SetWorkloadLimits {
+                tenant,
+                workload,
+                summary,
+                ..
+            } => write!(f, "set {tenant}/{workload}'s cgroup limits: {summary}"),
+            Action::RemoveWorkloadCgroup { tenant, workload } => {
+                write!(f, "remove the cgroup of {tenant}/{workload} (no longer declared)")
+            }
+            Action::StartSandbox { tenant } => {
+                write!(f, "start {tenant}'s sandbox (user, pid, mount, ipc, uts, net, cgroup namespaces)")
+            }
+            Action::StopSandbox { tenant } => write!(f, "stop {tenant}'s sandbox"),
+            Action::Freeze { tenant } => write!(f, "freeze every process of {tenant}"),
+            Action::Thaw { tenant } => write!(f, "thaw {tenant}"),
+            Action::RemoveCgroups { tenant } => write!(f, "kill {tenant}'s processes and remove its cgroups"),
+            Action::DestroyVolume { tenant } => write!(f, "destroy {tenant}'s volume image"),
+            Action::DestroyKey { tenant } => write!(f, "destroy {tenant}'s wrapped key (crypto-shred)"),
+            Action::ReleaseIds { tenant } => write!(f, "release {tenant}'s host id range"),
+        }
+    }
+}
+
+/// A readable summary of limits for plans.
+pub fn summarize(limits: &Limits) -> String {
+    let mut parts = vec![format!("weight {}", limits.cpu_weight)];
+    if let Some(cpu) = &limits.cpu_max {
+        parts.push(format!("cpu {}us/{}us", cpu.quota_us, cpu.period_us));
+    }
+    if let Some(memory) = limits.memory_max {
+        parts.push(format!("memory {}", bulkhead_spec::Bytes::new(memory)));
+    }
+    if let Some(pids) = limits.pids_max {
+        parts.push(format!("pids {pids}"));
+    }
+    if !limits.io.is_empty() {
+        parts.push(format!("io limits on {} device(s)", limits.io.len()));
+    }
+    if let Some(cpuset) = &limits.cpuset {
+        parts.push(format!("cpuset {:?}", cpuset.cpus));
+    }
+    parts.join(", ")
+}
+
+/// Compares desired tenants with what the host shows and lists the actions, tenants in
+/// name order, onboarding before offboarding.
+pub fn plan(desired: &[TenantTarget], seen: &BTreeMap<String, TenantSeen>) -> Vec<Action> {
+    let mut actions = Vec::new();
+    let none = TenantSeen::default();
+    let wanted: BTreeSet<&str> = desired.iter().map(|t| t.name.as_str()).collect();
+    for target in desired {
+        let tenant = target.name.clone();
+        let seen = seen.get(&target.name).unwrap_or(&none);
+        if !seen.ids_allocated {
+            actions.push(Action::AllocateIds { tenant: tenant.clone() });
+        }
+        if target.encrypted && !seen.key_stored {
+            actions.push(Action::CreateKey { tenant: tenant.clone() });
+        }
+        let size_differs = seen.volume_size.is_some_and(|size| size != target.volume_size);
+        if !seen.volume_exists || !seen.volume_mounted || size_differs {
+            actions.push(Action::PrepareVolume {
+                tenant: tenant.clone(),
+                size: target.volume_size,
+                encrypted: target.encrypted,
+            });
+        }
+        let keep_locked = target.suspended && target.evict_key_when_suspended;
+        if target.encrypted && !keep_locked && (!seen.volume_unlocked || !seen.volume_mounted) {
+            actions.push(Action::UnlockVolume { tenant: tenant.clone() });
+        }
+        if seen.limits.as_ref() != Some(&target.limits) {
+            actions.push(Action::SetTenantLimits {
+                tenant: tenant.clone(),
+                summary: summarize(&target.limits),
+                limits: target.limits.clone(),
+            });
+        }
+        for (workload, limits) in &target.workloads {
+            if seen.workloads.get(workload) != Some(limits) {
+                actions.push(Action::SetWorkloadLimits {
+                    tenant: tenant.clone(),
+                    workload: workload.clone(),
+                    summary: summarize(limits),
+                    limits: limits.clone(),
+                });
+            }
+        }
+        for workload in seen.workloads.keys() {
+            if !target.workloads.contains_key(workload) && !workload.starts_with('.') {
+                actions.push(Action::RemoveWorkloadCgroup {
+                    tenant: tenant.clone(),
+                    workload: workload.clone(),
+                });
+            }
+        }
+        if seen.sandbox_leftovers && !seen.sandbox_running {
+            actions.push(Action::StopSandbox { tenant: tenant.clone() });
+        }
+        if !seen.sandbox_running {
+            actions.push(Action::StartSandbox { tenant: tenant.clone() });
+        }
+        match (target.suspended, seen.frozen) {
+            (true, false) => actions.push(Action::Freeze { tenant: tenant.clone() }),
+            (false, true) => actions.push(Action::Thaw { tenant: tenant.clone() }),
+            _ => {}
+        }
+        if keep_locked && target.encrypted && seen.volume_unlocked {
+            actions.push(Action::LockVolume { tenant });
+        }
+    }
+    for (tenant, seen) in seen {
+        if wanted.contains(tenant.as_str()) {
+            continue;
+        }
+        actions.extend(offboard(tenant, seen));
+    }
+    actions
+}
+
+/// The actions that remove every trace of a tenant that the host still shows.
+pub fn offboard(tenant: &str, seen: &TenantSeen) -> Vec<Action> {
+    let tenant = tenant.to_owned();
+    let mut actions = Vec::new();
+    if seen.sandbox_running || seen.sandbox_leftovers {
+        actions.push(Action::StopSandbox { tenant: tenant.clone() });
+    }
+    if seen.limits.is_some() || !seen.workloads.is_empty() {
+        actions.push(Action::RemoveCgroups { tenant: tenant.clone() });
+    }
+    if seen.volume_exists || seen.volume_mounted {
+        actions.push(Action::DestroyVolume { tenant: tenant.clone() });
+    }
+    if seen.key_stored {
+        actions.push(Action::DestroyKey { tenant: tenant.clone() });
+    }
+    if seen.ids_allocated {
+        actions.push(Action::ReleaseIds { tenant });
+    }
+    actions
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(name: &str) -> TenantTarget {
+        TenantTarget {
+            name: name.to_owned(),
+            limits: Limits::unlimited(),
+            workloads: BTreeMap::from([("app".to_owned(), Limits::unlimited())]),
+            volume_size: 16 << 20,
+            encrypted: true,
+            suspended: false,
+            evict_key_when_suspended: false,
+        }
+    }
+
+    fn converged(t: &TenantTarget) -> TenantSeen {
+        TenantSeen {
+            ids_allocated: true,
+            key_stored: true,
+            volume_exists: true,
+            volume_size: Some(t.volume_size),
+            volume_mounted: true,
+            volume_unlocked: true,
+            limits: Some(t.limits.clone()),
+            workloads: t.workloads.clone(),
+            frozen: false,
+            sandbox_running: true,
+            sandbox_leftovers: false,
+        }
+    }
+
+    #[test]
+    fn fresh_tenant_is_onboarded_in_order() {
+        let actions = plan(&[target("web")], &BTreeMap::new());
+        let verbs: Vec<&str> = actions.iter().map(Action::verb).collect();
+        assert_eq!(
+            verbs,
+            [
+                "allocate-ids",
+                "create-key",
+                "prepare-volume",
+                "unlock-volume",
+                "set-tenant-limits",
+                "set-workload-limits",
+                "start-sandbox"
+            ]
+        );
+    }
+
+    #[test]
+    fn converged_tenant_needs_nothing() {
+        let t = target("web");
+        let seen = BTreeMap::from([("web".to_owned(), converged(&t))]);
+        assert_eq!(plan(&[t], &seen), Vec::new());
+    }
+
+    #[test]
+    fn drift_is_repaired_one_action_each() {
+        let t = target("web");
+        let mut seen = converged(&t);
+        seen.limits = Some(Limits {
+            pids_max: Some(99_999),
+            ..Limits::unlimited()
+        });
+        seen.sandbox_running = false;
+        seen.sandbox_leftovers = true;
+        let actions = plan(&[t], &BTreeMap::from([("web".to_owned(), seen)]));
+        let verbs: Vec<&str> = actions.iter().map(Action::verb).collect();
+        assert_eq!(verbs, ["set-tenant-limits", "stop-sandbox", "start-sandbox"]);
+    }
+
+    #[test]
+    fn suspension_freezes_and_evicts_when_asked() {
+        let mut t = target("web");
+        t.suspended = true;
+        t.evict_key_when_suspended = true;
+        let seen = BTreeMap::from([("web".to_owned(), converged(&t))]);
+        let verbs: Vec<&str> = plan(&[t], &seen).iter().map(Action::verb).collect();
+        assert_eq!(verbs, ["freeze", "lock-volume"]);
+    }
+
+    #[test]
+    fn undesired_tenant_is_offboarded_completely() {
+        let t = target("old");
+        let seen = BTreeMap::from([("old".to_owned(), converged(&t))]);
+        let verbs: Vec<&str> = plan(&[], &seen).iter().map(Action::verb).collect();
+        assert_eq!(
+            verbs,
+            ["stop-sandbox", "remove-cgroups", "destroy-volume", "destroy-key", "release-ids"]
+        );
+    }
+}
