@@ -1076,7 +1076,9 @@ fn gitops(cx: &mut Cx<'_>, node: &Node, path: &str) -> Option<GitOps> {
             let host_ok = text
                 .split_once("://")
                 .is_some_and(|(_, rest)| !rest.is_empty() && !rest.starts_with('/'));
-            if scheme_ok && host_ok && !text.chars().any(char::is_whitespace) {
+            // No dot segments: an allow-listed prefix must not be escaped by `/../`.
+            let no_dots = !text.split('/').any(|c| c == ".." || c == ".");
+            if scheme_ok && host_ok && no_dots && !text.chars().any(char::is_whitespace) {
                 Some(text)
             } else {
                 cx.error(

@@ -772,6 +772,18 @@ fn gitops_url_with_plain_http() {
 }
 
 #[test]
+fn gitops_url_escaping_its_prefix() {
+    expect(
+        one(tenant(
+            "  gitops:\n    url: https://git.example/tenants/../platform\n",
+        )),
+        &[
+            "t.yaml:7:10: spec.gitops.url: \"https://git.example/tenants/../platform\" is not a Git URL Flux may pull",
+        ],
+    );
+}
+
+#[test]
 fn gitops_missing_url_and_bad_fields() {
     expect(
         one(tenant(
