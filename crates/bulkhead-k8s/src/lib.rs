@@ -14,6 +14,8 @@
 //!   Kustomization and the controller lockdown patch, which `k8s-openapi` lacks),
 //!   [`admission`] (ValidatingAdmissionPolicies and bindings), [`workload`]
 //!   (Deployments) and [`mesh`] (Istio, when the platform turns it on).
+//! - [`audit`] checks foreign manifests for the same properties statically and
+//!   reports [`audit::Finding`]s with stable IDs; our own output audits clean.
 //! - [`labels`] holds every label key and object name we own, each derived in exactly
 //!   one function.
 //!
@@ -24,6 +26,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admission;
+pub mod audit;
 pub mod flux;
 pub mod labels;
 pub mod mesh;
