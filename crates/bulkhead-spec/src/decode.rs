@@ -53,6 +53,8 @@ pub struct PartialWorkload {
     pub command: Vec<String>,
     /// Environment.
     pub env: BTreeMap<String, String>,
+    /// Container image on Kubernetes.
+    pub image: Option<String>,
     /// Working directory.
     pub workdir: Option<String>,
     /// Listening ports.
@@ -969,6 +971,7 @@ fn tenant_spec(cx: &mut Cx<'_>, node: Option<(&Node, String)>) -> TenantSpec {
         storage: Storage {
             encrypted: defaults::ENCRYPTED,
         },
+        gitops: None,
     };
     let Some((node, path)) = node else {
         return spec;
@@ -1033,8 +1036,204 @@ fn tenant_spec(cx: &mut Cx<'_>, node: Option<(&Node, String)>) -> TenantSpec {
         }
         s.finish(cx);
     }
+    spec.gitops = fields
+        .get(cx, "gitops")
+        .and_then(|(n, p)| gitops(cx, n, &p));
     fields.finish(cx);
     spec
+}
+
+/// A Go duration as Flux takes it: one or more `<digits><unit>`, units ms, s, m, h.
+fn is_go_duration(text: &str) -> bool {
+    let mut rest = text;
+    if rest.is_empty() {
+        return false;
+    }
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 || digits > 6 {
+            return false;
+        }
+        rest = &rest[digits..];
+        let unit = ["ms", "s", "m", "h"]
+            .into_iter()
+            .find(|unit| rest.starts_with(unit));
+        match unit {
+            Some(unit) => rest = &rest[unit.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+fn gitops(cx: &mut Cx<'_>, node: &Node, path: &str) -> Option<GitOps> {
+    let mut fields = Fields::new(cx, node, path)?;
+    let url = fields
+        .require(cx, "url", "an https:// or ssh:// Git URL")
+        .and_then(|(n, p)| {
+            let text = string(cx, n, &p)?;
+            let scheme_ok = text.starts_with("https://") || text.starts_with("ssh://");
+            let host_ok = text
+                .split_once("://")
+                .is_some_and(|(_, rest)| !rest.is_empty() && !rest.starts_with('/'));
+            // No dot segments: an allow-listed prefix must not be escaped by `/../`.
+            let no_dots = !text.split('/').any(|c| c == ".." || c == ".");
+            if scheme_ok && host_ok && no_dots && !text.chars().any(char::is_whitespace) {
+                Some(text)
+            } else {
+                cx.error(
+                    &n.pos,
+                    &p,
+                    format!("{text:?} is not a Git URL Flux may pull (expected https://host/repo or ssh://git@host/repo)"),
+                );
+                None
+            }
+        });
+    let git_ref = fields
+        .get(cx, "ref")
+        .and_then(|(n, p)| {
+            let text = scalar_text(cx, n, &p)?;
+            let valid = !text.is_empty()
+                && text.len() <= 255
+                && !text.starts_with(['-', '/'])
+                && !text.contains("..")
+                && !text.chars().any(|c| c.is_whitespace() || c.is_control() || "~^:?*[\\".contains(c));
+            if valid {
+                Some(text)
+            } else {
+                cx.error(&n.pos, &p, format!("{text:?} is not a Git branch or reference (expected e.g. main or refs/tags/v1.2.0)"));
+                None
+            }
+        })
+        .unwrap_or_else(|| defaults::GITOPS_REF.to_owned());
+    let repo_path = fields
+        .get(cx, "path")
+        .and_then(|(n, p)| {
+            let text = string(cx, n, &p)?;
+            if !text.is_empty() && !text.starts_with('/') && !text.split('/').any(|c| c == "..") {
+                Some(text)
+            } else {
+                cx.error(
+                    &n.pos,
+                    &p,
+                    format!(
+                        "{text:?} is not a relative path without '..' (expected e.g. ./deploy)"
+                    ),
+                );
+                None
+            }
+        })
+        .unwrap_or_else(|| defaults::GITOPS_PATH.to_owned());
+    let interval = fields
+        .get(cx, "interval")
+        .and_then(|(n, p)| {
+            let text = scalar_text(cx, n, &p)?;
+            if is_go_duration(&text) {
+                Some(text)
+            } else {
+                cx.error(
+                    &n.pos,
+                    &p,
+                    format!("{text:?} is not a duration (expected e.g. 5m, 1h or 1h30m)"),
+                );
+                None
+            }
+        })
+        .unwrap_or_else(|| defaults::GITOPS_INTERVAL.to_owned());
+    fields.finish(cx);
+    Some(GitOps {
+        url: url?,
+        git_ref,
+        path: repo_path,
+        interval,
+    })
+}
+
+fn kubernetes(cx: &mut Cx<'_>, node: &Node, path: &str, into: &mut PlatformKubernetes) {
+    let Some(mut fields) = Fields::new(cx, node, path) else {
+        return;
+    };
+    if let Some((n, p)) = fields.get(cx, "dnsSelector")
+        && let Some(mut dns) = Fields::new(cx, n, &p)
+    {
+        let namespace = dns
+            .require(cx, "namespace", "the DNS resolver's namespace")
+            .and_then(|(n, p)| dns_name(cx, n, &p, false));
+        let pod_labels = dns
+            .require(cx, "podLabels", "the DNS resolver's pod labels")
+            .map(|(n, p)| {
+                let found = labels(cx, n, &p);
+                if found.is_empty() && matches!(&n.kind, NodeKind::Map(entries) if entries.is_empty()) {
+                    cx.error(&n.pos, &p, "empty podLabels would select every pod of the namespace (expected at least one label, e.g. k8s-app: kube-dns)");
+                }
+                found
+            });
+        dns.finish(cx);
+        if let (Some(namespace), Some(pod_labels)) = (namespace, pod_labels)
+            && !pod_labels.is_empty()
+        {
+            into.dns_selector = DnsSelector {
+                namespace,
+                pod_labels,
+            };
+        }
+    }
+    into.flux_source_allow_list = fields
+        .get(cx, "fluxSourceAllowList")
+        .map(|(n, p)| {
+            list(cx, n, &p, |cx, item, item_path| {
+                let text = string(cx, item, item_path)?;
+                let (scheme, rest) = text.split_once("://").unwrap_or(("", ""));
+                // A prefix must name at least a host and end the host, so that
+                // `https://github.com/acme` cannot be extended into `…/acme-evil`.
+                let host_done = rest.find('/').is_some_and(|slash| slash > 0);
+                if matches!(scheme, "https" | "ssh") && host_done && text.ends_with('/') {
+                    Some(text)
+                } else {
+                    cx.error(&item.pos, item_path, format!("{text:?} is not a source prefix (expected an https:// or ssh:// URL ending in '/', e.g. https://github.com/acme/)"));
+                    None
+                }
+            })
+        })
+        .unwrap_or_default();
+    if let Some((n, p)) = fields.get(cx, "podSecurityVersion")
+        && let Some(text) = scalar_text(cx, n, &p)
+    {
+        let pinned = text.strip_prefix("v1.").is_some_and(|minor| {
+            !minor.is_empty() && minor.len() <= 3 && minor.bytes().all(|b| b.is_ascii_digit())
+        });
+        if text == "latest" || pinned {
+            into.pod_security_version = text;
+        } else {
+            cx.error(
+                &n.pos,
+                &p,
+                format!(
+                    "{text:?} is not a Pod Security version (expected latest or v1.N, e.g. v1.34)"
+                ),
+            );
+        }
+    }
+    if let Some(v) = fields.get(cx, "mesh").and_then(|(n, p)| boolean(cx, n, &p)) {
+        into.mesh = v;
+    }
+    fields.finish(cx);
+}
+
+/// The Kubernetes settings used when the platform file says nothing about them.
+pub fn default_kubernetes() -> PlatformKubernetes {
+    PlatformKubernetes {
+        dns_selector: DnsSelector {
+            namespace: Name::new_unchecked(defaults::DNS_NAMESPACE.to_owned()),
+            pod_labels: defaults::DNS_POD_LABELS
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        },
+        flux_source_allow_list: Vec::new(),
+        pod_security_version: defaults::POD_SECURITY_VERSION.to_owned(),
+        mesh: false,
+    }
 }
 
 fn workload_port(cx: &mut Cx<'_>, node: &Node, path: &str) -> Option<WorkloadPort> {
@@ -1083,6 +1282,7 @@ fn workload(
     let mut command = Vec::new();
     let mut env = BTreeMap::new();
     let mut workdir = None;
+    let mut image = None;
     let mut ports = Vec::new();
     let mut resources = PartialResources::default();
     let mut restart_policy = None;
@@ -1135,6 +1335,23 @@ fn workload(
                     None
                 }
             });
+            image = fields.get(cx, "image").and_then(|(n, p)| {
+                let text = string(cx, n, &p)?;
+                if !text.is_empty()
+                    && text.len() <= 512
+                    && !text.starts_with(['-', '/'])
+                    && !text.chars().any(|c| c.is_whitespace() || c.is_control())
+                {
+                    Some(text)
+                } else {
+                    cx.error(
+                        &n.pos,
+                        &p,
+                        format!("{text:?} is not an image reference (expected e.g. registry.example/app:1.2 or app@sha256:...)"),
+                    );
+                    None
+                }
+            });
             if let Some((n, p)) = fields.get(cx, "ports") {
                 ports = list(cx, n, &p, workload_port);
             }
@@ -1162,6 +1379,7 @@ fn workload(
         metadata: metadata?,
         command,
         env,
+        image,
         workdir,
         ports,
         resources,
@@ -1252,6 +1470,9 @@ fn platform_spec(cx: &mut Cx<'_>, node: Option<(&Node, String)>) -> PlatformSpec
             })
         })
         .unwrap_or_default();
+    if let Some((n, p)) = fields.get(cx, "kubernetes") {
+        kubernetes(cx, n, &p, &mut spec.kubernetes);
+    }
     fields.finish(cx);
     spec
 }
@@ -1272,6 +1493,7 @@ pub fn default_platform_spec() -> PlatformSpec {
         admins: Vec::new(),
         key_source: defaults::key_source(),
         allow_degraded: Vec::new(),
+        kubernetes: default_kubernetes(),
     }
 }
 

@@ -59,3 +59,17 @@ pub fn workload_resources(
         pids: given.pids.unwrap_or(tenant_defaults.pids),
     }
 }
+
+/// Namespace of the cluster DNS resolver when the platform names none.
+pub const DNS_NAMESPACE: &str = "kube-system";
+/// Pod labels of the cluster DNS resolver when the platform names none (kubeadm, kind,
+/// most managed distributions).
+pub const DNS_POD_LABELS: [(&str, &str); 1] = [("k8s-app", "kube-dns")];
+/// Pod Security Admission version when the platform names none.
+pub const POD_SECURITY_VERSION: &str = "latest";
+/// Git reference of a GitOps source that names none.
+pub const GITOPS_REF: &str = "main";
+/// Path of a GitOps source that names none.
+pub const GITOPS_PATH: &str = "./";
+/// Reconcile interval of a GitOps source that names none.
+pub const GITOPS_INTERVAL: &str = "5m";

@@ -156,6 +156,26 @@ pub struct TenantSpec {
     pub network: TenantNetwork,
     /// The tenant's volume.
     pub storage: Storage,
+    /// Where the tenant's own Kubernetes manifests come from (Flux), if anywhere.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gitops: Option<GitOps>,
+}
+
+/// A tenant's GitOps source on Kubernetes: a Git repository Flux pulls and applies with
+/// the tenant's own service account.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GitOps {
+    /// Repository URL, `https://` or `ssh://`; must match the platform's
+    /// `kubernetes.fluxSourceAllowList`.
+    pub url: String,
+    /// Branch (`main`), or a full Git reference (`refs/tags/v1.2.0`); default `main`.
+    #[serde(rename = "ref")]
+    pub git_ref: String,
+    /// Directory of the manifests inside the repository, relative; default `./`.
+    pub path: String,
+    /// How often Flux reconciles, a Go duration like `5m` or `1h30m`; default `5m`.
+    pub interval: String,
 }
 
 /// Hard ceilings for a whole tenant.
@@ -408,6 +428,10 @@ pub struct WorkloadSpec {
     /// Environment variables.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// Container image on Kubernetes; absent = the renderer's default image. The host
+    /// backend ignores it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
     /// Working directory inside the sandbox; default the volume's mount point.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub workdir: Option<String>,
@@ -467,6 +491,37 @@ pub struct PlatformSpec {
     /// Empty by default: a missing feature makes `apply` refuse.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub allow_degraded: Vec<DegradableFeature>,
+    /// Settings of the Kubernetes backend.
+    pub kubernetes: PlatformKubernetes,
+}
+
+/// Settings of the Kubernetes backend: what differs between distributions and what the
+/// platform allows tenants to pull.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlatformKubernetes {
+    /// The cluster DNS resolver that `dns: true` peers reach; default `kube-system` pods
+    /// labelled `k8s-app: kube-dns`.
+    pub dns_selector: DnsSelector,
+    /// URL prefixes tenants' GitOps sources must start with; empty = no tenant may have
+    /// a GitOps source.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub flux_source_allow_list: Vec<String>,
+    /// Pod Security Admission version pinned on tenant namespaces: `latest` (the
+    /// default) or `v1.N`.
+    pub pod_security_version: String,
+    /// Add Istio mTLS (PeerAuthentication STRICT) and AuthorizationPolicies; default false.
+    pub mesh: bool,
+}
+
+/// Where the cluster DNS resolver runs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DnsSelector {
+    /// Its namespace, matched by the immutable `kubernetes.io/metadata.name` label.
+    pub namespace: Name,
+    /// Labels of its pods; at least one.
+    pub pod_labels: Labels,
 }
 
 /// Tenant networking settings.

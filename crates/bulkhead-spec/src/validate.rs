@@ -227,6 +227,7 @@ fn validate(located: Vec<Located>, diagnostics: &mut Diagnostics) -> Desired {
                 spec: WorkloadSpec {
                     command: partial.command.clone(),
                     env: partial.env.clone(),
+                    image: partial.image.clone(),
                     workdir: partial.workdir.clone(),
                     ports: partial.ports.clone(),
                     resources,
@@ -246,6 +247,24 @@ fn validate(located: Vec<Located>, diagnostics: &mut Diagnostics) -> Desired {
 
     // Per tenant: quota sums, defaults within quota, peers that resolve.
     for (name, (tenant, spans)) in &tenants {
+        if let Some(gitops) = &tenant.spec.gitops {
+            let allowed = &platform.spec.kubernetes.flux_source_allow_list;
+            if !allowed
+                .iter()
+                .any(|prefix| gitops.url.starts_with(prefix.as_str()))
+            {
+                let expected = if allowed.is_empty() {
+                    "the platform's spec.kubernetes.fluxSourceAllowList lists no source; add a prefix there first".to_owned()
+                } else {
+                    format!("a URL starting with one of: {}", allowed.join(", "))
+                };
+                check.error(
+                    spans,
+                    "spec.gitops.url",
+                    format!("{:?} is not on the platform's Flux source allow-list (expected {expected})", gitops.url),
+                );
+            }
+        }
         let quota = &tenant.spec.quota;
         let own: Vec<&Workload> = workloads
             .values()

@@ -680,3 +680,187 @@ fn examples_are_valid_and_round_trip() {
         bulkhead_spec::load_str("canonical.yaml", &yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
     assert_eq!(again, desired);
 }
+
+// The Kubernetes settings of the platform and the tenant's GitOps source.
+
+fn platform(spec: &str) -> String {
+    format!(
+        "apiVersion: bulkhead.dev/v1alpha1\nkind: Platform\nmetadata:\n  name: p\nspec:\n{spec}"
+    )
+}
+
+#[test]
+fn dns_selector_without_pod_labels() {
+    expect(
+        one(platform(
+            "  kubernetes:\n    dnsSelector: { namespace: kube-system }\n",
+        )),
+        &[
+            "t.yaml:7:18: spec.kubernetes.dnsSelector.podLabels: missing required field (expected the DNS resolver's pod labels)",
+        ],
+    );
+}
+
+#[test]
+fn dns_selector_with_empty_pod_labels() {
+    expect(
+        one(platform(
+            "  kubernetes:\n    dnsSelector:\n      namespace: kube-system\n      podLabels: {}\n",
+        )),
+        &[
+            "t.yaml:9:18: spec.kubernetes.dnsSelector.podLabels: empty podLabels would select every pod",
+        ],
+    );
+}
+
+#[test]
+fn dns_selector_namespace_not_a_name() {
+    expect(
+        one(platform(
+            "  kubernetes:\n    dnsSelector:\n      namespace: Kube_System\n      podLabels: { k8s-app: kube-dns }\n",
+        )),
+        &[
+            "t.yaml:8:18: spec.kubernetes.dnsSelector.namespace: \"Kube_System\" is not a valid name",
+        ],
+    );
+}
+
+#[test]
+fn pod_security_version_malformed() {
+    expect(
+        one(platform(
+            "  kubernetes:\n    podSecurityVersion: \"1.34\"\n",
+        )),
+        &[
+            "t.yaml:7:25: spec.kubernetes.podSecurityVersion: \"1.34\" is not a Pod Security version (expected latest or v1.N, e.g. v1.34)",
+        ],
+    );
+}
+
+#[test]
+fn flux_allow_list_prefix_without_host_end() {
+    expect(
+        one(platform(
+            "  kubernetes:\n    fluxSourceAllowList: [https://github.com/acme, http://git.example/]\n",
+        )),
+        &[
+            "t.yaml:7:27: spec.kubernetes.fluxSourceAllowList[0]: \"https://github.com/acme\" is not a source prefix",
+            "spec.kubernetes.fluxSourceAllowList[1]: \"http://git.example/\" is not a source prefix",
+        ],
+    );
+}
+
+#[test]
+fn kubernetes_unknown_field_with_suggestion() {
+    expect(
+        one(platform("  kubernetes:\n    meshh: true\n")),
+        &[
+            "t.yaml:7:5: spec.kubernetes.meshh: unknown field",
+            "did you mean \"mesh\"?",
+        ],
+    );
+}
+
+#[test]
+fn gitops_url_with_plain_http() {
+    expect(
+        one(tenant("  gitops:\n    url: http://git.example/web\n")),
+        &[
+            "t.yaml:7:10: spec.gitops.url: \"http://git.example/web\" is not a Git URL Flux may pull",
+        ],
+    );
+}
+
+#[test]
+fn gitops_url_escaping_its_prefix() {
+    expect(
+        one(tenant(
+            "  gitops:\n    url: https://git.example/tenants/../platform\n",
+        )),
+        &[
+            "t.yaml:7:10: spec.gitops.url: \"https://git.example/tenants/../platform\" is not a Git URL Flux may pull",
+        ],
+    );
+}
+
+#[test]
+fn gitops_missing_url_and_bad_fields() {
+    expect(
+        one(tenant(
+            "  gitops:\n    ref: \"-x\"\n    path: ../other\n    interval: 5 minutes\n",
+        )),
+        &[
+            "spec.gitops.url: missing required field",
+            "t.yaml:7:10: spec.gitops.ref: \"-x\" is not a Git branch or reference",
+            "t.yaml:8:11: spec.gitops.path: \"../other\" is not a relative path without '..'",
+            "t.yaml:9:15: spec.gitops.interval: \"5 minutes\" is not a duration",
+        ],
+    );
+}
+
+#[test]
+fn gitops_source_not_on_allow_list() {
+    expect(
+        vec![
+            Input::Text(
+                "p.yaml",
+                platform(
+                    "  kubernetes:\n    fluxSourceAllowList: [https://git.example/platform/]\n",
+                ),
+            ),
+            Input::Text(
+                "t.yaml",
+                tenant("  gitops:\n    url: https://git.example/platform-evil/web\n"),
+            ),
+        ],
+        &[
+            "t.yaml:7:10: spec.gitops.url: \"https://git.example/platform-evil/web\" is not on the platform's Flux source allow-list (expected a URL starting with one of: https://git.example/platform/)",
+        ],
+    );
+}
+
+#[test]
+fn gitops_source_without_any_allow_list() {
+    expect(
+        one(tenant("  gitops:\n    url: https://git.example/web\n")),
+        &[
+            "spec.gitops.url: \"https://git.example/web\" is not on the platform's Flux source allow-list (expected the platform's spec.kubernetes.fluxSourceAllowList lists no source",
+        ],
+    );
+}
+
+#[test]
+fn workload_image_with_whitespace() {
+    expect(
+        vec![
+            Input::Text("t.yaml", tenant("  profile: restricted\n")),
+            Input::Text(
+                "w.yaml",
+                workload("app", "web", "  command: [/bin/app]\n  image: \"app: 1\"\n"),
+            ),
+        ],
+        &["w.yaml:8:10: spec.image: \"app: 1\" is not an image reference"],
+    );
+}
+
+#[test]
+fn kubernetes_settings_and_gitops_round_trip() {
+    let text = format!(
+        "{}---\n{}",
+        platform(
+            "  kubernetes:\n    dnsSelector: { namespace: dns, podLabels: { app: coredns } }\n    fluxSourceAllowList: [https://git.example/tenants/]\n    podSecurityVersion: v1.34\n    mesh: true\n"
+        ),
+        tenant(
+            "  gitops:\n    url: https://git.example/tenants/web\n    ref: refs/tags/v1.0.0\n    path: ./deploy\n    interval: 1h30m\n"
+        ),
+    );
+    let desired = bulkhead_spec::load_str("k.yaml", &text).unwrap_or_else(|e| panic!("{e}"));
+    let k8s = &desired.platform.spec.kubernetes;
+    assert_eq!(k8s.dns_selector.namespace.as_str(), "dns");
+    assert_eq!(k8s.pod_security_version, "v1.34");
+    assert!(k8s.mesh);
+    let yaml = desired.to_yaml().expect("render");
+    let again =
+        bulkhead_spec::load_str("canonical.yaml", &yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+    assert_eq!(again, desired);
+}

@@ -1,0 +1,42 @@
+//! bulkhead on Kubernetes: the same tenants, rendered as the layered namespace stack.
+//!
+//! # Main types and how they fit
+//!
+//! - [`render()`] turns a validated [`bulkhead_spec::Desired`] and [`K8sOptions`] into
+//!   [`RenderedObject`]s (API version, kind, namespace, name and YAML text), in a stable
+//!   order; [`write_dir`] writes them as one multi-document file per tenant plus one for
+//!   the platform. Errors are [`RenderError`]s.
+//! - One module per object family builds typed `k8s-openapi` objects (Kubernetes
+//!   **1.34**, the `v1_34` feature): [`namespace`] (Pod Security Admission and tenant
+//!   labels), [`quota`] (ResourceQuota, LimitRange), [`network`] (NetworkPolicies from the
+//!   one tenant translation, [`bulkhead_policy::tenancy`]), [`rbac`] (the tenant's
+//!   reconciler: ServiceAccount, Role, RoleBinding), [`flux`] (typed GitRepository,
+//!   Kustomization and the controller lockdown patch, which `k8s-openapi` lacks),
+//!   [`admission`] (ValidatingAdmissionPolicies and bindings), [`workload`]
+//!   (Deployments) and [`mesh`] (Istio, when the platform turns it on).
+//! - [`audit`] checks foreign manifests for the same properties statically and
+//!   reports [`audit::Finding`]s with stable IDs; our own output audits clean.
+//! - [`labels`] holds every label key and object name we own, each derived in exactly
+//!   one function.
+//!
+//! Namespaces are selected only by the immutable `kubernetes.io/metadata.name` label,
+//! never by a label a tenant could change, and no rendered NetworkPolicy has an empty
+//! `namespaceSelector`.
+
+#![forbid(unsafe_code)]
+
+pub mod admission;
+pub mod audit;
+pub mod flux;
+pub mod labels;
+pub mod mesh;
+pub mod namespace;
+pub mod network;
+mod options;
+pub mod quota;
+pub mod rbac;
+mod render;
+pub mod workload;
+
+pub use options::K8sOptions;
+pub use render::{RenderError, RenderedObject, render, write_dir};
