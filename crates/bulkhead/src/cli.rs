@@ -95,6 +95,94 @@ pub enum Command {
         /// Why: stored with the revision and in the audit log.
         #[arg(short, long, default_value = "")]
         message: String,
+        /// Record the revision (audited) without touching the host.
+        #[arg(long)]
+        record_only: bool,
+        /// Testing aid: exit after this many host actions, as a crash would.
+        #[arg(long, hide = true)]
+        fail_after: Option<usize>,
+    },
+
+    /// Run a command inside a tenant's sandbox, stdio attached; exits with its code.
+    #[command(
+        after_help = "Runs with the tenant's namespaces, cgroup, capabilities, seccomp filter
+and Landlock ruleset, as an unprivileged user, in /data (the tenant's volume).
+Exit code: the command's, or 125 when bulkhead itself fails.
+
+Examples:
+  bulkhead run web -- /bin/sh -c 'id; hostname; ls /proc'
+  bulkhead run web --workload app            # the workload's own command and env
+  bulkhead run db --workload postgres -- /bin/ps"
+    )]
+    Run {
+        /// The tenant.
+        tenant: String,
+        /// Run in this workload's cgroup (and, with no command, its command and env).
+        #[arg(short, long)]
+        workload: Option<String>,
+        /// The program and its arguments (after `--`).
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+
+    /// Freeze every process of a tenant (a new revision with state: suspended).
+    #[command(after_help = "Examples:
+  bulkhead suspend web
+  bulkhead suspend web --evict-key   # also remove the volume key from the kernel")]
+    Suspend {
+        /// The tenant.
+        tenant: String,
+        /// Remove the tenant's volume key from the kernel while suspended.
+        #[arg(long)]
+        evict_key: bool,
+    },
+
+    /// Thaw a suspended tenant (a new revision with state: active).
+    Resume {
+        /// The tenant.
+        tenant: String,
+    },
+
+    /// Offboard a tenant: stop it, destroy its volume and crypto-shred its key.
+    #[command(
+        after_help = "Kills the tenant's processes, unmounts and deletes its volume image,
+removes its key from the kernel, destroys the wrapped key (crypto-shredding:
+the image's contents are unrecoverable), removes its cgroups and namespaces
+and releases its id range. The audit records stay.
+
+Examples:
+  bulkhead delete web --yes"
+    )]
+    Delete {
+        /// The tenant.
+        tenant: String,
+        /// Confirm: deletion destroys the tenant's data.
+        #[arg(long)]
+        yes: bool,
+    },
+
+    /// Apply an earlier revision as a new one.
+    #[command(after_help = "Examples:
+  bulkhead history
+  bulkhead rollback 3")]
+    Rollback {
+        /// The revision to return to.
+        revision: i64,
+    },
+
+    /// Remove what this instance left on the host for tenants it no longer has.
+    #[command(
+        after_help = "With --all, removes every tenant of the instance (its revisions and
+audit log stay): the clean-up after a demo or a crashed test instance.
+
+Examples:
+  bulkhead gc
+  bulkhead --instance t1234 gc --all"
+    )]
+    Gc {
+        /// Remove every tenant of the instance, desired or not.
+        #[arg(long)]
+        all: bool,
     },
 
     /// List objects, or print one, with every default filled in.

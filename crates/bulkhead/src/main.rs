@@ -18,6 +18,11 @@ use crate::cli::Cli;
 use crate::context::Failure;
 
 fn main() -> ExitCode {
+    // A tenant's namespace holder is this binary re-executed: it must take over before
+    // anything else runs (in particular before any thread starts).
+    if bulkhead_node::sandbox::is_holder_invocation() {
+        bulkhead_node::sandbox::holder_main();
+    }
     let cli = Cli::parse();
     match commands::run(cli) {
         Ok(code) => ExitCode::from(code),

@@ -100,17 +100,19 @@ fn plan_apply_plan_and_history() {
     );
 
     bulkhead(state.path())
-        .args(["apply", "-m", "first"])
+        .args(["apply", "--record-only", "-m", "first"])
         .arg(examples())
         .assert()
         .success()
         .stdout(predicate::str::contains("Applied as revision 1"));
     bulkhead(state.path())
-        .args(["plan", "--detailed-exitcode"])
+        .arg("plan")
         .arg(examples())
         .assert()
-        .code(0)
-        .stdout(predicate::str::contains("No changes"));
+        .success()
+        .stdout(predicate::str::contains(
+            "No changes: the desired state matches the last applied revision.",
+        ));
 
     // Change one quota: the plan shows that field and nothing else.
     let dir = tempfile::tempdir().expect("tempdir");
@@ -145,7 +147,7 @@ fn plan_apply_plan_and_history() {
     );
 
     bulkhead(state.path())
-        .arg("apply")
+        .args(["apply", "--record-only"])
         .arg(dir.path())
         .assert()
         .success();
@@ -188,7 +190,7 @@ fn get_from_files_shows_defaults() {
 fn plan_shows_a_removed_exception_at_tenant_level() {
     let state = tempfile::tempdir().expect("tempdir");
     bulkhead(state.path())
-        .arg("apply")
+        .args(["apply", "--record-only"])
         .arg(examples())
         .assert()
         .success();
@@ -251,7 +253,7 @@ fn copy_dir(from: &Path, to: &Path) {
 fn tampered(mutate: impl FnOnce(&rusqlite::Connection)) -> String {
     let state = tempfile::tempdir().expect("tempdir");
     bulkhead(state.path())
-        .arg("apply")
+        .args(["apply", "--record-only"])
         .arg(examples())
         .assert()
         .success();
@@ -263,7 +265,7 @@ fn tampered(mutate: impl FnOnce(&rusqlite::Connection)) -> String {
         .replace("pids: 512", "pids: 600");
     std::fs::write(&web, text).expect("write");
     bulkhead(state.path())
-        .arg("apply")
+        .args(["apply", "--record-only"])
         .arg(dir.path())
         .assert()
         .success();
@@ -289,7 +291,7 @@ fn tampered(mutate: impl FnOnce(&rusqlite::Connection)) -> String {
 fn audit_verify_refuses_update_and_delete_through_sql() {
     let state = tempfile::tempdir().expect("tempdir");
     bulkhead(state.path())
-        .arg("apply")
+        .args(["apply", "--record-only"])
         .arg(examples())
         .assert()
         .success();

@@ -138,7 +138,11 @@ impl Host {
 
     /// What a tenant should be on this host. `io_device` is the tenant volume's block
     /// device when attached; io limits apply only once it is (the next plan adds them).
-    pub fn target(tenant: &Tenant, workloads: &[&Workload], io_device: Option<Device>) -> Result<TenantTarget, HostError> {
+    pub fn target(
+        tenant: &Tenant,
+        workloads: &[&Workload],
+        io_device: Option<Device>,
+    ) -> Result<TenantTarget, HostError> {
         let name = tenant.metadata.name.to_string();
         let mut quota = tenant.spec.quota.clone();
         if io_device.is_none() {
@@ -150,7 +154,12 @@ impl Host {
         })?;
         let workloads = workloads
             .iter()
-            .map(|w| (w.metadata.name.to_string(), Limits::for_workload(&w.spec.resources)))
+            .map(|w| {
+                (
+                    w.metadata.name.to_string(),
+                    Limits::for_workload(&w.spec.resources),
+                )
+            })
             .collect();
         Ok(TenantTarget {
             name,
@@ -192,7 +201,10 @@ impl Host {
                 }
             }
         }
-        for dir in [self.instance.state_dir().join("sandboxes"), self.instance.state_dir().join("roots")] {
+        for dir in [
+            self.instance.state_dir().join("sandboxes"),
+            self.instance.state_dir().join("roots"),
+        ] {
             if let Ok(entries) = std::fs::read_dir(&dir) {
                 for entry in entries.flatten() {
                     if let Some(name) = entry.file_name().to_str() {
@@ -208,24 +220,32 @@ impl Host {
     /// fills them in).
     pub fn observe(&self, tenant: &str) -> Result<TenantSeen, HostError> {
         let mut seen = TenantSeen::default();
-        let volume = self.volume(tenant).observe().map_err(|source| HostError::Volume {
-            tenant: tenant.to_owned(),
-            source,
-        })?;
+        let volume = self
+            .volume(tenant)
+            .observe()
+            .map_err(|source| HostError::Volume {
+                tenant: tenant.to_owned(),
+                source,
+            })?;
         seen.volume_exists = volume.image.is_some();
         seen.volume_size = volume.image.as_ref().map(|i| i.size);
         seen.volume_mounted = volume.mount.is_some();
         seen.volume_unlocked = volume.mount.is_some() && volume.encryption.is_none()
             || volume
-            .encryption
-            .as_ref()
-            .is_some_and(|e| matches!(e.key, crate::volume::KeyStatus::Present { .. }));
+                .encryption
+                .as_ref()
+                .is_some_and(|e| matches!(e.key, crate::volume::KeyStatus::Present { .. }));
         let path = self.instance.tenant_cgroup(tenant);
         if self.cgroups.exists(&path) {
-            seen.limits = Some(self.cgroups.observe(&path).map_err(|source| HostError::Cgroup {
-                tenant: tenant.to_owned(),
-                source,
-            })?);
+            seen.limits =
+                Some(
+                    self.cgroups
+                        .observe(&path)
+                        .map_err(|source| HostError::Cgroup {
+                            tenant: tenant.to_owned(),
+                            source,
+                        })?,
+                );
             seen.frozen = self.is_frozen(&path);
             if let Ok(listed) = self.cgroups.list(&self.instance) {
                 for workload in listed.get(tenant).into_iter().flatten() {
@@ -243,10 +263,11 @@ impl Host {
                 }
             }
         }
-        let sandbox = sandbox::observe(&self.instance, tenant).map_err(|source| HostError::Sandbox {
-            tenant: tenant.to_owned(),
-            source,
-        })?;
+        let sandbox =
+            sandbox::observe(&self.instance, tenant).map_err(|source| HostError::Sandbox {
+                tenant: tenant.to_owned(),
+                source,
+            })?;
         seen.sandbox_running = sandbox.is_running();
         seen.sandbox_leftovers = sandbox.has_leftovers();
         Ok(seen)
@@ -269,6 +290,27 @@ impl Host {
             .iter()
             .map(|root| root.join(&rel).join("cgroup.procs"))
             .collect()
+    }
+
+    /// Removes the instance's own cgroup directory once no tenant is left under it.
+    pub fn remove_instance_cgroup(&self) -> Result<(), HostError> {
+        let root = self.instance.cgroup_root();
+        let tenants = self
+            .cgroups
+            .list(&self.instance)
+            .map_err(|source| HostError::Cgroup {
+                tenant: String::new(),
+                source,
+            })?;
+        if tenants.is_empty() && self.cgroups.exists(&root) {
+            self.cgroups
+                .remove(&root)
+                .map_err(|source| HostError::Cgroup {
+                    tenant: String::new(),
+                    source,
+                })?;
+        }
+        Ok(())
     }
 
     /// Makes sure a leaf cgroup for ad-hoc or holder processes exists, unlimited below
@@ -300,10 +342,15 @@ impl Host {
         };
         let path = self.instance.tenant_cgroup(&tenant);
         match action {
-            Action::AllocateIds { .. } | Action::CreateKey { .. } | Action::DestroyKey { .. } | Action::ReleaseIds { .. } => {
+            Action::AllocateIds { .. }
+            | Action::CreateKey { .. }
+            | Action::DestroyKey { .. }
+            | Action::ReleaseIds { .. } => {
                 return Err(HostError::NotAHostAction(action.verb().to_owned()));
             }
-            Action::PrepareVolume { size, encrypted, .. } => {
+            Action::PrepareVolume {
+                size, encrypted, ..
+            } => {
                 let volume = self.volume(&tenant);
                 let spec = VolumeSpec {
                     size: bulkhead_spec::Bytes::new(*size),
@@ -318,10 +365,12 @@ impl Host {
                 }
             }
             Action::UnlockVolume { .. } => {
-                let key = secrets.tenant_key(&tenant).map_err(|message| HostError::Secret {
-                    tenant: tenant.clone(),
-                    message,
-                })?;
+                let key = secrets
+                    .tenant_key(&tenant)
+                    .map_err(|message| HostError::Secret {
+                        tenant: tenant.clone(),
+                        message,
+                    })?;
                 let volume = self.volume(&tenant);
                 volume.mount(MOUNT).map_err(vol)?;
                 volume.unlock(&key).map_err(vol)?;
@@ -331,9 +380,13 @@ impl Host {
                 self.volume(&tenant).lock().map_err(vol)?;
             }
             Action::SetTenantLimits { limits, .. } => {
-                self.cgroups.ensure_tenant(&self.instance, &tenant, limits).map_err(cg)?;
+                self.cgroups
+                    .ensure_tenant(&self.instance, &tenant, limits)
+                    .map_err(cg)?;
             }
-            Action::SetWorkloadLimits { workload, limits, .. } => {
+            Action::SetWorkloadLimits {
+                workload, limits, ..
+            } => {
                 self.cgroups
                     .ensure_workload(&self.instance, &tenant, workload, limits)
                     .map_err(cg)?;
@@ -344,11 +397,18 @@ impl Host {
                 self.cgroups.remove(&path).map_err(cg)?;
             }
             Action::StartSandbox { .. } => {
+                self.open_path_for_holders()
+                    .map_err(|message| HostError::Secret {
+                        tenant: tenant.clone(),
+                        message,
+                    })?;
                 self.ensure_leaf(&tenant, HOLDER_CGROUP)?;
-                let base = secrets.id_base(&tenant).map_err(|message| HostError::Secret {
-                    tenant: tenant.clone(),
-                    message,
-                })?;
+                let base = secrets
+                    .id_base(&tenant)
+                    .map_err(|message| HostError::Secret {
+                        tenant: tenant.clone(),
+                        message,
+                    })?;
                 let mut config = SandboxConfig::new(&tenant, base);
                 config.tmp_size = TMP_SIZE;
                 config.holder_cgroups = self.procs_files(&tenant, HOLDER_CGROUP);
@@ -381,15 +441,58 @@ impl Host {
 }
 
 impl Host {
+    /// A holder runs as an unprivileged host id (the tenant's range) once it is in its
+    /// user namespace, and must still reach its root directory and its volume: the
+    /// state directory, its parent and `mnt/` are made traversable (`0711`), never
+    /// listable. Everything secret below them keeps its own mode (`state.db` 0600,
+    /// `volumes/` 0700, each volume's `data` 0700 owned by the tenant).
+    fn open_path_for_holders(&self) -> Result<(), String> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let state = self.instance.state_dir();
+        let dirs = [
+            state.parent().map(Path::to_path_buf),
+            Some(state.to_path_buf()),
+            Some(state.join("mnt")),
+        ];
+        for dir in dirs.into_iter().flatten() {
+            let Ok(metadata) = std::fs::metadata(&dir) else {
+                continue;
+            };
+            let mode = metadata.permissions().mode() & 0o7777;
+            if mode & 0o011 != 0o011 {
+                let wanted = (mode & 0o700) | 0o011;
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(wanted)).map_err(
+                    |e| {
+                        format!(
+                            "cannot make {} traversable for sandbox holders: {e}",
+                            dir.display()
+                        )
+                    },
+                )?;
+            }
+        }
+        Ok(())
+    }
+
     /// The data directory is owned by the tenant's unprivileged user, so `/data` is
     /// writable inside and owned by no id outside the tenant's range.
-    fn give_data_dir_to_tenant(&self, volume: &Volume, tenant: &str, secrets: &mut dyn Secrets) -> Result<(), HostError> {
+    fn give_data_dir_to_tenant(
+        &self,
+        volume: &Volume,
+        tenant: &str,
+        secrets: &mut dyn Secrets,
+    ) -> Result<(), HostError> {
         let secret = |message| HostError::Secret {
             tenant: tenant.to_owned(),
             message,
         };
         let base = secrets.id_base(tenant).map_err(secret)?;
-        chown(volume.data_dir(), base + sandbox::TENANT_UID, base + sandbox::TENANT_GID).map_err(secret)
+        chown(
+            volume.data_dir(),
+            base + sandbox::TENANT_UID,
+            base + sandbox::TENANT_GID,
+        )
+        .map_err(secret)
     }
 }
 
@@ -399,7 +502,10 @@ fn chown(path: &Path, uid: u32, gid: u32) -> Result<(), String> {
 }
 
 /// Observes every tenant in `names` plus those found on the host.
-pub fn observe_all(host: &Host, names: impl IntoIterator<Item = String>) -> Result<BTreeMap<String, TenantSeen>, HostError> {
+pub fn observe_all(
+    host: &Host,
+    names: impl IntoIterator<Item = String>,
+) -> Result<BTreeMap<String, TenantSeen>, HostError> {
     let mut all: BTreeSet<String> = names.into_iter().collect();
     all.extend(host.tenants_on_host());
     all.into_iter()

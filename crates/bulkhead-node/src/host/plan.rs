@@ -218,16 +218,33 @@ impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Action::AllocateIds { tenant } => write!(f, "allocate a host id range for {tenant}"),
-            Action::CreateKey { tenant } => write!(f, "create {tenant}'s volume key (wrapped by the master key)"),
-            Action::PrepareVolume { tenant, size, encrypted } => write!(
+            Action::CreateKey { tenant } => write!(
+                f,
+                "create {tenant}'s volume key (wrapped by the master key)"
+            ),
+            Action::PrepareVolume {
+                tenant,
+                size,
+                encrypted,
+            } => write!(
                 f,
                 "prepare {tenant}'s volume: {} ext4{}, loop-mounted nosuid,nodev",
                 bulkhead_spec::Bytes::new(*size),
-                if *encrypted { " with fscrypt v2" } else { ", NOT encrypted" }
+                if *encrypted {
+                    " with fscrypt v2"
+                } else {
+                    ", NOT encrypted"
+                }
             ),
-            Action::UnlockVolume { tenant } => write!(f, "unlock {tenant}'s volume (key into the kernel)"),
-            Action::LockVolume { tenant } => write!(f, "lock {tenant}'s volume (key out of the kernel)"),
-            Action::SetTenantLimits { tenant, summary, .. } => write!(f, "set {tenant}'s cgroup limits: {summary}"),
+            Action::UnlockVolume { tenant } => {
+                write!(f, "unlock {tenant}'s volume (key into the kernel)")
+            }
+            Action::LockVolume { tenant } => {
+                write!(f, "lock {tenant}'s volume (key out of the kernel)")
+            }
+            Action::SetTenantLimits {
+                tenant, summary, ..
+            } => write!(f, "set {tenant}'s cgroup limits: {summary}"),
             Action::SetWorkloadLimits {
                 tenant,
                 workload,
@@ -235,17 +252,27 @@ impl fmt::Display for Action {
                 ..
             } => write!(f, "set {tenant}/{workload}'s cgroup limits: {summary}"),
             Action::RemoveWorkloadCgroup { tenant, workload } => {
-                write!(f, "remove the cgroup of {tenant}/{workload} (no longer declared)")
+                write!(
+                    f,
+                    "remove the cgroup of {tenant}/{workload} (no longer declared)"
+                )
             }
             Action::StartSandbox { tenant } => {
-                write!(f, "start {tenant}'s sandbox (user, pid, mount, ipc, uts, net, cgroup namespaces)")
+                write!(
+                    f,
+                    "start {tenant}'s sandbox (user, pid, mount, ipc, uts, net, cgroup namespaces)"
+                )
             }
             Action::StopSandbox { tenant } => write!(f, "stop {tenant}'s sandbox"),
             Action::Freeze { tenant } => write!(f, "freeze every process of {tenant}"),
             Action::Thaw { tenant } => write!(f, "thaw {tenant}"),
-            Action::RemoveCgroups { tenant } => write!(f, "kill {tenant}'s processes and remove its cgroups"),
+            Action::RemoveCgroups { tenant } => {
+                write!(f, "kill {tenant}'s processes and remove its cgroups")
+            }
             Action::DestroyVolume { tenant } => write!(f, "destroy {tenant}'s volume image"),
-            Action::DestroyKey { tenant } => write!(f, "destroy {tenant}'s wrapped key (crypto-shred)"),
+            Action::DestroyKey { tenant } => {
+                write!(f, "destroy {tenant}'s wrapped key (crypto-shred)")
+            }
             Action::ReleaseIds { tenant } => write!(f, "release {tenant}'s host id range"),
         }
     }
@@ -282,12 +309,18 @@ pub fn plan(desired: &[TenantTarget], seen: &BTreeMap<String, TenantSeen>) -> Ve
         let tenant = target.name.clone();
         let seen = seen.get(&target.name).unwrap_or(&none);
         if !seen.ids_allocated {
-            actions.push(Action::AllocateIds { tenant: tenant.clone() });
+            actions.push(Action::AllocateIds {
+                tenant: tenant.clone(),
+            });
         }
         if target.encrypted && !seen.key_stored {
-            actions.push(Action::CreateKey { tenant: tenant.clone() });
+            actions.push(Action::CreateKey {
+                tenant: tenant.clone(),
+            });
         }
-        let size_differs = seen.volume_size.is_some_and(|size| size != target.volume_size);
+        let size_differs = seen
+            .volume_size
+            .is_some_and(|size| size != target.volume_size);
         if !seen.volume_exists || !seen.volume_mounted || size_differs {
             actions.push(Action::PrepareVolume {
                 tenant: tenant.clone(),
@@ -297,7 +330,9 @@ pub fn plan(desired: &[TenantTarget], seen: &BTreeMap<String, TenantSeen>) -> Ve
         }
         let keep_locked = target.suspended && target.evict_key_when_suspended;
         if target.encrypted && !keep_locked && (!seen.volume_unlocked || !seen.volume_mounted) {
-            actions.push(Action::UnlockVolume { tenant: tenant.clone() });
+            actions.push(Action::UnlockVolume {
+                tenant: tenant.clone(),
+            });
         }
         if seen.limits.as_ref() != Some(&target.limits) {
             actions.push(Action::SetTenantLimits {
@@ -325,14 +360,22 @@ pub fn plan(desired: &[TenantTarget], seen: &BTreeMap<String, TenantSeen>) -> Ve
             }
         }
         if seen.sandbox_leftovers && !seen.sandbox_running {
-            actions.push(Action::StopSandbox { tenant: tenant.clone() });
+            actions.push(Action::StopSandbox {
+                tenant: tenant.clone(),
+            });
         }
         if !seen.sandbox_running {
-            actions.push(Action::StartSandbox { tenant: tenant.clone() });
+            actions.push(Action::StartSandbox {
+                tenant: tenant.clone(),
+            });
         }
         match (target.suspended, seen.frozen) {
-            (true, false) => actions.push(Action::Freeze { tenant: tenant.clone() }),
-            (false, true) => actions.push(Action::Thaw { tenant: tenant.clone() }),
+            (true, false) => actions.push(Action::Freeze {
+                tenant: tenant.clone(),
+            }),
+            (false, true) => actions.push(Action::Thaw {
+                tenant: tenant.clone(),
+            }),
             _ => {}
         }
         if keep_locked && target.encrypted && seen.volume_unlocked {
@@ -353,16 +396,24 @@ pub fn offboard(tenant: &str, seen: &TenantSeen) -> Vec<Action> {
     let tenant = tenant.to_owned();
     let mut actions = Vec::new();
     if seen.sandbox_running || seen.sandbox_leftovers {
-        actions.push(Action::StopSandbox { tenant: tenant.clone() });
+        actions.push(Action::StopSandbox {
+            tenant: tenant.clone(),
+        });
     }
     if seen.limits.is_some() || !seen.workloads.is_empty() {
-        actions.push(Action::RemoveCgroups { tenant: tenant.clone() });
+        actions.push(Action::RemoveCgroups {
+            tenant: tenant.clone(),
+        });
     }
     if seen.volume_exists || seen.volume_mounted {
-        actions.push(Action::DestroyVolume { tenant: tenant.clone() });
+        actions.push(Action::DestroyVolume {
+            tenant: tenant.clone(),
+        });
     }
     if seen.key_stored {
-        actions.push(Action::DestroyKey { tenant: tenant.clone() });
+        actions.push(Action::DestroyKey {
+            tenant: tenant.clone(),
+        });
     }
     if seen.ids_allocated {
         actions.push(Action::ReleaseIds { tenant });
@@ -439,7 +490,10 @@ mod tests {
         seen.sandbox_leftovers = true;
         let actions = plan(&[t], &BTreeMap::from([("web".to_owned(), seen)]));
         let verbs: Vec<&str> = actions.iter().map(Action::verb).collect();
-        assert_eq!(verbs, ["set-tenant-limits", "stop-sandbox", "start-sandbox"]);
+        assert_eq!(
+            verbs,
+            ["set-tenant-limits", "stop-sandbox", "start-sandbox"]
+        );
     }
 
     #[test]
@@ -459,7 +513,13 @@ mod tests {
         let verbs: Vec<&str> = plan(&[], &seen).iter().map(Action::verb).collect();
         assert_eq!(
             verbs,
-            ["stop-sandbox", "remove-cgroups", "destroy-volume", "destroy-key", "release-ids"]
+            [
+                "stop-sandbox",
+                "remove-cgroups",
+                "destroy-volume",
+                "destroy-key",
+                "release-ids"
+            ]
         );
     }
 }

@@ -41,13 +41,13 @@ struct PlanReport<'a> {
     remove: usize,
     changes: &'a [ObjectChange],
     network: &'a bulkhead_policy::tenancy::TenantDiff,
+    host_actions: Option<&'a Vec<String>>,
 }
 
 struct Planned {
     diff: RevisionDiff,
     network: bulkhead_policy::tenancy::TenantDiff,
     against: Option<Revision>,
-    proposed: Revision,
     objects: Vec<NewObject>,
 }
 
@@ -75,7 +75,6 @@ fn compute(
             diff,
             network,
             against,
-            proposed,
             objects,
         },
     ))
@@ -143,6 +142,17 @@ fn human_plan(instance: &str, planned: &Planned) -> String {
 pub fn plan(global: &Global, paths: &[PathBuf], detailed_exitcode: bool) -> Outcome {
     let desired = context::load(paths)?;
     let (instance, planned) = compute(global, &desired, "")?;
+    // The host part needs to read cgroups, volumes and sandboxes: root only.
+    let host: Result<Vec<String>, String> = if crate::commands::host::is_root() {
+        crate::commands::host::preview(&instance, &desired)
+            .map(|actions| actions.iter().map(ToString::to_string).collect())
+            .map_err(|failure| match failure {
+                Failure::Other(e) => format!("{e:#}"),
+                Failure::Invalid(d) => d.to_string(),
+            })
+    } else {
+        Err("not observed (needs root)".to_owned())
+    };
     let (add, change, remove) = counts(&planned.diff.changes);
     let report = PlanReport {
         instance: instance.prefix(),
@@ -152,15 +162,40 @@ pub fn plan(global: &Global, paths: &[PathBuf], detailed_exitcode: bool) -> Outc
         remove,
         changes: &planned.diff.changes,
         network: &planned.network,
+        host_actions: host.as_ref().ok(),
     };
     output::emit(global.output, &report, || {
-        human_plan(instance.prefix(), &planned)
+        let mut text = human_plan(instance.prefix(), &planned);
+        match &host {
+            Ok(actions) if actions.is_empty() => text.push_str("Host: converged, nothing to do.\n"),
+            Ok(actions) => {
+                text.push_str(&format!("Host ({} actions):\n", actions.len()));
+                for action in actions {
+                    text.push_str(&format!("  • {action}\n"));
+                }
+            }
+            Err(reason) => text.push_str(&format!("Host: {reason}\n")),
+        }
+        text
     })?;
-    if detailed_exitcode && !planned.diff.is_empty() {
+    let host_changes = host.as_ref().is_ok_and(|a| !a.is_empty());
+    if detailed_exitcode && (!planned.diff.is_empty() || host_changes) {
         Ok(EXIT_CHANGES)
     } else {
         Ok(EXIT_OK)
     }
+}
+
+pub fn apply(
+    global: &Global,
+    paths: &[PathBuf],
+    message: &str,
+    record_only: bool,
+    fail_after: Option<usize>,
+) -> Outcome {
+    // Validation happens before the store is even opened: invalid input changes nothing.
+    let desired = context::load(paths)?;
+    apply_desired(global, &desired, message, record_only, fail_after)
 }
 
 #[derive(Serialize)]
@@ -170,12 +205,20 @@ struct ApplyReport<'a> {
     digest: &'a str,
     unchanged: bool,
     changes: &'a [ObjectChange],
+    network: &'a bulkhead_policy::tenancy::TenantDiff,
+    host_actions: &'a [String],
 }
 
-pub fn apply(global: &Global, paths: &[PathBuf], message: &str) -> Outcome {
-    // Validation happens before the store is even opened: invalid input changes nothing.
-    let desired = context::load(paths)?;
-    let (instance, planned) = compute(global, &desired, message)?;
+/// Records `desired` as a new revision (audited object by object), then converges the
+/// host to it unless `record_only`.
+pub fn apply_desired(
+    global: &Global,
+    desired: &Desired,
+    message: &str,
+    record_only: bool,
+    fail_after: Option<usize>,
+) -> Outcome {
+    let (instance, planned) = compute(global, desired, message)?;
     let actor = context::actor(global);
     let mut store = context::open_store(&instance)?;
 
@@ -227,12 +270,19 @@ pub fn apply(global: &Global, paths: &[PathBuf], message: &str) -> Outcome {
             .context("cannot write the audit log")?;
     }
     let saved = saved.context("cannot store the revision")?;
+    let host_actions = if record_only {
+        Vec::new()
+    } else {
+        crate::commands::host::converge(&instance, desired, &mut store, &actor, fail_after)?
+    };
     let report = ApplyReport {
         instance: instance.prefix(),
         revision: saved.id.0,
         digest: &saved.digest,
         unchanged: saved.unchanged,
         changes: &planned.diff.changes,
+        network: &planned.network,
+        host_actions: &host_actions,
     };
     output::emit(global.output, &report, || {
         let mut text = human_plan(instance.prefix(), &planned);
@@ -241,7 +291,19 @@ pub fn apply(global: &Global, paths: &[PathBuf], message: &str) -> Outcome {
             saved.id,
             &saved.digest[..12.min(saved.digest.len())]
         ));
-        let _ = &planned.proposed;
+        if record_only {
+            text.push_str("Recorded only: the host was not changed (--record-only).\n");
+        } else if host_actions.is_empty() {
+            text.push_str("Host: already converged, nothing to do.\n");
+        } else {
+            text.push_str(&format!(
+                "Host ({} actions, each audited):\n",
+                host_actions.len()
+            ));
+            for action in &host_actions {
+                text.push_str(&format!("  ✓ {action}\n"));
+            }
+        }
         text
     })?;
     Ok(EXIT_OK)

@@ -1,10 +1,12 @@
 //! One module per group of verbs; each turns parsed flags into library calls.
 
-mod apply;
+pub mod apply;
 mod audit;
 mod doctor;
 mod get;
 mod history;
+pub mod host;
+mod lifecycle;
 mod validate;
 
 use clap::CommandFactory;
@@ -21,7 +23,22 @@ pub fn run(cli: Cli) -> Outcome {
             files,
             detailed_exitcode,
         } => apply::plan(global, &files.paths, detailed_exitcode),
-        Command::Apply { files, message } => apply::apply(global, &files.paths, &message),
+        Command::Apply {
+            files,
+            message,
+            record_only,
+            fail_after,
+        } => apply::apply(global, &files.paths, &message, record_only, fail_after),
+        Command::Run {
+            tenant,
+            workload,
+            command,
+        } => lifecycle::run(global, &tenant, workload.as_deref(), &command),
+        Command::Suspend { tenant, evict_key } => lifecycle::suspend(global, &tenant, evict_key),
+        Command::Resume { tenant } => lifecycle::resume(global, &tenant),
+        Command::Delete { tenant, yes } => lifecycle::delete(global, &tenant, yes),
+        Command::Rollback { revision } => lifecycle::rollback(global, revision),
+        Command::Gc { all } => lifecycle::gc(global, all),
         Command::Get { kind, name, files } => get::get(global, kind, name.as_deref(), &files),
         Command::Describe { kind, name, files } => get::describe(global, kind, &name, &files),
         Command::History { action } => history::history(global, action),

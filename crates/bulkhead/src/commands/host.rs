@@ -1,0 +1,397 @@
+//! Host enforcement from the CLI: converge the host to a desired state, run commands
+//! inside tenants, and the lifecycle verbs (suspend, resume, delete, rollback, gc).
+//!
+//! Every host action is written to the audit log (an intent) before it runs, and its
+//! outcome after. Store actions (id ranges, wrapped keys) run here, host actions in
+//! `bulkhead_node::host`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use bulkhead_node::confine::landlock::{LandlockMode, LandlockPaths, SYSTEM_READ_ONLY};
+use bulkhead_node::confine::{ConfineOptions, Confinement};
+use bulkhead_node::doctor::{self, Feature};
+use bulkhead_node::host::{self, Action, Host, RUN_CGROUP, Secrets, TenantSeen};
+use bulkhead_node::naming::Instance;
+use bulkhead_node::sandbox::{self, Sandbox};
+use bulkhead_spec::{DegradableFeature, Desired, KeySource, Profile};
+use bulkhead_store::{AuditEntry, AuditOutcome, MasterKey, Store};
+
+use crate::context::Failure;
+
+/// bulkhead's own failures in `run` (the command's exit code passes through otherwise).
+pub const EXIT_RUN_FAILED: u8 = 125;
+
+/// How many plan/execute rounds an apply may take. Round two exists because io limits
+/// name the volume's block device, known only once the volume is attached.
+const MAX_ROUNDS: usize = 3;
+
+/// Whether this process runs as root.
+pub fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+/// The platform master key, from where the platform file says.
+pub fn master_key(desired: &Desired) -> Result<MasterKey, Failure> {
+    match &desired.platform.spec.key_source {
+        KeySource::File { file } => MasterKey::load_or_create(file)
+            .with_context(|| format!("cannot load the master key from {file}"))
+            .map_err(Failure::from),
+        KeySource::Env { env } => MasterKey::from_env(env)
+            .with_context(|| format!("cannot load the master key from ${env}"))
+            .map_err(Failure::from),
+    }
+}
+
+struct StoreSecrets<'a> {
+    store: &'a Store,
+    master: &'a MasterKey,
+}
+
+impl Secrets for StoreSecrets<'_> {
+    fn tenant_key(&mut self, tenant: &str) -> Result<zeroize::Zeroizing<[u8; 32]>, String> {
+        self.store
+            .unwrap_tenant_key(self.master, tenant)
+            .map_err(|e| format!("cannot unwrap the tenant key: {e}"))
+    }
+
+    fn id_base(&mut self, tenant: &str) -> Result<u32, String> {
+        match self.store.id_range(tenant) {
+            Ok(Some(range)) => Ok(range.first),
+            Ok(None) => Err("no id range allocated".to_owned()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+/// Refuses, naming the feature and pointing at `bulkhead doctor`, when the host lacks
+/// what the desired tenants need and the platform did not opt into running without it.
+pub fn require_host_features(desired: &Desired) -> Result<(), Failure> {
+    let report = doctor::run_system();
+    let allowed = &desired.platform.spec.allow_degraded;
+    let mut required: Vec<Feature> = vec![
+        Feature::Cgroups,
+        Feature::CpuController,
+        Feature::MemoryController,
+        Feature::PidsController,
+        Feature::UserNamespaces,
+        Feature::LoopDevices,
+        Feature::Ext4Tools,
+    ];
+    let confined = desired
+        .tenants
+        .values()
+        .any(|t| t.spec.profile != Profile::Privileged);
+    if confined {
+        required.push(Feature::Seccomp);
+        if !allowed.contains(&DegradableFeature::Landlock) {
+            required.push(Feature::Landlock);
+        }
+    }
+    let encrypted = desired.tenants.values().any(|t| t.spec.storage.encrypted);
+    if encrypted && !allowed.contains(&DegradableFeature::Encryption) {
+        required.push(Feature::Ext4Encryption);
+    }
+    let missing: Vec<&str> = required
+        .iter()
+        .filter(|feature| {
+            report
+                .feature(**feature)
+                .is_none_or(|check| check.status == doctor::Status::Missing)
+        })
+        .map(|feature| feature.title())
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::Other(anyhow::anyhow!(
+            "this host lacks {} (see `bulkhead doctor`); refusing rather than isolating tenants less than their spec says{}",
+            missing.join(", "),
+            " — a platform may accept running without landlock or encryption with spec.allowDegraded"
+        )))
+    }
+}
+
+/// What the host and the store show of every tenant this instance knows.
+fn observe(
+    host: &Host,
+    store: &Store,
+    desired: &Desired,
+) -> Result<BTreeMap<String, TenantSeen>, Failure> {
+    let names = desired.tenants.keys().map(ToString::to_string).chain(
+        store
+            .id_ranges()
+            .context("cannot read id ranges")?
+            .into_iter()
+            .filter(|r| r.released_at.is_none())
+            .map(|r| r.tenant),
+    );
+    let mut seen = host::observe_all(host, names).context("cannot observe the host")?;
+    for (tenant, state) in &mut seen {
+        state.ids_allocated = store
+            .id_range(tenant)
+            .context("cannot read id ranges")?
+            .is_some();
+        state.key_stored = store
+            .tenant_key_info(tenant)
+            .context("cannot read tenant keys")?
+            .is_some();
+    }
+    Ok(seen)
+}
+
+fn targets(host: &Host, desired: &Desired) -> Result<Vec<host::TenantTarget>, Failure> {
+    desired
+        .tenants
+        .iter()
+        .map(|(name, tenant)| {
+            let workloads: Vec<_> = desired.workloads_of(name).collect();
+            let device = host.io_device(name.as_str());
+            Host::target(tenant, &workloads, device).context("cannot compute the tenant's limits")
+        })
+        .collect::<anyhow::Result<Vec<_>>>()
+        .map_err(Failure::from)
+}
+
+/// The host actions an apply would take now (for `plan`).
+pub fn preview(instance: &Instance, desired: &Desired) -> Result<Vec<Action>, Failure> {
+    let host = Host::new(instance.clone()).context("cannot read the host's cgroups")?;
+    let seen = match crate::context::existing_store(instance)? {
+        Some(store) => observe(&host, &store, desired)?,
+        None => host::observe_all(&host, desired.tenants.keys().map(ToString::to_string))
+            .context("cannot observe the host")?,
+    };
+    Ok(host::plan(&targets(&host, desired)?, &seen))
+}
+
+/// Converges the host to `desired`, auditing every action. `fail_after` stops the
+/// process after that many actions, as a crash would (for crash-recovery tests).
+pub fn converge(
+    instance: &Instance,
+    desired: &Desired,
+    store: &mut Store,
+    actor: &str,
+    fail_after: Option<usize>,
+) -> Result<Vec<String>, Failure> {
+    if !is_root() {
+        return Err(Failure::Other(anyhow::anyhow!(
+            "host enforcement needs root (expected to run as root; `apply --record-only` records the revision without touching the host)"
+        )));
+    }
+    require_host_features(desired)?;
+    let master = master_key(desired)?;
+    let host = Host::new(instance.clone()).context("cannot read the host's cgroups")?;
+    let mut done = Vec::new();
+    for _ in 0..MAX_ROUNDS {
+        let seen = observe(&host, store, desired)?;
+        let actions = host::plan(&targets(&host, desired)?, &seen);
+        if actions.is_empty() {
+            return Ok(done);
+        }
+        for action in actions {
+            let object = format!("tenant/{}", action.tenant());
+            let intent = store
+                .audit_intent(
+                    AuditEntry::intent(actor, action.verb(), &object)
+                        .with_detail(action.to_string()),
+                )
+                .context("cannot write the audit log")?;
+            let result = execute(&host, store, &master, &action);
+            let (outcome, detail) = match &result {
+                Ok(()) => (AuditOutcome::Succeeded, None),
+                Err(error) => (AuditOutcome::Failed, Some(format!("{error:#}"))),
+            };
+            store
+                .audit_outcome(&intent, outcome, detail.as_deref())
+                .context("cannot write the audit log")?;
+            result.with_context(|| format!("{action} failed"))?;
+            done.push(action.to_string());
+            if fail_after == Some(done.len()) {
+                eprintln!(
+                    "error: injected failure after action {} ({action})",
+                    done.len()
+                );
+                std::process::exit(i32::from(crate::context::EXIT_FAILED));
+            }
+        }
+    }
+    let seen = observe(&host, store, desired)?;
+    let left = host::plan(&targets(&host, desired)?, &seen);
+    if left.is_empty() {
+        Ok(done)
+    } else {
+        Err(Failure::Other(anyhow::anyhow!(
+            "the host did not converge after {MAX_ROUNDS} rounds; still to do: {}",
+            left.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        )))
+    }
+}
+
+fn execute(
+    host: &Host,
+    store: &mut Store,
+    master: &MasterKey,
+    action: &Action,
+) -> anyhow::Result<()> {
+    let tenant = action.tenant();
+    match action {
+        Action::AllocateIds { .. } => {
+            store.allocate_id_range(tenant)?;
+        }
+        Action::CreateKey { .. } => {
+            store.create_tenant_key(master, tenant)?;
+        }
+        Action::DestroyKey { .. } => {
+            store.destroy_tenant_key(tenant)?;
+        }
+        Action::ReleaseIds { .. } => {
+            store.release_id_range(tenant)?;
+        }
+        _ => {
+            let mut secrets = StoreSecrets { store, master };
+            host.execute(action, &mut secrets)?;
+        }
+    }
+    Ok(())
+}
+
+/// What `bulkhead run` needs to know.
+pub struct RunRequest<'a> {
+    /// The desired state the tenant is in.
+    pub desired: &'a Desired,
+    /// The tenant.
+    pub tenant: &'a str,
+    /// A declared workload: its cgroup, and its command and environment when none given.
+    pub workload: Option<&'a str>,
+    /// Program and arguments.
+    pub command: &'a [String],
+}
+
+/// Runs a command inside a tenant's sandbox, stdio attached; returns its exit code.
+pub fn run(instance: &Instance, request: &RunRequest<'_>) -> Result<i32, Failure> {
+    let desired = request.desired;
+    let tenant = desired
+        .tenants
+        .iter()
+        .find(|(name, _)| name.as_str() == request.tenant)
+        .map(|(_, t)| t)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no tenant named {:?} (expected one of: {})",
+                request.tenant,
+                desired
+                    .tenants
+                    .keys()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?;
+    let workload = match request.workload {
+        Some(name) => Some(
+            desired
+                .workloads_of(&tenant.metadata.name)
+                .find(|w| w.metadata.name.as_str() == name)
+                .ok_or_else(|| {
+                    anyhow::anyhow!("tenant {:?} has no workload {name:?}", request.tenant)
+                })?,
+        ),
+        None => None,
+    };
+    let mut argv: Vec<String> = request.command.to_vec();
+    if argv.is_empty() {
+        argv = workload.map(|w| w.spec.command.clone()).ok_or_else(|| {
+            anyhow::anyhow!("nothing to run (expected `-- COMMAND…` or --workload NAME)")
+        })?;
+    }
+    let sandbox = Sandbox::open(instance, request.tenant).map_err(|e| {
+        anyhow::anyhow!(
+            "tenant {:?} is not running ({e}); expected `bulkhead apply` first",
+            request.tenant
+        )
+    })?;
+    let host = Host::new(instance.clone()).context("cannot read the host's cgroups")?;
+    let leaf = match workload {
+        Some(w) => w.metadata.name.to_string(),
+        None => {
+            host.ensure_leaf(request.tenant, RUN_CGROUP)
+                .context("cannot create the run cgroup")?;
+            RUN_CGROUP.to_owned()
+        }
+    };
+    let inside = |paths: &[&str]| -> Vec<PathBuf> {
+        paths
+            .iter()
+            .map(|p| sandbox.host_path(p))
+            .filter(|p| p.exists())
+            .collect()
+    };
+    let mut read_only = inside(SYSTEM_READ_ONLY);
+    read_only.extend(inside(&["/etc", "/proc"]));
+    let writable = inside(&[
+        sandbox::VOLUME_PATH,
+        "/tmp",
+        "/dev/null",
+        "/dev/zero",
+        "/dev/full",
+    ]);
+    let landlock_mode = if desired
+        .platform
+        .spec
+        .allow_degraded
+        .contains(&DegradableFeature::Landlock)
+    {
+        LandlockMode::BestEffort
+    } else {
+        LandlockMode::Required
+    };
+    let options = ConfineOptions {
+        paths: LandlockPaths {
+            read_only,
+            writable,
+        },
+        landlock_mode,
+        rlimits: bulkhead_node::confine::rlimit::Rlimits { nofile: Some(4096) },
+    };
+    let confinement = std::sync::Arc::new(
+        Confinement::prepare(tenant.spec.profile, &options)
+            .context("cannot prepare the tenant's confinement")?,
+    );
+    for gap in confinement.not_enforced() {
+        eprintln!(
+            "warning: landlock does not enforce {gap} on this kernel (accepted by spec.allowDegraded)"
+        );
+    }
+    let mut command = sandbox::Command::new(&argv[0]);
+    command.args(&argv[1..]);
+    if let Some(w) = workload {
+        for (key, value) in &w.spec.env {
+            command.env(key, value);
+        }
+    }
+    let data_inside = sandbox.host_path(sandbox::VOLUME_PATH);
+    let cwd = workload
+        .and_then(|w| w.spec.workdir.clone())
+        .unwrap_or_else(|| {
+            if data_inside.is_dir() {
+                sandbox::VOLUME_PATH.to_owned()
+            } else {
+                "/tmp".to_owned()
+            }
+        });
+    command.current_dir(cwd);
+    for procs in host.procs_files(request.tenant, &leaf) {
+        command.join_cgroup(procs);
+    }
+    let hook = std::sync::Arc::clone(&confinement);
+    command.pre_exec(move || hook.apply().map_err(Into::into));
+    sandbox
+        .run(command)
+        .with_context(|| format!("cannot run {:?} in tenant {:?}", argv[0], request.tenant))
+        .map_err(Failure::from)
+}
