@@ -395,6 +395,12 @@ pub fn plan(desired: &[TenantTarget], seen: &BTreeMap<String, TenantSeen>) -> Ve
 pub fn offboard(tenant: &str, seen: &TenantSeen) -> Vec<Action> {
     let tenant = tenant.to_owned();
     let mut actions = Vec::new();
+    // A frozen task cannot act on SIGKILL until it is thawed.
+    if seen.frozen {
+        actions.push(Action::Thaw {
+            tenant: tenant.clone(),
+        });
+    }
     if seen.sandbox_running || seen.sandbox_leftovers {
         actions.push(Action::StopSandbox {
             tenant: tenant.clone(),
@@ -504,6 +510,15 @@ mod tests {
         let seen = BTreeMap::from([("web".to_owned(), converged(&t))]);
         let verbs: Vec<&str> = plan(&[t], &seen).iter().map(Action::verb).collect();
         assert_eq!(verbs, ["freeze", "lock-volume"]);
+    }
+
+    #[test]
+    fn a_frozen_tenant_is_thawed_before_it_is_stopped() {
+        let t = target("old");
+        let mut seen = converged(&t);
+        seen.frozen = true;
+        let verbs: Vec<&str> = offboard("old", &seen).iter().map(Action::verb).collect();
+        assert_eq!(verbs[..2], ["thaw", "stop-sandbox"]);
     }
 
     #[test]

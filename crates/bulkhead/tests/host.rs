@@ -1,0 +1,449 @@
+//! The host backend end to end, through the `bulkhead` binary, on the real kernel (root;
+//! CI is root). Each test runs its own instance — a unique prefix, state root and master
+//! key — and removes everything it created with `gc --all`, also when it fails.
+//!
+//! Assertions read kernel state (cgroup files, /proc/mounts, loop devices, /run/netns)
+//! and what a process sees from inside, never bulkhead's own output alone.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use assert_cmd::Command;
+
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+macro_rules! require_root {
+    () => {
+        if !is_root() {
+            eprintln!("skipped: needs root (cgroups, namespaces, loop devices)");
+            return;
+        }
+    };
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// One instance of bulkhead for one test, collected on drop.
+struct Instance {
+    prefix: String,
+    state: tempfile::TempDir,
+    specs: tempfile::TempDir,
+}
+
+impl Instance {
+    /// The examples, renamed to a unique instance with its own master key file.
+    fn new() -> Instance {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let prefix = format!(
+            "h{:x}{}",
+            std::process::id() % 0xffff,
+            (b'a' + (n % 26) as u8) as char
+        );
+        let state = tempfile::tempdir().expect("tempdir");
+        let specs = tempfile::tempdir().expect("tempdir");
+        copy_dir(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples"),
+            specs.path(),
+        );
+        let platform = specs.path().join("platform.yaml");
+        let key = state.path().join("master.key");
+        let text = std::fs::read_to_string(&platform)
+            .expect("read")
+            .replace("instance: bh ", &format!("instance: {prefix} "))
+            .replace(
+                "file: /etc/bulkhead/master.key",
+                &format!("file: {}", key.display()),
+            );
+        std::fs::write(&platform, text).expect("write");
+        Instance {
+            prefix,
+            state,
+            specs,
+        }
+    }
+
+    fn cmd(&self) -> Command {
+        let mut command = Command::cargo_bin("bulkhead").expect("binary");
+        command
+            .env("BULKHEAD_STATE_ROOT", self.state.path())
+            .env("BULKHEAD_INSTANCE", &self.prefix)
+            .env("BULKHEAD_ACTOR", "host-test");
+        command
+    }
+
+    fn apply(&self) {
+        self.cmd()
+            .arg("apply")
+            .arg(self.specs.path())
+            .assert()
+            .success();
+    }
+
+    /// Runs a shell command inside a tenant; returns (exit code, stdout).
+    fn run(&self, tenant: &str, script: &str) -> (i32, String) {
+        let output = self
+            .cmd()
+            .args(["run", tenant, "--", "/bin/sh", "-c", script])
+            .output()
+            .expect("run");
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
+    }
+
+    fn cgroup_file(&self, controller: &str, tenant: &str, file: &str) -> String {
+        std::fs::read_to_string(format!(
+            "/sys/fs/cgroup/{controller}/{}/{tenant}/{file}",
+            self.prefix
+        ))
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.state.path().join(&self.prefix)
+    }
+
+    /// Everything of this instance still on the host, as readable lines.
+    fn leftovers(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let dir = entry.path().join(&self.prefix);
+            if dir.exists() {
+                found.push(format!("cgroup {}", dir.display()));
+            }
+        }
+        let state = self.state_dir().display().to_string();
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        for line in mounts.lines().filter(|l| l.contains(&state)) {
+            found.push(format!("mount {line}"));
+        }
+        for entry in std::fs::read_dir("/sys/block")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let backing = entry.path().join("loop/backing_file");
+            if let Ok(file) = std::fs::read_to_string(&backing) {
+                if file.contains(&state) {
+                    found.push(format!(
+                        "loop device {} -> {}",
+                        entry.file_name().to_string_lossy(),
+                        file.trim()
+                    ));
+                }
+            }
+        }
+        for entry in std::fs::read_dir("/run/netns")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{}-", self.prefix))
+            {
+                found.push(format!("netns {}", entry.path().display()));
+            }
+        }
+        for sub in ["volumes", "mnt", "roots", "sandboxes"] {
+            for entry in std::fs::read_dir(self.state_dir().join(sub))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                found.push(format!("file {}", entry.path().display()));
+            }
+        }
+        // Holders are named after the tenant in ps: none may survive.
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            if let Ok(cmdline) = std::fs::read_to_string(entry.path().join("cmdline")) {
+                let status =
+                    std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+                let zombie = status
+                    .lines()
+                    .any(|l| l.starts_with("State:") && l.contains('Z'));
+                if !zombie && cmdline.contains("bulkhead-holder") {
+                    let cgroup =
+                        std::fs::read_to_string(entry.path().join("cgroup")).unwrap_or_default();
+                    if cgroup.contains(&format!("/{}/", self.prefix)) {
+                        found.push(format!(
+                            "holder process {}",
+                            entry.file_name().to_string_lossy()
+                        ));
+                    }
+                }
+            }
+        }
+        found
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.cmd().args(["gc", "--all"]).output();
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            std::fs::create_dir_all(&target).expect("mkdir");
+            copy_dir(&entry.path(), &target);
+        } else if entry.path().extension().is_some_and(|e| e == "yaml") {
+            std::fs::copy(entry.path(), target).expect("copy");
+        }
+    }
+}
+
+#[test]
+fn apply_builds_the_sandboxes_the_spec_says() {
+    require_root!();
+    let instance = Instance::new();
+    instance.apply();
+
+    // Limits, read back from the kernel's own files.
+    assert_eq!(
+        instance.cgroup_file("memory", "web", "memory.limit_in_bytes"),
+        (2u64 << 30).to_string()
+    );
+    assert_eq!(
+        instance.cgroup_file("memory", "web", "memory.memsw.limit_in_bytes"),
+        (2u64 << 30).to_string(),
+        "swap disabled"
+    );
+    assert_eq!(instance.cgroup_file("pids", "web", "pids.max"), "512");
+    assert_eq!(
+        instance.cgroup_file("cpu", "web", "cpu.shares"),
+        "2048",
+        "weight 200"
+    );
+    assert_eq!(
+        instance.cgroup_file("cpu", "web", "cpu.cfs_quota_us"),
+        "200000"
+    );
+    assert_eq!(
+        instance.cgroup_file("memory", "web/app", "memory.limit_in_bytes"),
+        (512u64 << 20).to_string()
+    );
+    assert!(
+        instance
+            .cgroup_file("blkio", "web", "blkio.throttle.read_bps_device")
+            .ends_with(&(100u64 << 20).to_string())
+    );
+
+    // Each volume: ext4, mounted nosuid,nodev.
+    let mounts = std::fs::read_to_string("/proc/self/mounts").expect("mounts");
+    for tenant in ["web", "db", "ingress"] {
+        let point = instance.state_dir().join("mnt").join(tenant);
+        let line = mounts
+            .lines()
+            .find(|l| l.split(' ').nth(1) == Some(point.to_str().expect("utf8")))
+            .unwrap_or_else(|| panic!("{tenant}'s volume is not mounted:\n{mounts}"));
+        assert!(
+            line.contains(" ext4 ") && line.contains("nosuid") && line.contains("nodev"),
+            "{line}"
+        );
+    }
+
+    // From inside: an unprivileged user, no capabilities, no_new_privs, seccomp, own pids.
+    let (code, out) = instance.run(
+        "web",
+        "id -u; hostname; grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status; ls /proc | grep -c '^[0-9]'",
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(lines[0], "1000");
+    assert_eq!(lines[1], "web");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("CapEff:") && l.ends_with("0000000000000000")),
+        "{out}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("CapBnd:") && l.ends_with("0000000000000000")),
+        "{out}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("NoNewPrivs:") && l.ends_with('1')),
+        "{out}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("Seccomp:") && l.ends_with('2')),
+        "{out}"
+    );
+    let pids: usize = lines
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .expect("pid count");
+    assert!(pids <= 6, "web sees {pids} processes: not only its own");
+
+    // Denied as designed: the host's /usr, new user namespaces, mounts.
+    let (code, _) = instance.run("web", "touch /usr/bulkhead-test");
+    assert_ne!(code, 0, "wrote to /usr");
+    let (code, _) = instance.run("web", "unshare -U true");
+    assert_ne!(code, 0, "created a user namespace");
+    // The volume is writable, and the host's uid for the tenant's files is in its range.
+    let (code, out) = instance.run("web", "echo canary > /data/canary && cat /data/canary");
+    assert_eq!((code, out.trim()), (0, "canary"));
+    let owner = std::os::unix::fs::MetadataExt::uid(
+        &std::fs::metadata(instance.state_dir().join("mnt/web/data/canary"))
+            .expect("canary on the host"),
+    );
+    assert!(
+        owner >= 1_000_000_000,
+        "tenant file owned by host uid {owner}"
+    );
+
+    // Tenants' host ids never overlap.
+    let (_, db_out) = instance.run("db", "echo x > /data/x");
+    let _ = db_out;
+    let db_owner = std::os::unix::fs::MetadataExt::uid(
+        &std::fs::metadata(instance.state_dir().join("mnt/db/data/x")).expect("db file"),
+    );
+    assert!(
+        owner.abs_diff(db_owner) >= 65_536,
+        "web {owner} and db {db_owner} share an id range"
+    );
+
+    // Converged: a second plan has nothing to do.
+    instance
+        .cmd()
+        .args(["plan", "--detailed-exitcode"])
+        .arg(instance.specs.path())
+        .assert()
+        .code(0);
+}
+
+#[test]
+fn suspend_freezes_and_evicts_then_resume_restores() {
+    require_root!();
+    let instance = Instance::new();
+    instance.apply();
+    instance.run("web", "echo kept > /data/kept");
+    instance
+        .cmd()
+        .args(["suspend", "web", "--evict-key"])
+        .assert()
+        .success();
+    assert_eq!(
+        instance.cgroup_file("freezer", "web", "freezer.state"),
+        "FROZEN"
+    );
+    // With the key out of the kernel, contents cannot be read and nothing can be
+    // created, even by root on the host. (The frozen sandbox pins the directory, so
+    // its names stay cached until the sandbox stops: documented in THREAT-MODEL.)
+    let data = instance.state_dir().join("mnt/web/data");
+    let read = std::fs::read_to_string(data.join("kept"));
+    assert_eq!(
+        read.map_err(|e| e.raw_os_error()),
+        Err(Some(126)),
+        "ENOKEY expected"
+    );
+    let create = std::fs::File::create(data.join("new"));
+    assert_eq!(
+        create.map_err(|e| e.raw_os_error()).map(|_| ()),
+        Err(Some(126))
+    );
+    instance.cmd().args(["resume", "web"]).assert().success();
+    assert_eq!(
+        instance.cgroup_file("freezer", "web", "freezer.state"),
+        "THAWED"
+    );
+    let (code, out) = instance.run("web", "cat /data/kept");
+    assert_eq!((code, out.trim()), (0, "kept"));
+}
+
+#[test]
+fn a_suspended_tenant_can_be_offboarded() {
+    require_root!();
+    let instance = Instance::new();
+    instance.apply();
+    instance
+        .cmd()
+        .args(["suspend", "web", "--evict-key"])
+        .assert()
+        .success();
+    instance.cmd().args(["gc", "--all"]).assert().success();
+    assert_eq!(instance.leftovers(), Vec::<String>::new());
+}
+
+#[test]
+fn gc_all_leaves_nothing_named_after_the_instance() {
+    require_root!();
+    let instance = Instance::new();
+    instance.apply();
+    assert!(!instance.leftovers().is_empty(), "apply created nothing?");
+    instance.cmd().args(["gc", "--all"]).assert().success();
+    assert_eq!(instance.leftovers(), Vec::<String>::new());
+    let db = rusqlite::Connection::open(instance.state_dir().join("state.db")).expect("store");
+    let keys: i64 = db
+        .query_row("SELECT count(*) FROM tenant_keys", [], |r| r.get(0))
+        .expect("count");
+    assert_eq!(keys, 0, "wrapped keys survived offboarding");
+    instance.cmd().args(["audit", "verify"]).assert().success();
+}
+
+#[test]
+fn a_crash_after_any_action_is_repaired_by_the_next_apply() {
+    require_root!();
+    // How many host actions a clean apply takes.
+    let probe = Instance::new();
+    let plan = probe
+        .cmd()
+        .args(["plan", "-o", "json"])
+        .arg(probe.specs.path())
+        .output()
+        .expect("plan");
+    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).expect("json");
+    let steps = plan["host_actions"].as_array().map_or(0, Vec::len);
+    assert!(steps >= 10, "{plan}");
+    drop(probe);
+    for crash_after in 1..=steps {
+        let instance = Instance::new();
+        instance
+            .cmd()
+            .args(["apply", "--fail-after", &crash_after.to_string()])
+            .arg(instance.specs.path())
+            .assert()
+            .code(1);
+        instance.apply();
+        instance
+            .cmd()
+            .args(["plan", "--detailed-exitcode"])
+            .arg(instance.specs.path())
+            .assert()
+            .code(0);
+        let (code, out) = instance.run("db", "echo ok");
+        assert_eq!(
+            (code, out.trim()),
+            (0, "ok"),
+            "after a crash at action {crash_after}"
+        );
+        instance.cmd().args(["gc", "--all"]).assert().success();
+        assert_eq!(
+            instance.leftovers(),
+            Vec::<String>::new(),
+            "after a crash at action {crash_after}"
+        );
+    }
+}
