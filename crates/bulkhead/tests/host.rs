@@ -133,14 +133,14 @@ impl Instance {
             .flatten()
         {
             let backing = entry.path().join("loop/backing_file");
-            if let Ok(file) = std::fs::read_to_string(&backing) {
-                if file.contains(&state) {
-                    found.push(format!(
-                        "loop device {} -> {}",
-                        entry.file_name().to_string_lossy(),
-                        file.trim()
-                    ));
-                }
+            if let Ok(file) = std::fs::read_to_string(&backing)
+                && file.contains(&state)
+            {
+                found.push(format!(
+                    "loop device {} -> {}",
+                    entry.file_name().to_string_lossy(),
+                    file.trim()
+                ));
             }
         }
         for entry in std::fs::read_dir("/run/netns")
