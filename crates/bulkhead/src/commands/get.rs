@@ -305,7 +305,7 @@ pub fn describe(global: &Global, kind: ObjectKind, name: &str, files: &[PathBuf]
         opt(d.resources.cpu),
         d.resources.memory,
         d.resources.pids,
-        format!("{:?}", d.restart).to_lowercase()
+        serde_json::to_value(d.restart).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
     ));
     out.push_str("Network (everything not listed is denied):\n");
     out.push_str(&format!(
@@ -355,6 +355,10 @@ pub fn describe(global: &Global, kind: ObjectKind, name: &str, files: &[PathBuf]
     if !any {
         out.push_str("  nothing outside the tenant\n");
     }
+    if crate::commands::host::is_root() {
+        let instance = context::instance(global, Some(&desired))?;
+        out.push_str(&observed_text(&instance, tenant.metadata.name.as_str()));
+    }
     let workloads: Vec<&Workload> = desired.workloads_of(&tenant.metadata.name).collect();
     out.push_str(&format!("Workloads ({}):\n", workloads.len()));
     if !workloads.is_empty() {
@@ -364,4 +368,54 @@ pub fn describe(global: &Global, kind: ObjectKind, name: &str, files: &[PathBuf]
     }
     print!("{out}");
     Ok(EXIT_OK)
+}
+
+/// What this host shows of a tenant: limits in force, usage, sandbox and volume.
+fn observed_text(instance: &bulkhead_node::naming::Instance, tenant: &str) -> String {
+    use bulkhead_node::host::Host;
+    let mut out = String::from("Observed on this host:\n");
+    let host = match Host::new(instance.clone()) {
+        Ok(host) => host,
+        Err(e) => return format!("{out}  cannot observe: {e}\n"),
+    };
+    let seen = match host.observe(tenant) {
+        Ok(seen) => seen,
+        Err(e) => return format!("{out}  cannot observe: {e:#}\n"),
+    };
+    let sandbox = bulkhead_node::sandbox::observe(instance, tenant).ok();
+    out.push_str(&format!(
+        "  sandbox:  {}\n",
+        match (&sandbox, seen.sandbox_running) {
+            (Some(s), true) => format!("running (holder {:?}){}", s.holder, if seen.frozen { ", FROZEN" } else { "" }),
+            (_, false) if seen.sandbox_leftovers => "dead, leftovers to collect (next apply)".to_owned(),
+            _ => "not running".to_owned(),
+        }
+    ));
+    match &seen.limits {
+        Some(limits) => out.push_str(&format!("  limits:   {}\n", bulkhead_node::host::summarize(limits))),
+        None => out.push_str("  limits:   no cgroup\n"),
+    }
+    if let Ok(usage) = host.cgroups().usage(&instance.tenant_cgroup(tenant)) {
+        out.push_str(&format!(
+            "  usage:    cpu {:.2}s (throttled {:.2}s), memory {} (oom kills {}), pids {}\n",
+            usage.cpu.usage_ns as f64 / 1e9,
+            usage.cpu.throttled_ns as f64 / 1e9,
+            bulkhead_spec::Bytes::new(usage.memory.current.max(1)),
+            usage.memory.oom_kill.map_or_else(|| "?".to_owned(), |n| n.to_string()),
+            usage.pids_current
+        ));
+    }
+    if let Ok(volume) = host.volume(tenant).observe() {
+        let used = volume.image.as_ref().map(|i| i.allocated);
+        out.push_str(&format!(
+            "  volume:   {}{}{}\n",
+            if volume.mount.is_some() { "mounted nosuid,nodev" } else { "not mounted" },
+            match &volume.encryption {
+                Some(e) => format!(", key {:?}", e.key).to_lowercase(),
+                None => String::new(),
+            },
+            used.map_or_else(String::new, |u| format!(", {} allocated on the host", bulkhead_spec::Bytes::new(u.max(1))))
+        ));
+    }
+    out
 }
