@@ -252,6 +252,12 @@ Examples:
         strict: bool,
     },
 
+    /// Kubernetes: render the tenant stack, audit manifests for isolation holes.
+    K8s {
+        #[command(subcommand)]
+        action: K8sAction,
+    },
+
     /// Print shell completions.
     #[command(after_help = "Examples:
   bulkhead completions bash > /etc/bash_completion.d/bulkhead
@@ -331,4 +337,66 @@ pub enum AuditAction {
     /// Recompute the hash chain; name the first edited, deleted, reordered or inserted record.
     #[command(after_help = "Exit code 5 when the log was tampered with.")]
     Verify,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum K8sAction {
+    /// Render the layered namespace stack of every tenant as Kubernetes YAML.
+    #[command(
+        after_help = "One file per tenant (Namespace with Pod Security labels, ResourceQuota,
+LimitRange, default-deny NetworkPolicies and the exceptions the policy engine
+compiles, ServiceAccount/Role/RoleBinding, Flux objects, Deployments), plus
+platform.yaml (admission policies) and flux-lockdown.yaml.
+
+Examples:
+  bulkhead k8s render -f examples/                 # to standard output
+  bulkhead k8s render -f examples/ --out rendered/ # one file per tenant"
+    )]
+    Render {
+        /// Spec files or directories.
+        #[arg(short, long = "file", required = true)]
+        files: Vec<PathBuf>,
+        /// Write one file per tenant into this directory instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Audit a directory of Kubernetes manifests for tenant-isolation holes.
+    #[command(
+        after_help = "Findings have stable IDs (BH-K8S-NNN), a severity, the object and a
+remediation. Exit code 1 when a finding is at or above --fail-on.
+
+Examples:
+  bulkhead k8s audit -f cluster-dump/
+  bulkhead k8s audit -f cluster-dump/ --format sarif > audit.sarif
+  bulkhead k8s audit -f cluster-dump/ --fail-on critical"
+    )]
+    Audit {
+        /// A directory (or file) of manifests.
+        #[arg(short, long = "file", required = true)]
+        file: PathBuf,
+        /// Exit 1 when a finding is at or above this severity.
+        #[arg(long, value_enum, default_value_t = FailOn::High)]
+        fail_on: FailOn,
+        /// Report format (overrides -o): table, json, yaml, sarif or junit.
+        #[arg(long, value_enum)]
+        format: Option<AuditFormat>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FailOn {
+    Low,
+    Medium,
+    High,
+    Critical,
+    Never,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AuditFormat {
+    Table,
+    Json,
+    Yaml,
+    Sarif,
+    Junit,
 }

@@ -386,3 +386,85 @@ fn doctor_reports_this_host() {
     assert!((0.0..=10.0).contains(&score), "{score}");
     assert!(report["features"].as_array().is_some_and(|f| !f.is_empty()));
 }
+
+#[test]
+fn k8s_render_audits_clean_and_a_hand_made_namespace_does_not() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let out = tempfile::tempdir().expect("tempdir");
+    bulkhead(state.path())
+        .args(["k8s", "render", "-f"])
+        .arg(examples())
+        .arg("--out")
+        .arg(out.path())
+        .assert()
+        .success();
+    let web = std::fs::read_to_string(out.path().join("tenant-web.yaml")).expect("rendered web");
+    assert!(
+        web.contains("pod-security.kubernetes.io/enforce: restricted"),
+        "{web}"
+    );
+    assert!(
+        web.contains("kind: NetworkPolicy") && web.contains("bulkhead-default-deny"),
+        "{web}"
+    );
+    bulkhead(state.path())
+        .args(["k8s", "audit", "-f"])
+        .arg(out.path())
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("no findings"));
+
+    let bad = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/k8s-bad");
+    let table = bulkhead(state.path())
+        .args(["k8s", "audit", "-f"])
+        .arg(&bad)
+        .assert()
+        .code(1)
+        .get_output()
+        .stdout
+        .clone();
+    let table = String::from_utf8(table).expect("utf8");
+    assert!(table.contains("BH-K8S-"), "{table}");
+    assert!(table.contains("team-a"), "{table}");
+    let sarif = bulkhead(state.path())
+        .args([
+            "k8s",
+            "audit",
+            "--format",
+            "sarif",
+            "--fail-on",
+            "never",
+            "-f",
+        ])
+        .arg(&bad)
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let sarif: serde_json::Value = serde_json::from_slice(&sarif).expect("sarif json");
+    assert_eq!(sarif["version"], "2.1.0");
+    let results = sarif["runs"][0]["results"].as_array().expect("results");
+    assert!(results.len() >= 3, "{sarif}");
+    let junit = bulkhead(state.path())
+        .args([
+            "k8s",
+            "audit",
+            "--format",
+            "junit",
+            "--fail-on",
+            "never",
+            "-f",
+        ])
+        .arg(&bad)
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let junit = String::from_utf8(junit).expect("utf8");
+    assert!(
+        junit.starts_with("<?xml") && junit.contains("<failure"),
+        "{junit}"
+    );
+}

@@ -305,7 +305,10 @@ pub fn describe(global: &Global, kind: ObjectKind, name: &str, files: &[PathBuf]
         opt(d.resources.cpu),
         d.resources.memory,
         d.resources.pids,
-        serde_json::to_value(d.restart).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+        serde_json::to_value(d.restart)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
     ));
     out.push_str("Network (everything not listed is denied):\n");
     out.push_str(&format!(
@@ -386,13 +389,21 @@ fn observed_text(instance: &bulkhead_node::naming::Instance, tenant: &str) -> St
     out.push_str(&format!(
         "  sandbox:  {}\n",
         match (&sandbox, seen.sandbox_running) {
-            (Some(s), true) => format!("running (holder {:?}){}", s.holder, if seen.frozen { ", FROZEN" } else { "" }),
-            (_, false) if seen.sandbox_leftovers => "dead, leftovers to collect (next apply)".to_owned(),
+            (Some(s), true) => format!(
+                "running (holder {:?}){}",
+                s.holder,
+                if seen.frozen { ", FROZEN" } else { "" }
+            ),
+            (_, false) if seen.sandbox_leftovers =>
+                "dead, leftovers to collect (next apply)".to_owned(),
             _ => "not running".to_owned(),
         }
     ));
     match &seen.limits {
-        Some(limits) => out.push_str(&format!("  limits:   {}\n", bulkhead_node::host::summarize(limits))),
+        Some(limits) => out.push_str(&format!(
+            "  limits:   {}\n",
+            bulkhead_node::host::summarize(limits)
+        )),
         None => out.push_str("  limits:   no cgroup\n"),
     }
     if let Ok(usage) = host.cgroups().usage(&instance.tenant_cgroup(tenant)) {
@@ -401,7 +412,10 @@ fn observed_text(instance: &bulkhead_node::naming::Instance, tenant: &str) -> St
             usage.cpu.usage_ns as f64 / 1e9,
             usage.cpu.throttled_ns as f64 / 1e9,
             bulkhead_spec::Bytes::new(usage.memory.current.max(1)),
-            usage.memory.oom_kill.map_or_else(|| "?".to_owned(), |n| n.to_string()),
+            usage
+                .memory
+                .oom_kill
+                .map_or_else(|| "?".to_owned(), |n| n.to_string()),
             usage.pids_current
         ));
     }
@@ -409,12 +423,19 @@ fn observed_text(instance: &bulkhead_node::naming::Instance, tenant: &str) -> St
         let used = volume.image.as_ref().map(|i| i.allocated);
         out.push_str(&format!(
             "  volume:   {}{}{}\n",
-            if volume.mount.is_some() { "mounted nosuid,nodev" } else { "not mounted" },
+            if volume.mount.is_some() {
+                "mounted nosuid,nodev"
+            } else {
+                "not mounted"
+            },
             match &volume.encryption {
                 Some(e) => format!(", key {:?}", e.key).to_lowercase(),
                 None => String::new(),
             },
-            used.map_or_else(String::new, |u| format!(", {} allocated on the host", bulkhead_spec::Bytes::new(u.max(1))))
+            used.map_or_else(String::new, |u| format!(
+                ", {} allocated on the host",
+                bulkhead_spec::Bytes::new(u.max(1))
+            ))
         ));
     }
     out

@@ -6,6 +6,7 @@ mod doctor;
 mod get;
 mod history;
 pub mod host;
+mod k8s;
 mod lifecycle;
 mod validate;
 
@@ -54,6 +55,7 @@ pub fn run(cli: Cli) -> Outcome {
             output::emit(format, &schema, String::new)?;
             Ok(EXIT_OK)
         }
+        Command::K8s { action } => k8s::k8s(global, action),
         Command::Doctor { strict } => doctor::doctor(global, strict),
         Command::Completions { shell } => {
             let mut command = Cli::command();
