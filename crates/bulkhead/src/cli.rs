@@ -125,6 +125,18 @@ Examples:
         command: Vec<String>,
     },
 
+    /// Run a command in a running workload's cgroup and its tenant's namespaces, like nsenter.
+    #[command(after_help = "Examples:
+  bulkhead exec web/app -- /bin/ps
+  bulkhead exec db/postgres -- /bin/sh")]
+    Exec {
+        /// TENANT/WORKLOAD.
+        target: String,
+        /// The program and its arguments (after `--`).
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+
     /// Freeze every process of a tenant (a new revision with state: suspended).
     #[command(after_help = "Examples:
   bulkhead suspend web

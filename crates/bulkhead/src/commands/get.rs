@@ -358,6 +358,11 @@ pub fn describe(global: &Global, kind: ObjectKind, name: &str, files: &[PathBuf]
     if !any {
         out.push_str("  nothing outside the tenant\n");
     }
+    for (feature, effect) in crate::commands::host::degraded(&desired) {
+        out.push_str(&format!(
+            "Degraded:   {effect} (this host lacks {feature:?}; accepted by spec.allowDegraded)\n"
+        ));
+    }
     if crate::commands::host::is_root() {
         let instance = context::instance(global, Some(&desired))?;
         out.push_str(&observed_text(&instance, tenant.metadata.name.as_str()));
@@ -417,6 +422,26 @@ fn observed_text(instance: &bulkhead_node::naming::Instance, tenant: &str) -> St
                 .oom_kill
                 .map_or_else(|| "?".to_owned(), |n| n.to_string()),
             usage.pids_current
+        ));
+    }
+    if let Ok(pids) = host.cgroups().pids(&instance.tenant_cgroup(tenant)) {
+        let names: Vec<String> = pids
+            .iter()
+            .take(12)
+            .map(|pid| {
+                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                format!("{pid} {}", comm.trim())
+            })
+            .collect();
+        let more = pids.len().saturating_sub(names.len());
+        out.push_str(&format!(
+            "  processes: {}{}\n",
+            names.join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
         ));
     }
     if let Ok(volume) = host.volume(tenant).observe() {

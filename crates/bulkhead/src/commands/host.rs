@@ -114,6 +114,37 @@ pub fn require_host_features(desired: &Desired) -> Result<(), Failure> {
     }
 }
 
+/// The isolation features the platform accepted running without (`spec.allowDegraded`)
+/// that this host indeed lacks: each weakens every tenant, so it is audited and shown.
+pub fn degraded(desired: &Desired) -> Vec<(DegradableFeature, &'static str)> {
+    let report = doctor::run_system();
+    let missing = |feature: Feature| {
+        report
+            .feature(feature)
+            .is_none_or(|check| check.status == doctor::Status::Missing)
+    };
+    desired
+        .platform
+        .spec
+        .allow_degraded
+        .iter()
+        .filter_map(|wanted| {
+            let (feature, effect) = match wanted {
+                DegradableFeature::Landlock => (
+                    Feature::Landlock,
+                    "sandboxes run without Landlock: file access rests on mounts alone",
+                ),
+                DegradableFeature::Encryption => {
+                    (Feature::Ext4Encryption, "volumes are NOT encrypted")
+                }
+                DegradableFeature::IoLimits => (Feature::IoController, "no io limits are enforced"),
+                DegradableFeature::Cpuset => (Feature::CpusetController, "no cpusets are enforced"),
+            };
+            missing(feature).then_some((*wanted, effect))
+        })
+        .collect()
+}
+
 /// What the host and the store show of every tenant this instance knows.
 fn observe(
     host: &Host,
@@ -142,14 +173,28 @@ fn observe(
     Ok(seen)
 }
 
-fn targets(host: &Host, desired: &Desired) -> Result<Vec<host::TenantTarget>, Failure> {
+fn targets(
+    host: &Host,
+    desired: &Desired,
+    degraded: &[DegradableFeature],
+) -> Result<Vec<host::TenantTarget>, Failure> {
     desired
         .tenants
         .iter()
         .map(|(name, tenant)| {
             let workloads: Vec<_> = desired.workloads_of(name).collect();
+            let mut tenant = tenant.clone();
+            if degraded.contains(&DegradableFeature::Encryption) {
+                tenant.spec.storage.encrypted = false;
+            }
+            if degraded.contains(&DegradableFeature::IoLimits) {
+                tenant.spec.quota.io = bulkhead_spec::IoLimits::default();
+            }
+            if degraded.contains(&DegradableFeature::Cpuset) {
+                tenant.spec.quota.cpuset = None;
+            }
             let device = host.io_device(name.as_str());
-            Host::target(tenant, &workloads, device).context("cannot compute the tenant's limits")
+            Host::target(&tenant, &workloads, device).context("cannot compute the tenant's limits")
         })
         .collect::<anyhow::Result<Vec<_>>>()
         .map_err(Failure::from)
@@ -163,7 +208,8 @@ pub fn preview(instance: &Instance, desired: &Desired) -> Result<Vec<Action>, Fa
         None => host::observe_all(&host, desired.tenants.keys().map(ToString::to_string))
             .context("cannot observe the host")?,
     };
-    Ok(host::plan(&targets(&host, desired)?, &seen))
+    let degraded: Vec<DegradableFeature> = degraded(desired).into_iter().map(|(f, _)| f).collect();
+    Ok(host::plan(&targets(&host, desired, &degraded)?, &seen))
 }
 
 /// Converges the host to `desired`, auditing every action. `fail_after` stops the
@@ -184,9 +230,23 @@ pub fn converge(
     let master = master_key(desired)?;
     let host = Host::new(instance.clone()).context("cannot read the host's cgroups")?;
     let mut done = Vec::new();
+    let weakened = degraded(desired);
+    for (feature, effect) in &weakened {
+        let object = format!("platform/{}", desired.platform.metadata.name);
+        let entry = AuditEntry::new(actor, "degrade", object, "accepted").with_detail(
+            format!("host lacks {feature:?}: {effect} (spec.allowDegraded)").to_lowercase(),
+        );
+        store
+            .append_audit(&entry)
+            .context("cannot write the audit log")?;
+        eprintln!(
+            "warning: {effect} — this host lacks {feature:?}, accepted by spec.allowDegraded"
+        );
+    }
+    let degraded: Vec<DegradableFeature> = weakened.into_iter().map(|(f, _)| f).collect();
     for _ in 0..MAX_ROUNDS {
         let seen = observe(&host, store, desired)?;
-        let actions = host::plan(&targets(&host, desired)?, &seen);
+        let actions = host::plan(&targets(&host, desired, &degraded)?, &seen);
         if actions.is_empty() {
             return Ok(done);
         }
@@ -218,7 +278,7 @@ pub fn converge(
         }
     }
     let seen = observe(&host, store, desired)?;
-    let left = host::plan(&targets(&host, desired)?, &seen);
+    let left = host::plan(&targets(&host, desired, &degraded)?, &seen);
     if left.is_empty() {
         Ok(done)
     } else {

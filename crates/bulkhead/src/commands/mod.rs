@@ -35,6 +35,12 @@ pub fn run(cli: Cli) -> Outcome {
             workload,
             command,
         } => lifecycle::run(global, &tenant, workload.as_deref(), &command),
+        Command::Exec { target, command } => match target.split_once('/') {
+            Some((tenant, workload)) => lifecycle::run(global, tenant, Some(workload), &command),
+            None => Err(crate::context::Failure::Other(anyhow::anyhow!(
+                "{target:?} does not name a workload (expected TENANT/WORKLOAD)"
+            ))),
+        },
         Command::Suspend { tenant, evict_key } => lifecycle::suspend(global, &tenant, evict_key),
         Command::Resume { tenant } => lifecycle::resume(global, &tenant),
         Command::Delete { tenant, yes } => lifecycle::delete(global, &tenant, yes),
