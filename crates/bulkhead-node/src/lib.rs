@@ -38,6 +38,7 @@ pub mod doctor;
 pub mod host;
 pub mod mountinfo;
 pub mod naming;
+pub mod net;
 pub mod sandbox;
 #[allow(unsafe_code)]
 mod sys;

@@ -1,0 +1,533 @@
+//! A small rtnetlink client: just the requests tenant wiring needs (links,
+//! IPv4 addresses, the default route), encoded by hand.
+//!
+//! Why not `rtnetlink`: it needs an async runtime for what is, per tenant, a
+//! handful of request/acknowledge exchanges, and a socket in a *tenant's*
+//! network namespace anyway (opened from a thread that joined it, see
+//! [`Netlink::open_in`]). The wire format is stable kernel ABI
+//! (`<linux/netlink.h>`, `<linux/rtnetlink.h>`, `<linux/if_link.h>`); every
+//! syscall goes through `rustix`, so this module has no `unsafe`.
+
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use rustix::net::netlink::SocketAddrNetlink;
+use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
+
+// <linux/netlink.h>
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NLM_F_REQUEST: u16 = 0x1;
+const NLM_F_ACK: u16 = 0x4;
+const NLM_F_DUMP: u16 = 0x300;
+const NLM_F_REPLACE: u16 = 0x100;
+const NLM_F_EXCL: u16 = 0x200;
+const NLM_F_CREATE: u16 = 0x400;
+const NLA_F_NESTED: u16 = 0x8000;
+const HEADER: usize = 16;
+
+// <linux/rtnetlink.h>
+const RTM_NEWLINK: u16 = 16;
+const RTM_DELLINK: u16 = 17;
+const RTM_GETLINK: u16 = 18;
+const RTM_NEWADDR: u16 = 20;
+const RTM_GETADDR: u16 = 22;
+const RTM_NEWROUTE: u16 = 24;
+const RTM_GETROUTE: u16 = 26;
+
+// <linux/if_link.h>
+const IFLA_ADDRESS: u16 = 1;
+const IFLA_IFNAME: u16 = 3;
+const IFLA_LINK: u16 = 5;
+const IFLA_MASTER: u16 = 10;
+const IFLA_LINKINFO: u16 = 18;
+const IFLA_NET_NS_FD: u16 = 28;
+const IFLA_INFO_KIND: u16 = 1;
+const IFLA_INFO_DATA: u16 = 2;
+const VETH_INFO_PEER: u16 = 1;
+
+// <linux/if_addr.h>, <linux/rtnetlink.h> (routes)
+const IFA_ADDRESS: u16 = 1;
+const IFA_LOCAL: u16 = 2;
+const IFA_BROADCAST: u16 = 4;
+const RTA_DST: u16 = 1;
+const RTA_OIF: u16 = 4;
+const RTA_GATEWAY: u16 = 5;
+const RT_TABLE_MAIN: u8 = 254;
+const RTPROT_STATIC: u8 = 4;
+const RT_SCOPE_UNIVERSE: u8 = 0;
+const RTN_UNICAST: u8 = 1;
+
+const AF_UNSPEC: u8 = 0;
+const AF_INET: u8 = 2;
+/// `IFF_UP`.
+pub(crate) const IFF_UP: u32 = 0x1;
+
+/// What a link dump says about one interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Link {
+    pub index: u32,
+    pub name: String,
+    pub flags: u32,
+    /// The bridge (or other master) it is enslaved to.
+    pub master: Option<u32>,
+    /// `IFLA_INFO_KIND`: `veth`, `bridge`, ….
+    pub kind: Option<String>,
+    pub mac: Option<[u8; 6]>,
+    /// For a veth: the peer's index (in the peer's namespace).
+    pub peer: Option<u32>,
+}
+
+impl Link {
+    pub fn is_up(&self) -> bool {
+        self.flags & IFF_UP != 0
+    }
+}
+
+/// One IPv4 address of an interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Address {
+    pub index: u32,
+    pub address: Ipv4Addr,
+    pub prefix_len: u8,
+}
+
+/// A route of the main table (IPv4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Route {
+    pub dst_len: u8,
+    pub gateway: Option<Ipv4Addr>,
+    pub oif: Option<u32>,
+}
+
+/// A request under construction: header, fixed part, attributes.
+struct Message {
+    buf: Vec<u8>,
+    nests: Vec<usize>,
+}
+
+impl Message {
+    fn new(kind: u16, flags: u16) -> Self {
+        let mut buf = Vec::with_capacity(256);
+        buf.extend_from_slice(&0u32.to_ne_bytes()); // length, set by `finish`
+        buf.extend_from_slice(&kind.to_ne_bytes());
+        buf.extend_from_slice(&(flags | NLM_F_REQUEST).to_ne_bytes());
+        buf.extend_from_slice(&0u32.to_ne_bytes()); // sequence, set by `finish`
+        buf.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel fills it
+        Message {
+            buf,
+            nests: Vec::new(),
+        }
+    }
+
+    /// `struct ifinfomsg`.
+    fn ifinfo(mut self, index: u32, flags: u32, change: u32) -> Self {
+        self.buf.extend_from_slice(&[AF_UNSPEC, 0, 0, 0]);
+        self.buf.extend_from_slice(&index.to_ne_bytes());
+        self.buf.extend_from_slice(&flags.to_ne_bytes());
+        self.buf.extend_from_slice(&change.to_ne_bytes());
+        self
+    }
+
+    fn raw(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    fn attr(&mut self, kind: u16, data: &[u8]) {
+        let len = 4 + data.len();
+        self.buf.extend_from_slice(&(len as u16).to_ne_bytes());
+        self.buf.extend_from_slice(&kind.to_ne_bytes());
+        self.buf.extend_from_slice(data);
+        self.pad();
+    }
+
+    fn attr_str(&mut self, kind: u16, text: &str) {
+        let mut data = text.as_bytes().to_vec();
+        data.push(0);
+        self.attr(kind, &data);
+    }
+
+    fn attr_u32(&mut self, kind: u16, value: u32) {
+        self.attr(kind, &value.to_ne_bytes());
+    }
+
+    fn begin(&mut self, kind: u16) {
+        self.nests.push(self.buf.len());
+        self.buf.extend_from_slice(&0u16.to_ne_bytes());
+        self.buf
+            .extend_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
+    }
+
+    fn end(&mut self) {
+        if let Some(start) = self.nests.pop() {
+            let len = (self.buf.len() - start) as u16;
+            self.buf[start..start + 2].copy_from_slice(&len.to_ne_bytes());
+        }
+    }
+
+    fn pad(&mut self) {
+        while !self.buf.len().is_multiple_of(4) {
+            self.buf.push(0);
+        }
+    }
+
+    fn finish(mut self, seq: u32) -> Vec<u8> {
+        let len = self.buf.len() as u32;
+        self.buf[0..4].copy_from_slice(&len.to_ne_bytes());
+        self.buf[8..12].copy_from_slice(&seq.to_ne_bytes());
+        self.buf
+    }
+}
+
+/// Attributes `(type, payload)` of a netlink attribute stream.
+fn attrs(mut data: &[u8]) -> Vec<(u16, &[u8])> {
+    let mut out = Vec::new();
+    while data.len() >= 4 {
+        let len = usize::from(u16::from_ne_bytes([data[0], data[1]]));
+        let kind = u16::from_ne_bytes([data[2], data[3]]) & !NLA_F_NESTED;
+        if len < 4 || len > data.len() {
+            break;
+        }
+        out.push((kind, &data[4..len]));
+        let next = len.next_multiple_of(4).min(data.len());
+        data = &data[next..];
+    }
+    out
+}
+
+fn u32_of(data: &[u8]) -> Option<u32> {
+    Some(u32::from_ne_bytes(data.get(..4)?.try_into().ok()?))
+}
+
+fn ipv4_of(data: &[u8]) -> Option<Ipv4Addr> {
+    let bytes: [u8; 4] = data.get(..4)?.try_into().ok()?;
+    Some(Ipv4Addr::from(bytes))
+}
+
+fn str_of(data: &[u8]) -> String {
+    let end = data.iter().position(|b| *b == 0).unwrap_or(data.len());
+    String::from_utf8_lossy(&data[..end]).into_owned()
+}
+
+/// A `NETLINK_ROUTE` socket bound to the network namespace it was opened in.
+#[derive(Debug)]
+pub(crate) struct Netlink {
+    fd: OwnedFd,
+    seq: u32,
+}
+
+impl Netlink {
+    /// A socket in the calling thread's network namespace.
+    pub fn open() -> io::Result<Self> {
+        let fd = rustix::net::socket_with(
+            AddressFamily::NETLINK,
+            SocketType::RAW,
+            SocketFlags::CLOEXEC,
+            None, // NETLINK_ROUTE is protocol 0
+        )?;
+        rustix::net::bind(&fd, &SocketAddrNetlink::new(0, 0))?;
+        Ok(Netlink { fd, seq: 1 })
+    }
+
+    /// A socket in the network namespace `netns` (a namespace file). A
+    /// socket stays in the namespace it was created in, so a short-lived
+    /// thread joins the namespace, opens it and hands it back; the calling
+    /// thread never changes namespace.
+    pub fn open_in(netns: BorrowedFd<'_>) -> io::Result<Self> {
+        let ns = netns.try_clone_to_owned()?;
+        std::thread::scope(|scope| {
+            scope
+                .spawn(move || {
+                    rustix::thread::move_into_link_name_space(
+                        ns.as_fd(),
+                        Some(rustix::thread::LinkNameSpaceType::Network),
+                    )?;
+                    Netlink::open()
+                })
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("netlink thread panicked")))
+        })
+    }
+
+    /// Sends `message` and returns every reply payload (type, bytes after
+    /// the header) until the acknowledgement or the end of a dump.
+    fn exchange(&mut self, message: Message) -> io::Result<Vec<(u16, Vec<u8>)>> {
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq;
+        let request = message.finish(seq);
+        let dump = u16::from_ne_bytes([request[6], request[7]]) & NLM_F_DUMP == NLM_F_DUMP;
+        rustix::net::send(&self.fd, &request, SendFlags::empty())?;
+        let mut replies = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let (_, len) = rustix::net::recv(&self.fd, &mut buf[..], RecvFlags::empty())?;
+            let mut data = &buf[..len.min(buf.len())];
+            while data.len() >= HEADER {
+                let msg_len = u32_of(data).unwrap_or(0) as usize;
+                if msg_len < HEADER || msg_len > data.len() {
+                    return Err(io::Error::other("truncated netlink message"));
+                }
+                let kind = u16::from_ne_bytes([data[4], data[5]]);
+                let msg_seq = u32_of(&data[8..]).unwrap_or(0);
+                let payload = &data[HEADER..msg_len];
+                data = &data[msg_len.next_multiple_of(4).min(data.len())..];
+                if msg_seq != seq {
+                    continue;
+                }
+                match kind {
+                    NLMSG_ERROR => {
+                        let code = u32_of(payload).map(|c| c as i32).unwrap_or(-libc::EIO);
+                        return if code == 0 {
+                            Ok(replies)
+                        } else {
+                            Err(io::Error::from_raw_os_error(-code))
+                        };
+                    }
+                    NLMSG_DONE if dump => return Ok(replies),
+                    _ => replies.push((kind, payload.to_vec())),
+                }
+            }
+        }
+    }
+
+    fn request(&mut self, message: Message) -> io::Result<()> {
+        self.exchange(message).map(drop)
+    }
+
+    /// The link called `name`, if any.
+    pub fn link(&mut self, name: &str) -> io::Result<Option<Link>> {
+        let mut message = Message::new(RTM_GETLINK, NLM_F_ACK).ifinfo(0, 0, 0);
+        message.attr_str(IFLA_IFNAME, name);
+        match self.exchange(message) {
+            Ok(replies) => Ok(replies
+                .iter()
+                .filter(|(kind, _)| *kind == RTM_NEWLINK)
+                .find_map(|(_, payload)| parse_link(payload))),
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates a bridge (fails with `EEXIST` if the name is taken).
+    pub fn create_bridge(&mut self, name: &str) -> io::Result<()> {
+        let mut message =
+            Message::new(RTM_NEWLINK, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL).ifinfo(0, 0, 0);
+        message.attr_str(IFLA_IFNAME, name);
+        message.begin(IFLA_LINKINFO);
+        message.attr_str(IFLA_INFO_KIND, "bridge");
+        message.end();
+        self.request(message)
+    }
+
+    /// Creates a veth pair in one request: `host` here, enslaved to
+    /// `master`; its peer `peer` directly in the namespace `peer_netns` with
+    /// the MAC address `peer_mac` (so the tenant end never exists on the
+    /// host under a name that could clash).
+    pub fn create_veth(
+        &mut self,
+        host: &str,
+        master: u32,
+        peer: &str,
+        peer_netns: BorrowedFd<'_>,
+        peer_mac: [u8; 6],
+    ) -> io::Result<()> {
+        let mut message =
+            Message::new(RTM_NEWLINK, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL).ifinfo(0, 0, 0);
+        message.attr_str(IFLA_IFNAME, host);
+        message.attr_u32(IFLA_MASTER, master);
+        message.begin(IFLA_LINKINFO);
+        message.attr_str(IFLA_INFO_KIND, "veth");
+        message.begin(IFLA_INFO_DATA);
+        message.begin(VETH_INFO_PEER);
+        // The peer's own `struct ifinfomsg`, then its attributes.
+        message.raw(&[AF_UNSPEC, 0, 0, 0]);
+        message.raw(&[0; 12]);
+        message.attr_str(IFLA_IFNAME, peer);
+        message.attr(IFLA_ADDRESS, &peer_mac);
+        let fd = peer_netns.as_raw_fd_u32();
+        message.attr_u32(IFLA_NET_NS_FD, fd);
+        message.end();
+        message.end();
+        message.end();
+        self.request(message)
+    }
+
+    /// Sets or clears `IFF_UP`.
+    pub fn set_up(&mut self, index: u32, up: bool) -> io::Result<()> {
+        let flags = if up { IFF_UP } else { 0 };
+        self.request(Message::new(RTM_NEWLINK, NLM_F_ACK).ifinfo(index, flags, IFF_UP))
+    }
+
+    /// Enslaves `index` to `master`.
+    pub fn set_master(&mut self, index: u32, master: u32) -> io::Result<()> {
+        let mut message = Message::new(RTM_NEWLINK, NLM_F_ACK).ifinfo(index, 0, 0);
+        message.attr_u32(IFLA_MASTER, master);
+        self.request(message)
+    }
+
+    /// Sets the MAC address.
+    pub fn set_mac(&mut self, index: u32, mac: [u8; 6]) -> io::Result<()> {
+        let mut message = Message::new(RTM_NEWLINK, NLM_F_ACK).ifinfo(index, 0, 0);
+        message.attr(IFLA_ADDRESS, &mac);
+        self.request(message)
+    }
+
+    /// Deletes a link (for a veth, both ends); `false` if it did not exist.
+    pub fn delete_link(&mut self, index: u32) -> io::Result<bool> {
+        match self.request(Message::new(RTM_DELLINK, NLM_F_ACK).ifinfo(index, 0, 0)) {
+            Ok(()) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every IPv4 address of the namespace.
+    pub fn addresses(&mut self) -> io::Result<Vec<Address>> {
+        let mut message = Message::new(RTM_GETADDR, NLM_F_DUMP);
+        message.raw(&[AF_INET, 0, 0, 0, 0, 0, 0, 0]);
+        Ok(self
+            .exchange(message)?
+            .iter()
+            .filter_map(|(_, payload)| {
+                let index = u32_of(payload.get(4..)?)?;
+                let prefix_len = *payload.get(1)?;
+                let address = attrs(payload.get(8..)?)
+                    .into_iter()
+                    .filter(|(kind, _)| *kind == IFA_LOCAL || *kind == IFA_ADDRESS)
+                    .find_map(|(_, data)| ipv4_of(data))?;
+                Some(Address {
+                    index,
+                    address,
+                    prefix_len,
+                })
+            })
+            .collect())
+    }
+
+    /// Adds `address/prefix_len` to `index` (replacing its flags if present).
+    pub fn add_address(&mut self, index: u32, address: Ipv4Addr, prefix_len: u8) -> io::Result<()> {
+        let mut message = Message::new(RTM_NEWADDR, NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE);
+        message.raw(&[AF_INET, prefix_len, 0, RT_SCOPE_UNIVERSE]);
+        message.raw(&index.to_ne_bytes());
+        message.attr(IFA_LOCAL, &address.octets());
+        message.attr(IFA_ADDRESS, &address.octets());
+        let host_bits = 32 - u32::from(prefix_len.min(32));
+        let mask = u32::MAX.checked_shl(host_bits).unwrap_or(0);
+        if prefix_len < 31 {
+            let broadcast = Ipv4Addr::from(u32::from(address) | !mask);
+            message.attr(IFA_BROADCAST, &broadcast.octets());
+        }
+        self.request(message)
+    }
+
+    /// The IPv4 routes of the main table.
+    pub fn routes(&mut self) -> io::Result<Vec<Route>> {
+        let mut message = Message::new(RTM_GETROUTE, NLM_F_DUMP);
+        message.raw(&[AF_INET, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        Ok(self
+            .exchange(message)?
+            .iter()
+            .filter(|(_, payload)| payload.get(4) == Some(&RT_TABLE_MAIN))
+            .filter_map(|(_, payload)| {
+                let dst_len = *payload.get(1)?;
+                let mut route = Route {
+                    dst_len,
+                    gateway: None,
+                    oif: None,
+                };
+                for (kind, data) in attrs(payload.get(12..)?) {
+                    match kind {
+                        RTA_GATEWAY => route.gateway = ipv4_of(data),
+                        RTA_OIF => route.oif = u32_of(data),
+                        _ => {}
+                    }
+                }
+                Some(route)
+            })
+            .collect())
+    }
+
+    /// Sets the default route to `gateway` through `oif` (replacing one).
+    pub fn replace_default_route(&mut self, gateway: Ipv4Addr, oif: u32) -> io::Result<()> {
+        let mut message = Message::new(RTM_NEWROUTE, NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE);
+        message.raw(&[
+            AF_INET,
+            0, // dst_len: default
+            0,
+            0,
+            RT_TABLE_MAIN,
+            RTPROT_STATIC,
+            RT_SCOPE_UNIVERSE,
+            RTN_UNICAST,
+        ]);
+        message.raw(&0u32.to_ne_bytes());
+        message.attr(RTA_DST, &[0, 0, 0, 0]);
+        message.attr(RTA_GATEWAY, &gateway.octets());
+        message.attr_u32(RTA_OIF, oif);
+        self.request(message)
+    }
+}
+
+/// A file descriptor as the `u32` netlink carries.
+trait RawFdU32 {
+    fn as_raw_fd_u32(&self) -> u32;
+}
+
+impl RawFdU32 for BorrowedFd<'_> {
+    fn as_raw_fd_u32(&self) -> u32 {
+        use std::os::fd::AsRawFd;
+        self.as_raw_fd() as u32
+    }
+}
+
+fn parse_link(payload: &[u8]) -> Option<Link> {
+    let index = u32_of(payload.get(4..)?)?;
+    let flags = u32_of(payload.get(8..)?)?;
+    let mut link = Link {
+        index,
+        name: String::new(),
+        flags,
+        master: None,
+        kind: None,
+        mac: None,
+        peer: None,
+    };
+    for (kind, data) in attrs(payload.get(16..)?) {
+        match kind {
+            IFLA_IFNAME => link.name = str_of(data),
+            IFLA_MASTER => link.master = u32_of(data),
+            IFLA_LINK => link.peer = u32_of(data),
+            IFLA_ADDRESS => link.mac = data.get(..6).and_then(|m| m.try_into().ok()),
+            IFLA_LINKINFO => {
+                for (info, value) in attrs(data) {
+                    if info == IFLA_INFO_KIND {
+                        link.kind = Some(str_of(value));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Some(link)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nested_attributes_carry_their_length() {
+        let mut message = Message::new(RTM_NEWLINK, NLM_F_ACK).ifinfo(0, 0, 0);
+        message.begin(IFLA_LINKINFO);
+        message.attr_str(IFLA_INFO_KIND, "veth");
+        message.end();
+        let bytes = message.finish(7);
+        assert_eq!(u32_of(&bytes).map(|n| n as usize), Some(bytes.len()));
+        let top = attrs(&bytes[HEADER + 16..]);
+        assert_eq!(top.len(), 1);
+        assert_eq!(top[0].0, IFLA_LINKINFO);
+        let inner = attrs(top[0].1);
+        assert_eq!(inner, vec![(IFLA_INFO_KIND, &b"veth\0"[..])]);
+    }
+}
