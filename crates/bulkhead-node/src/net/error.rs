@@ -179,6 +179,9 @@ pub enum FirewallError {
 /// Why setting, observing or removing a bandwidth cap failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ShapeError {
+    /// The `ifb` device could not be set up.
+    #[error(transparent)]
+    Link(#[from] LinkError),
     /// `tc` failed.
     #[error(transparent)]
     Tc(#[from] CommandError),

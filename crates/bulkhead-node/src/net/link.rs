@@ -186,7 +186,7 @@ pub fn ensure_bridge(instance: &Instance, config: &BridgeConfig) -> Result<Chang
     let link = match nl.link(&name).map_err(nl_err("look up", &name))? {
         Some(link) => link,
         None => {
-            nl.create_bridge(&name)
+            nl.create_link(&name, "bridge")
                 .map_err(nl_err("create bridge", &name))?;
             changes.steps.push(format!("create bridge {name}"));
             nl.link(&name)
@@ -539,22 +539,61 @@ pub fn observe_tenant(
     Ok(state)
 }
 
-/// Deletes the tenant's veth pair (both ends go); `false` if it was not
-/// there. Returns once the kernel has released the name.
+/// Deletes the tenant's veth pair (both ends go, and their qdiscs) and its
+/// shaping device ([`super::shape`]); `false` if none was there. Returns
+/// once the kernel has released the names.
 pub fn remove_tenant(instance: &Instance, tenant: &str) -> Result<bool, LinkError> {
     let name = instance.interface(tenant, 'h');
     let mut nl = host_netlink()?;
+    let ifb = instance.interface(tenant, super::shape::IFB_ROLE);
+    let had_ifb = match nl.link(&ifb).map_err(nl_err("look up", &ifb))? {
+        Some(link) if link.kind.as_deref() == Some("ifb") => {
+            nl.delete_link(link.index).map_err(nl_err("delete", &ifb))?
+        }
+        _ => false,
+    };
     match nl.link(&name).map_err(nl_err("look up", &name))? {
         Some(link) if link.kind.as_deref() == Some("veth") => {
             nl.delete_link(link.index).map_err(nl_err("delete", &name))
         }
+        None => Ok(had_ifb),
         Some(link) => Err(LinkError::Foreign {
             name,
             found: link.kind.unwrap_or_else(|| "device".to_owned()),
             expected: "veth",
         }),
-        None => Ok(false),
     }
+}
+
+/// Creates an `ifb` device if missing and brings it up (for shaping).
+pub(crate) fn ensure_ifb(name: &str) -> Result<bool, LinkError> {
+    let mut nl = host_netlink()?;
+    let mut created = false;
+    let link = match nl.link(name).map_err(nl_err("look up", name))? {
+        Some(link) => link,
+        None => {
+            nl.create_link(name, "ifb")
+                .map_err(nl_err("create ifb", name))?;
+            created = true;
+            nl.link(name)
+                .map_err(nl_err("look up", name))?
+                .ok_or_else(|| {
+                    nl_err("find new ifb", name)(std::io::Error::from_raw_os_error(libc::ENODEV))
+                })?
+        }
+    };
+    if link.kind.as_deref() != Some("ifb") {
+        return Err(LinkError::Foreign {
+            name: name.to_owned(),
+            found: link.kind.unwrap_or_else(|| "device".to_owned()),
+            expected: "ifb",
+        });
+    }
+    if !link.is_up() {
+        nl.set_up(link.index, true)
+            .map_err(nl_err("set up", name))?;
+    }
+    Ok(created)
 }
 
 /// The index of a host interface, for callers that name it (tests, tc).

@@ -5,6 +5,7 @@ mod error;
 pub mod firewall;
 pub mod link;
 mod netlink;
+pub mod shape;
 
 pub use addr::{allocate, bridge_address, format_mac, tenant_mac};
 pub use error::{CommandError, FirewallError, LinkError, ShapeError};

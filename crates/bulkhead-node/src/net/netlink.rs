@@ -309,13 +309,14 @@ impl Netlink {
         }
     }
 
-    /// Creates a bridge (fails with `EEXIST` if the name is taken).
-    pub fn create_bridge(&mut self, name: &str) -> io::Result<()> {
+    /// Creates a link of a kind without options, e.g. `bridge` or `ifb`
+    /// (fails with `EEXIST` if the name is taken).
+    pub fn create_link(&mut self, name: &str, kind: &str) -> io::Result<()> {
         let mut message =
             Message::new(RTM_NEWLINK, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL).ifinfo(0, 0, 0);
         message.attr_str(IFLA_IFNAME, name);
         message.begin(IFLA_LINKINFO);
-        message.attr_str(IFLA_INFO_KIND, "bridge");
+        message.attr_str(IFLA_INFO_KIND, kind);
         message.end();
         self.request(message)
     }
