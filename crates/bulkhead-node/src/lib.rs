@@ -28,7 +28,10 @@
 //! idempotent and [`volume::Volume::observe`] returns a
 //! [`volume::VolumeState`].
 //!
-//! Netlink, nftables and tc follow. Raw
+//! [`net`] is a tenant's network: [`net::link`] wires the instance bridge
+//! and a veth per tenant over netlink, [`net::firewall`] compiles the
+//! policy engine into one `inet` and one `bridge` nftables table of sets,
+//! [`net::shape`] caps bandwidth with `tc`. Raw
 //! syscalls live only in the private `sys` module, the one place `unsafe` is
 //! allowed.
 

@@ -242,10 +242,10 @@ impl Listeners {
                                     first.get_or_insert_with(Instant::now);
                                     total += n;
                                 }
-                                if let Some(first) = first {
-                                    if let Ok(mut t) = transfers.lock() {
-                                        t.push((port, total, first.elapsed()));
-                                    }
+                                if let Some(first) = first
+                                    && let Ok(mut t) = transfers.lock()
+                                {
+                                    t.push((port, total, first.elapsed()));
                                 }
                             });
                         }

@@ -72,6 +72,10 @@ const TESTS: &[Test] = &[
         crashed_holder_is_observed_and_collected,
     ),
     ("caller_threads_do_not_matter", caller_threads_do_not_matter),
+    (
+        "network_wires_into_the_sandbox",
+        network_wires_into_the_sandbox,
+    ),
 ];
 
 fn main() {
@@ -946,4 +950,89 @@ fn caller_threads_do_not_matter() -> TestResult {
         ensure(code == i as i32, || format!("thread {i} got {code}"))?;
     }
     Ok(())
+}
+
+/// Removes the bridge and the tenant's veth even when the test fails.
+struct NetGuard<'a>(&'a Instance, &'a str);
+
+impl Drop for NetGuard<'_> {
+    fn drop(&mut self) {
+        let _ = bulkhead_node::net::link::remove_tenant(self.0, self.1);
+        let _ = bulkhead_node::net::link::remove_bridge(self.0);
+    }
+}
+
+/// `net::link` wires a tenant through the real launcher's registered
+/// namespace: `eth0` appears inside, and the tenant reaches the bridge.
+fn network_wires_into_the_sandbox() -> TestResult {
+    use bulkhead_node::net::link::{self, BridgeConfig, NetnsRef, TenantLink};
+    use std::io::Read as _;
+    use std::os::fd::AsFd as _;
+
+    let mut env = Env::new();
+    let a = env.start_default("alpha")?;
+    let range: ipnet::Ipv4Net = format!("10.203.{}.0/24", std::process::id() % 250)
+        .parse()
+        .map_err(|e| format!("{e}"))?;
+    let bridge = BridgeConfig {
+        range,
+        forwarding: false,
+    };
+    let _guard = NetGuard(&env.instance, "alpha");
+    link::ensure_bridge(&env.instance, &bridge).map_err(|e| e.to_string())?;
+    let address = bulkhead_node::net::allocate(range, &BTreeSet::new()).ok_or("no address")?;
+    let tenant = TenantLink {
+        tenant: "alpha".to_owned(),
+        netns: NetnsRef::of_tenant(&env.instance, "alpha"),
+        address,
+    };
+    link::ensure_tenant(&env.instance, &bridge, &tenant).map_err(|e| e.to_string())?;
+    let state = link::observe_tenant(&env.instance, &bridge, &tenant).map_err(|e| e.to_string())?;
+    ensure(state.is_wired(), || format!("{state:?}"))?;
+    // The holder's pid names the same namespace.
+    let by_pid = TenantLink {
+        netns: NetnsRef::Pid(a.holder_pid()),
+        ..tenant.clone()
+    };
+    let state = link::observe_tenant(&env.instance, &bridge, &by_pid).map_err(|e| e.to_string())?;
+    ensure(state.is_wired(), || format!("by pid: {state:?}"))?;
+    let dev = ok(&a, "cat /proc/net/dev")?;
+    ensure(dev.contains("eth0:"), || format!("inside: {dev}"))?;
+
+    let gateway = bridge.address().ok_or("no bridge address")?;
+    let listener = std::net::TcpListener::bind((gateway, 0)).map_err(|e| e.to_string())?;
+    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+    let server = std::thread::spawn(move || {
+        listener
+            .accept()
+            .map(|(mut s, peer)| {
+                let _ = std::io::Write::write_all(&mut s, b"k");
+                peer.ip()
+            })
+            .map_err(|e| e.to_string())
+    });
+    let netns = std::fs::File::open(env.instance.netns_path("alpha")).map_err(|e| e.to_string())?;
+    let got = std::thread::scope(|s| {
+        s.spawn(|| -> Result<u8, String> {
+            rustix::thread::move_into_link_name_space(
+                netns.as_fd(),
+                Some(rustix::thread::LinkNameSpaceType::Network),
+            )
+            .map_err(|e| e.to_string())?;
+            let mut stream = std::net::TcpStream::connect_timeout(
+                &std::net::SocketAddr::from((gateway, port)),
+                std::time::Duration::from_secs(2),
+            )
+            .map_err(|e| e.to_string())?;
+            let mut b = [0u8; 1];
+            stream.read_exact(&mut b).map_err(|e| e.to_string())?;
+            Ok(b[0])
+        })
+        .join()
+        .map_err(|_| "probe thread panicked".to_owned())?
+    })?;
+    let peer = server.join().map_err(|_| "server panicked")??;
+    ensure(got == b'k' && peer == std::net::IpAddr::V4(address), || {
+        format!("reply {got}, peer {peer}")
+    })
 }

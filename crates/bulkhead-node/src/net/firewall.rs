@@ -599,8 +599,8 @@ pub fn engine(
     }
     let translation = tenancy::translate(desired, &options)
         .map_err(|e| FirewallError::Policy(tenancy::TenancyError::Translate(e)))?;
-    Ok(Engine::new(&translation.cluster, EngineOptions::default())
-        .map_err(|e| FirewallError::Policy(tenancy::TenancyError::Engine(e)))?)
+    Engine::new(&translation.cluster, EngineOptions::default())
+        .map_err(|e| FirewallError::Policy(tenancy::TenancyError::Engine(e)))
 }
 
 /// Where a new connection goes through the tables.
