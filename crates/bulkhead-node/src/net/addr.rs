@@ -63,8 +63,12 @@ mod tests {
     }
 
     #[test]
-    fn tiny_ranges_have_no_tenant_address() {
-        assert_eq!(allocate(net("10.9.0.0/30"), &BTreeSet::new()), None);
+    fn tiny_ranges_have_one_tenant_address_or_none() {
+        assert_eq!(
+            allocate(net("10.9.0.0/30"), &BTreeSet::new()),
+            Some(Ipv4Addr::new(10, 9, 0, 2))
+        );
+        assert_eq!(allocate(net("10.9.0.0/31"), &BTreeSet::new()), None);
         assert_eq!(allocate(net("10.9.0.0/32"), &BTreeSet::new()), None);
         assert_eq!(bridge_address(net("10.9.0.0/32")), None);
     }
