@@ -33,6 +33,7 @@
 //! and document text, so it depends on nothing else in bulkhead.
 #![forbid(unsafe_code)]
 
+pub mod addresses;
 pub mod audit;
 mod diff;
 mod digest;
