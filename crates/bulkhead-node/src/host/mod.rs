@@ -29,7 +29,10 @@ use crate::naming::Instance;
 use crate::sandbox::{self, SandboxConfig, SandboxError};
 use crate::volume::{MountOptions, Volume, VolumeError, VolumeSpec};
 
-pub use plan::{Action, TenantSeen, TenantTarget, offboard, plan, summarize};
+pub use plan::{Action, NetworkSeen, TenantSeen, TenantTarget, offboard, plan, summarize};
+
+use crate::net::link::{self, BridgeConfig, NetnsRef, TenantLink};
+use crate::net::shape::{self, Caps};
 
 /// The holder's cgroup, a sibling of the workloads'.
 pub const HOLDER_CGROUP: &str = ".holder";
@@ -72,6 +75,18 @@ pub enum HostError {
         #[source]
         source: SandboxError,
     },
+    /// A network step failed.
+    #[error("tenant {tenant:?}: network")]
+    Network {
+        /// Tenant (empty for the instance bridge).
+        tenant: String,
+        /// Cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The platform's tenant range is not usable for wiring.
+    #[error("the platform's tenant range is not an IPv4 range with room for a bridge")]
+    NoBridge,
     /// A secret (key, id range) could not be had from the caller.
     #[error("tenant {tenant:?}: {message}")]
     Secret {
@@ -94,6 +109,8 @@ pub trait Secrets {
     fn tenant_key(&mut self, tenant: &str) -> Result<zeroize::Zeroizing<[u8; 32]>, String>;
     /// The first host id of the tenant's range.
     fn id_base(&mut self, tenant: &str) -> Result<u32, String>;
+    /// The tenant's address.
+    fn address(&mut self, tenant: &str) -> Result<std::net::Ipv4Addr, String>;
 }
 
 /// One instance's host backend.
@@ -102,6 +119,7 @@ pub struct Host {
     instance: Instance,
     cgroups: Cgroups,
     holder_exe: Option<PathBuf>,
+    bridge: Option<BridgeConfig>,
 }
 
 impl Host {
@@ -112,7 +130,69 @@ impl Host {
             instance,
             cgroups,
             holder_exe: None,
+            bridge: None,
         })
+    }
+
+    /// Wires tenants to a bridge on `range` (the platform's tenant range).
+    pub fn with_network(mut self, range: ipnet::IpNet, forwarding: bool) -> Host {
+        if let ipnet::IpNet::V4(range) = range {
+            self.bridge = Some(BridgeConfig { range, forwarding });
+        }
+        self
+    }
+
+    fn bridge(&self) -> Result<&BridgeConfig, HostError> {
+        self.bridge
+            .as_ref()
+            .filter(|b| b.address().is_some())
+            .ok_or(HostError::NoBridge)
+    }
+
+    /// The shared network objects: bridge state (firewall sync is the caller's: it
+    /// compiles the expected ruleset).
+    pub fn observe_bridge(&self) -> (bool, bool) {
+        let Ok(bridge) = self.bridge() else {
+            return (false, false);
+        };
+        match link::observe_bridge(&self.instance, bridge) {
+            Ok(state) => (
+                state.is_ready(),
+                state.is_ready()
+                    || link::host_interface_exists(&self.instance.bridge()).unwrap_or(false),
+            ),
+            Err(_) => (false, false),
+        }
+    }
+
+    /// A tenant's link: (wired, any part exists, caps in force equal `caps`).
+    pub fn observe_link(
+        &self,
+        tenant: &str,
+        address: Option<std::net::Ipv4Addr>,
+        caps: &Caps,
+    ) -> (bool, bool, bool) {
+        let exists = [
+            self.instance.interface(tenant, 'h'),
+            self.instance.interface(tenant, 'i'),
+        ]
+        .iter()
+        .any(|name| link::host_interface_exists(name).unwrap_or(false));
+        let wired = match (self.bridge(), address) {
+            (Ok(bridge), Some(address)) => link::observe_tenant(
+                &self.instance,
+                bridge,
+                &TenantLink {
+                    tenant: tenant.to_owned(),
+                    netns: NetnsRef::of_tenant(&self.instance, tenant),
+                    address,
+                },
+            )
+            .is_ok_and(|state| state.is_wired()),
+            _ => false,
+        };
+        let shaped = shape::observe(&self.instance, tenant).is_ok_and(|state| state.matches(caps));
+        (wired, exists, shaped)
     }
 
     /// Uses `exe` as the holder binary instead of `/proc/self/exe` (tests).
@@ -173,6 +253,7 @@ impl Host {
                 .annotations
                 .get(EVICT_KEY_ANNOTATION)
                 .is_some_and(|v| v == "true"),
+            caps: Caps::of(&tenant.spec.quota),
         })
     }
 
@@ -345,8 +426,41 @@ impl Host {
             Action::AllocateIds { .. }
             | Action::CreateKey { .. }
             | Action::DestroyKey { .. }
-            | Action::ReleaseIds { .. } => {
+            | Action::ReleaseIds { .. }
+            | Action::AllocateAddress { .. }
+            | Action::ReleaseAddress { .. }
+            | Action::ApplyFirewall => {
                 return Err(HostError::NotAHostAction(action.verb().to_owned()));
+            }
+            Action::EnsureBridge => {
+                link::ensure_bridge(&self.instance, self.bridge()?)
+                    .map_err(|e| net_error(&tenant, e))?;
+            }
+            Action::WireTenant { .. } => {
+                let address = secrets
+                    .address(&tenant)
+                    .map_err(|message| HostError::Secret {
+                        tenant: tenant.clone(),
+                        message,
+                    })?;
+                let wiring = TenantLink {
+                    tenant: tenant.clone(),
+                    netns: NetnsRef::of_tenant(&self.instance, &tenant),
+                    address,
+                };
+                link::ensure_tenant(&self.instance, self.bridge()?, &wiring)
+                    .map_err(|e| net_error(&tenant, e))?;
+            }
+            Action::ShapeTenant { caps, .. } => {
+                shape::ensure(&self.instance, &tenant, caps).map_err(|e| net_error(&tenant, e))?;
+            }
+            Action::UnwireTenant { .. } => {
+                shape::remove(&self.instance, &tenant).map_err(|e| net_error(&tenant, e))?;
+                link::remove_tenant(&self.instance, &tenant).map_err(|e| net_error(&tenant, e))?;
+            }
+            Action::RemoveNetwork => {
+                crate::net::firewall::remove(&self.instance).map_err(|e| net_error(&tenant, e))?;
+                link::remove_bridge(&self.instance).map_err(|e| net_error(&tenant, e))?;
             }
             Action::PrepareVolume {
                 size, encrypted, ..
@@ -493,6 +607,13 @@ impl Host {
             base + sandbox::TENANT_GID,
         )
         .map_err(secret)
+    }
+}
+
+fn net_error(tenant: &str, error: impl std::error::Error + Send + Sync + 'static) -> HostError {
+    HostError::Network {
+        tenant: tenant.to_owned(),
+        source: Box::new(error),
     }
 }
 

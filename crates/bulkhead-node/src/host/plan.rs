@@ -32,6 +32,8 @@ pub struct TenantTarget {
     pub suspended: bool,
     /// Whether a suspended tenant's key must leave the kernel.
     pub evict_key_when_suspended: bool,
+    /// Bandwidth caps on the tenant's link.
+    pub caps: crate::net::shape::Caps,
 }
 
 /// What the host shows of one tenant.
@@ -61,6 +63,25 @@ pub struct TenantSeen {
     pub sandbox_running: bool,
     /// A dead holder left a record, a netns entry or a root directory behind.
     pub sandbox_leftovers: bool,
+    /// The store holds an address for it.
+    pub address_allocated: bool,
+    /// Its veth is in place: host end on the bridge, `eth0` inside with its address.
+    pub wired: bool,
+    /// Any part of its link exists (host end, shaping device).
+    pub link_exists: bool,
+    /// The bandwidth caps in force equal the desired ones.
+    pub shaped: bool,
+}
+
+/// What the host shows of the instance's shared network objects.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct NetworkSeen {
+    /// The bridge exists, is up and has its address.
+    pub bridge_ready: bool,
+    /// The bridge (or the firewall tables) exist at all.
+    pub anything: bool,
+    /// The firewall tables match what the policy engine compiles for the desired state.
+    pub firewall_in_sync: bool,
 }
 
 /// One idempotent step. Store steps (ids, keys) run in the caller, host steps in
@@ -73,6 +94,42 @@ pub enum Action {
         /// Tenant.
         tenant: String,
     },
+    /// Reserve the tenant's address in the platform's tenant range.
+    AllocateAddress {
+        /// Tenant.
+        tenant: String,
+    },
+    /// Create the instance bridge with the range's first address.
+    EnsureBridge,
+    /// Wire the tenant: veth to the bridge, `eth0` with its address, default route.
+    WireTenant {
+        /// Tenant.
+        tenant: String,
+    },
+    /// Bring the tenant's bandwidth caps to the desired ones.
+    ShapeTenant {
+        /// Tenant.
+        tenant: String,
+        /// The caps.
+        #[serde(skip)]
+        caps: crate::net::shape::Caps,
+        /// Human summary.
+        summary: String,
+    },
+    /// Load the firewall compiled from the policy engine (atomic; element-only when it can).
+    ApplyFirewall,
+    /// Remove the tenant's veth and shaping device.
+    UnwireTenant {
+        /// Tenant.
+        tenant: String,
+    },
+    /// Free the tenant's address.
+    ReleaseAddress {
+        /// Tenant.
+        tenant: String,
+    },
+    /// Remove the instance bridge and firewall tables (no tenant left).
+    RemoveNetwork,
     /// Create and store the tenant's wrapped volume key.
     CreateKey {
         /// Tenant.
@@ -169,9 +226,15 @@ pub enum Action {
 }
 
 impl Action {
-    /// The tenant the action is about.
+    /// The tenant the action is about; empty for instance-wide actions.
     pub fn tenant(&self) -> &str {
         match self {
+            Action::EnsureBridge | Action::ApplyFirewall | Action::RemoveNetwork => "",
+            Action::AllocateAddress { tenant }
+            | Action::WireTenant { tenant }
+            | Action::ShapeTenant { tenant, .. }
+            | Action::UnwireTenant { tenant }
+            | Action::ReleaseAddress { tenant } => tenant,
             Action::AllocateIds { tenant }
             | Action::CreateKey { tenant }
             | Action::PrepareVolume { tenant, .. }
@@ -194,6 +257,14 @@ impl Action {
     /// A short verb for the audit log.
     pub fn verb(&self) -> &'static str {
         match self {
+            Action::AllocateAddress { .. } => "allocate-address",
+            Action::EnsureBridge => "ensure-bridge",
+            Action::WireTenant { .. } => "wire-tenant",
+            Action::ShapeTenant { .. } => "shape-tenant",
+            Action::ApplyFirewall => "apply-firewall",
+            Action::UnwireTenant { .. } => "unwire-tenant",
+            Action::ReleaseAddress { .. } => "release-address",
+            Action::RemoveNetwork => "remove-network",
             Action::AllocateIds { .. } => "allocate-ids",
             Action::CreateKey { .. } => "create-key",
             Action::PrepareVolume { .. } => "prepare-volume",
@@ -217,6 +288,22 @@ impl Action {
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Action::AllocateAddress { tenant } => write!(f, "allocate an address for {tenant}"),
+            Action::EnsureBridge => write!(f, "create the instance bridge"),
+            Action::WireTenant { tenant } => write!(
+                f,
+                "wire {tenant}: veth to the bridge, its address, default route"
+            ),
+            Action::ShapeTenant {
+                tenant, summary, ..
+            } => write!(f, "cap {tenant}'s bandwidth: {summary}"),
+            Action::ApplyFirewall => write!(
+                f,
+                "load the default-deny firewall compiled from the policy engine"
+            ),
+            Action::UnwireTenant { tenant } => write!(f, "remove {tenant}'s network link"),
+            Action::ReleaseAddress { tenant } => write!(f, "release {tenant}'s address"),
+            Action::RemoveNetwork => write!(f, "remove the instance bridge and firewall"),
             Action::AllocateIds { tenant } => write!(f, "allocate a host id range for {tenant}"),
             Action::CreateKey { tenant } => write!(
                 f,
@@ -301,15 +388,27 @@ pub fn summarize(limits: &Limits) -> String {
 
 /// Compares desired tenants with what the host shows and lists the actions, tenants in
 /// name order, onboarding before offboarding.
-pub fn plan(desired: &[TenantTarget], seen: &BTreeMap<String, TenantSeen>) -> Vec<Action> {
+pub fn plan(
+    desired: &[TenantTarget],
+    seen: &BTreeMap<String, TenantSeen>,
+    network: &NetworkSeen,
+) -> Vec<Action> {
     let mut actions = Vec::new();
     let none = TenantSeen::default();
     let wanted: BTreeSet<&str> = desired.iter().map(|t| t.name.as_str()).collect();
+    if !desired.is_empty() && !network.bridge_ready {
+        actions.push(Action::EnsureBridge);
+    }
     for target in desired {
         let tenant = target.name.clone();
         let seen = seen.get(&target.name).unwrap_or(&none);
         if !seen.ids_allocated {
             actions.push(Action::AllocateIds {
+                tenant: tenant.clone(),
+            });
+        }
+        if !seen.address_allocated {
+            actions.push(Action::AllocateAddress {
                 tenant: tenant.clone(),
             });
         }
@@ -369,6 +468,29 @@ pub fn plan(desired: &[TenantTarget], seen: &BTreeMap<String, TenantSeen>) -> Ve
                 tenant: tenant.clone(),
             });
         }
+        // A new holder means a new network namespace: it needs wiring again.
+        if !seen.sandbox_running || !seen.wired {
+            actions.push(Action::WireTenant {
+                tenant: tenant.clone(),
+            });
+        }
+        if !seen.sandbox_running || !seen.wired || !seen.shaped {
+            actions.push(Action::ShapeTenant {
+                tenant: tenant.clone(),
+                caps: target.caps,
+                summary: format!(
+                    "egress {}, ingress {}",
+                    target
+                        .caps
+                        .egress
+                        .map_or_else(|| "uncapped".to_owned(), |b| b.to_string()),
+                    target
+                        .caps
+                        .ingress
+                        .map_or_else(|| "uncapped".to_owned(), |b| b.to_string())
+                ),
+            });
+        }
         match (target.suspended, seen.frozen) {
             (true, false) => actions.push(Action::Freeze {
                 tenant: tenant.clone(),
@@ -382,11 +504,29 @@ pub fn plan(desired: &[TenantTarget], seen: &BTreeMap<String, TenantSeen>) -> Ve
             actions.push(Action::LockVolume { tenant });
         }
     }
+    let mut offboarded = false;
     for (tenant, seen) in seen {
         if wanted.contains(tenant.as_str()) {
             continue;
         }
-        actions.extend(offboard(tenant, seen));
+        let steps = offboard(tenant, seen);
+        offboarded |= !steps.is_empty();
+        actions.extend(steps);
+    }
+    let tenants_changed = actions.iter().any(|a| {
+        matches!(
+            a,
+            Action::WireTenant { .. }
+                | Action::UnwireTenant { .. }
+                | Action::Freeze { .. }
+                | Action::Thaw { .. }
+        )
+    });
+    if !desired.is_empty() && (!network.firewall_in_sync || tenants_changed || offboarded) {
+        actions.push(Action::ApplyFirewall);
+    }
+    if desired.is_empty() && network.anything {
+        actions.push(Action::RemoveNetwork);
     }
     actions
 }
@@ -406,6 +546,11 @@ pub fn offboard(tenant: &str, seen: &TenantSeen) -> Vec<Action> {
             tenant: tenant.clone(),
         });
     }
+    if seen.link_exists {
+        actions.push(Action::UnwireTenant {
+            tenant: tenant.clone(),
+        });
+    }
     if seen.limits.is_some() || !seen.workloads.is_empty() {
         actions.push(Action::RemoveCgroups {
             tenant: tenant.clone(),
@@ -418,6 +563,11 @@ pub fn offboard(tenant: &str, seen: &TenantSeen) -> Vec<Action> {
     }
     if seen.key_stored {
         actions.push(Action::DestroyKey {
+            tenant: tenant.clone(),
+        });
+    }
+    if seen.address_allocated {
+        actions.push(Action::ReleaseAddress {
             tenant: tenant.clone(),
         });
     }
@@ -440,6 +590,15 @@ mod tests {
             encrypted: true,
             suspended: false,
             evict_key_when_suspended: false,
+            caps: crate::net::shape::Caps::default(),
+        }
+    }
+
+    fn net_ok() -> NetworkSeen {
+        NetworkSeen {
+            bridge_ready: true,
+            anything: true,
+            firewall_in_sync: true,
         }
     }
 
@@ -456,23 +615,32 @@ mod tests {
             frozen: false,
             sandbox_running: true,
             sandbox_leftovers: false,
+            address_allocated: true,
+            wired: true,
+            link_exists: true,
+            shaped: true,
         }
     }
 
     #[test]
     fn fresh_tenant_is_onboarded_in_order() {
-        let actions = plan(&[target("web")], &BTreeMap::new());
+        let actions = plan(&[target("web")], &BTreeMap::new(), &NetworkSeen::default());
         let verbs: Vec<&str> = actions.iter().map(Action::verb).collect();
         assert_eq!(
             verbs,
             [
+                "ensure-bridge",
                 "allocate-ids",
+                "allocate-address",
                 "create-key",
                 "prepare-volume",
                 "unlock-volume",
                 "set-tenant-limits",
                 "set-workload-limits",
-                "start-sandbox"
+                "start-sandbox",
+                "wire-tenant",
+                "shape-tenant",
+                "apply-firewall"
             ]
         );
     }
@@ -481,7 +649,7 @@ mod tests {
     fn converged_tenant_needs_nothing() {
         let t = target("web");
         let seen = BTreeMap::from([("web".to_owned(), converged(&t))]);
-        assert_eq!(plan(&[t], &seen), Vec::new());
+        assert_eq!(plan(&[t], &seen, &net_ok()), Vec::new());
     }
 
     #[test]
@@ -494,11 +662,18 @@ mod tests {
         });
         seen.sandbox_running = false;
         seen.sandbox_leftovers = true;
-        let actions = plan(&[t], &BTreeMap::from([("web".to_owned(), seen)]));
+        let actions = plan(&[t], &BTreeMap::from([("web".to_owned(), seen)]), &net_ok());
         let verbs: Vec<&str> = actions.iter().map(Action::verb).collect();
         assert_eq!(
             verbs,
-            ["set-tenant-limits", "stop-sandbox", "start-sandbox"]
+            [
+                "set-tenant-limits",
+                "stop-sandbox",
+                "start-sandbox",
+                "wire-tenant",
+                "shape-tenant",
+                "apply-firewall"
+            ]
         );
     }
 
@@ -508,8 +683,11 @@ mod tests {
         t.suspended = true;
         t.evict_key_when_suspended = true;
         let seen = BTreeMap::from([("web".to_owned(), converged(&t))]);
-        let verbs: Vec<&str> = plan(&[t], &seen).iter().map(Action::verb).collect();
-        assert_eq!(verbs, ["freeze", "lock-volume"]);
+        let verbs: Vec<&str> = plan(&[t], &seen, &net_ok())
+            .iter()
+            .map(Action::verb)
+            .collect();
+        assert_eq!(verbs, ["freeze", "lock-volume", "apply-firewall"]);
     }
 
     #[test]
@@ -525,15 +703,21 @@ mod tests {
     fn undesired_tenant_is_offboarded_completely() {
         let t = target("old");
         let seen = BTreeMap::from([("old".to_owned(), converged(&t))]);
-        let verbs: Vec<&str> = plan(&[], &seen).iter().map(Action::verb).collect();
+        let verbs: Vec<&str> = plan(&[], &seen, &net_ok())
+            .iter()
+            .map(Action::verb)
+            .collect();
         assert_eq!(
             verbs,
             [
                 "stop-sandbox",
+                "unwire-tenant",
                 "remove-cgroups",
                 "destroy-volume",
                 "destroy-key",
-                "release-ids"
+                "release-address",
+                "release-ids",
+                "remove-network"
             ]
         );
     }

@@ -12,8 +12,10 @@ use anyhow::Context as _;
 use bulkhead_node::confine::landlock::{LandlockMode, LandlockPaths, SYSTEM_READ_ONLY};
 use bulkhead_node::confine::{ConfineOptions, Confinement};
 use bulkhead_node::doctor::{self, Feature};
-use bulkhead_node::host::{self, Action, Host, RUN_CGROUP, Secrets, TenantSeen};
+use bulkhead_node::host::{self, Action, Host, NetworkSeen, RUN_CGROUP, Secrets, TenantSeen};
 use bulkhead_node::naming::Instance;
+use bulkhead_node::net::firewall;
+use bulkhead_node::net::shape::Caps;
 use bulkhead_node::sandbox::{self, Sandbox};
 use bulkhead_spec::{DegradableFeature, Desired, KeySource, Profile};
 use bulkhead_store::{AuditEntry, AuditOutcome, MasterKey, Store};
@@ -55,6 +57,14 @@ impl Secrets for StoreSecrets<'_> {
         self.store
             .unwrap_tenant_key(self.master, tenant)
             .map_err(|e| format!("cannot unwrap the tenant key: {e}"))
+    }
+
+    fn address(&mut self, tenant: &str) -> Result<std::net::Ipv4Addr, String> {
+        match self.store.tenant_address(tenant) {
+            Ok(Some(address)) => Ok(address),
+            Ok(None) => Err("no address allocated".to_owned()),
+            Err(e) => Err(e.to_string()),
+        }
     }
 
     fn id_base(&mut self, tenant: &str) -> Result<u32, String> {
@@ -160,6 +170,9 @@ fn observe(
             .map(|r| r.tenant),
     );
     let mut seen = host::observe_all(host, names).context("cannot observe the host")?;
+    let addresses = store
+        .tenant_addresses()
+        .context("cannot read tenant addresses")?;
     for (tenant, state) in &mut seen {
         state.ids_allocated = store
             .id_range(tenant)
@@ -169,8 +182,55 @@ fn observe(
             .tenant_key_info(tenant)
             .context("cannot read tenant keys")?
             .is_some();
+        let address = addresses.get(tenant).copied();
+        state.address_allocated = address.is_some();
+        let caps = desired
+            .tenants
+            .iter()
+            .find(|(name, _)| name.as_str() == tenant)
+            .map(|(_, t)| Caps::of(&t.spec.quota))
+            .unwrap_or_default();
+        (state.wired, state.link_exists, state.shaped) = host.observe_link(tenant, address, &caps);
     }
     Ok(seen)
+}
+
+/// The firewall as the policy engine compiles it for `desired`, with the stored
+/// addresses; `None` while a desired tenant has no address yet.
+fn expected_firewall(
+    instance: &Instance,
+    desired: &Desired,
+    store: &Store,
+) -> anyhow::Result<Option<firewall::Ruleset>> {
+    let addresses = store.tenant_addresses()?;
+    let wanted: BTreeMap<String, std::net::Ipv4Addr> = addresses
+        .into_iter()
+        .filter(|(tenant, _)| desired.tenants.keys().any(|n| n.as_str() == tenant))
+        .collect();
+    if wanted.len() < desired.tenants.len() {
+        return Ok(None);
+    }
+    Ok(Some(firewall::compile(instance, desired, &wanted)?))
+}
+
+fn observe_network(
+    host: &Host,
+    instance: &Instance,
+    desired: &Desired,
+    store: &Store,
+) -> NetworkSeen {
+    let (bridge_ready, bridge_exists) = host.observe_bridge();
+    let state = firewall::observe(instance).ok();
+    let tables = state.as_ref().is_some_and(|s| s.inet || s.bridge);
+    let firewall_in_sync = match (expected_firewall(instance, desired, store), &state) {
+        (Ok(Some(expected)), Some(state)) => state.drift(&expected).is_empty(),
+        _ => false,
+    };
+    NetworkSeen {
+        bridge_ready,
+        anything: bridge_exists || tables,
+        firewall_in_sync,
+    }
 }
 
 fn targets(
@@ -202,14 +262,31 @@ fn targets(
 
 /// The host actions an apply would take now (for `plan`).
 pub fn preview(instance: &Instance, desired: &Desired) -> Result<Vec<Action>, Failure> {
-    let host = Host::new(instance.clone()).context("cannot read the host's cgroups")?;
-    let seen = match crate::context::existing_store(instance)? {
-        Some(store) => observe(&host, &store, desired)?,
-        None => host::observe_all(&host, desired.tenants.keys().map(ToString::to_string))
-            .context("cannot observe the host")?,
+    let host = host_for(instance, desired)?;
+    let (seen, network) = match crate::context::existing_store(instance)? {
+        Some(store) => (
+            observe(&host, &store, desired)?,
+            observe_network(&host, instance, desired, &store),
+        ),
+        None => (
+            host::observe_all(&host, desired.tenants.keys().map(ToString::to_string))
+                .context("cannot observe the host")?,
+            NetworkSeen::default(),
+        ),
     };
     let degraded: Vec<DegradableFeature> = degraded(desired).into_iter().map(|(f, _)| f).collect();
-    Ok(host::plan(&targets(&host, desired, &degraded)?, &seen))
+    Ok(host::plan(
+        &targets(&host, desired, &degraded)?,
+        &seen,
+        &network,
+    ))
+}
+
+fn host_for(instance: &Instance, desired: &Desired) -> Result<Host, Failure> {
+    let network = &desired.platform.spec.network;
+    Ok(Host::new(instance.clone())
+        .context("cannot read the host's cgroups")?
+        .with_network(network.tenant_range, network.nat))
 }
 
 /// Converges the host to `desired`, auditing every action. `fail_after` stops the
@@ -228,7 +305,7 @@ pub fn converge(
     }
     require_host_features(desired)?;
     let master = master_key(desired)?;
-    let host = Host::new(instance.clone()).context("cannot read the host's cgroups")?;
+    let host = host_for(instance, desired)?;
     let mut done = Vec::new();
     let weakened = degraded(desired);
     for (feature, effect) in &weakened {
@@ -246,7 +323,8 @@ pub fn converge(
     let degraded: Vec<DegradableFeature> = weakened.into_iter().map(|(f, _)| f).collect();
     for _ in 0..MAX_ROUNDS {
         let seen = observe(&host, store, desired)?;
-        let actions = host::plan(&targets(&host, desired, &degraded)?, &seen);
+        let network = observe_network(&host, instance, desired, store);
+        let actions = host::plan(&targets(&host, desired, &degraded)?, &seen, &network);
         if actions.is_empty() {
             return Ok(done);
         }
@@ -258,7 +336,7 @@ pub fn converge(
                         .with_detail(action.to_string()),
                 )
                 .context("cannot write the audit log")?;
-            let result = execute(&host, store, &master, &action);
+            let result = execute(&host, instance, desired, store, &master, &action);
             let (outcome, detail) = match &result {
                 Ok(()) => (AuditOutcome::Succeeded, None),
                 Err(error) => (AuditOutcome::Failed, Some(format!("{error:#}"))),
@@ -278,7 +356,8 @@ pub fn converge(
         }
     }
     let seen = observe(&host, store, desired)?;
-    let left = host::plan(&targets(&host, desired, &degraded)?, &seen);
+    let network = observe_network(&host, instance, desired, store);
+    let left = host::plan(&targets(&host, desired, &degraded)?, &seen, &network);
     if left.is_empty() {
         Ok(done)
     } else {
@@ -294,12 +373,34 @@ pub fn converge(
 
 fn execute(
     host: &Host,
+    instance: &Instance,
+    desired: &Desired,
     store: &mut Store,
     master: &MasterKey,
     action: &Action,
 ) -> anyhow::Result<()> {
     let tenant = action.tenant();
     match action {
+        Action::AllocateAddress { .. } => {
+            let ipnet::IpNet::V4(range) = desired.platform.spec.network.tenant_range else {
+                anyhow::bail!("the tenant range is not IPv4");
+            };
+            let taken = store.tenant_addresses()?.into_values().collect();
+            let address = bulkhead_node::net::allocate(range, &taken)
+                .ok_or_else(|| anyhow::anyhow!("no free address left in {range}"))?;
+            store.assign_tenant_address(tenant, address)?;
+        }
+        Action::ReleaseAddress { .. } => {
+            store.release_tenant_address(tenant)?;
+        }
+        Action::ApplyFirewall => {
+            let ruleset = expected_firewall(instance, desired, store)?
+                .ok_or_else(|| anyhow::anyhow!("a tenant has no address yet"))?;
+            for deviation in &ruleset.deviations {
+                eprintln!("note: {deviation}");
+            }
+            firewall::apply(&ruleset)?;
+        }
         Action::AllocateIds { .. } => {
             store.allocate_id_range(tenant)?;
         }
