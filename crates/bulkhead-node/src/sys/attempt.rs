@@ -77,7 +77,8 @@ pub(crate) fn mq_open(name: &CStr, flags: i32) -> Result<(), i32> {
     let fd = unsafe {
         libc::syscall(
             libc::SYS_mq_open,
-            name.as_ptr().wrapping_add(usize::from(name.to_bytes().first() == Some(&b'/'))),
+            name.as_ptr()
+                .wrapping_add(usize::from(name.to_bytes().first() == Some(&b'/'))),
             flags as c_long,
             0o600 as c_long,
             0 as c_long,
@@ -95,7 +96,8 @@ pub(crate) fn mq_unlink(name: &CStr) -> Result<(), i32> {
     let ret = unsafe {
         libc::syscall(
             libc::SYS_mq_unlink,
-            name.as_ptr().wrapping_add(usize::from(name.to_bytes().first() == Some(&b'/'))),
+            name.as_ptr()
+                .wrapping_add(usize::from(name.to_bytes().first() == Some(&b'/'))),
         )
     };
     check(ret).map(drop)
