@@ -45,7 +45,9 @@ impl Store {
             .prepare("SELECT tenant, address FROM tenant_addresses ORDER BY tenant")
             .map_err(db)?;
         let rows = statement
-            .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))
+            .query_map([], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+            })
             .map_err(db)?;
         let mut out = BTreeMap::new();
         for row in rows {
@@ -85,7 +87,11 @@ impl Store {
 
     /// Records `address` for `tenant`. Idempotent for the same pair; fails if another
     /// tenant holds the address.
-    pub fn assign_tenant_address(&mut self, tenant: &str, address: Ipv4Addr) -> Result<(), AddressError> {
+    pub fn assign_tenant_address(
+        &mut self,
+        tenant: &str,
+        address: Ipv4Addr,
+    ) -> Result<(), AddressError> {
         match self.tenant_address(tenant)? {
             Some(held) if held == address => return Ok(()),
             // An address is stable for the tenant's life: never a second one.
@@ -112,7 +118,10 @@ impl Store {
     /// Frees a tenant's address (offboarding). Returns whether it had one.
     pub fn release_tenant_address(&mut self, tenant: &str) -> Result<bool, AddressError> {
         self.conn
-            .execute("DELETE FROM tenant_addresses WHERE tenant = ?1", params![tenant])
+            .execute(
+                "DELETE FROM tenant_addresses WHERE tenant = ?1",
+                params![tenant],
+            )
             .map(|n| n > 0)
             .map_err(|source| AddressError::Database {
                 tenant: tenant.to_owned(),
@@ -131,7 +140,10 @@ mod tests {
         let a = Ipv4Addr::new(10, 240, 0, 2);
         store.assign_tenant_address("web", a).unwrap();
         store.assign_tenant_address("web", a).unwrap();
-        assert!(store.assign_tenant_address("db", a).is_err(), "an address has one tenant");
+        assert!(
+            store.assign_tenant_address("db", a).is_err(),
+            "an address has one tenant"
+        );
         assert_eq!(store.tenant_address("web").unwrap(), Some(a));
         assert_eq!(store.tenant_addresses().unwrap().len(), 1);
         assert!(store.release_tenant_address("web").unwrap());
