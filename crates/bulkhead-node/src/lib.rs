@@ -28,6 +28,9 @@
 //! idempotent and [`volume::Volume::observe`] returns a
 //! [`volume::VolumeState`].
 //!
+//! [`attempt`] holds the raw attempts the isolation verifier's probe makes
+//! from inside a tenant (ptrace, SysV and POSIX IPC, syslog, keys).
+//!
 //! [`net`] is a tenant's network: [`net::link`] wires the instance bridge
 //! and a veth per tenant over netlink, [`net::firewall`] compiles the
 //! policy engine into one `inet` and one `bridge` nftables table of sets,
@@ -35,6 +38,7 @@
 //! syscalls live only in the private `sys` module, the one place `unsafe` is
 //! allowed.
 
+pub mod attempt;
 pub mod cgroup;
 pub mod confine;
 pub mod doctor;

@@ -1,0 +1,138 @@
+//! What a probe row is about: its class, who it targets, what was expected
+//! and how it came out.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A probe class: a family of attempts to cross one kind of boundary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProbeClass {
+    /// Reaching other tenants over the network, judged against the policy
+    /// engine's tenant matrix (see [`crate::network`]; not probed yet).
+    Network,
+    /// Seeing, signalling or tracing other tenants' and the host's processes;
+    /// leaks through `/proc` and `/sys`.
+    Processes,
+    /// Reaching other tenants' volumes and the host's files and devices.
+    Filesystem,
+    /// SysV IPC, POSIX message queues, abstract and host unix sockets.
+    Ipc,
+    /// Capabilities, set-id, new namespaces, seccomp, keys, sysctl, dmesg.
+    Privilege,
+    /// Memory, pids, disk and CPU stay within a tenant's quota and do not hurt
+    /// other tenants.
+    Resources,
+}
+
+impl ProbeClass {
+    /// Every class, in report order.
+    pub const ALL: [ProbeClass; 6] = [
+        ProbeClass::Network,
+        ProbeClass::Processes,
+        ProbeClass::Filesystem,
+        ProbeClass::Ipc,
+        ProbeClass::Privilege,
+        ProbeClass::Resources,
+    ];
+
+    /// The name on the command line and in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProbeClass::Network => "network",
+            ProbeClass::Processes => "processes",
+            ProbeClass::Filesystem => "filesystem",
+            ProbeClass::Ipc => "ipc",
+            ProbeClass::Privilege => "privilege",
+            ProbeClass::Resources => "resources",
+        }
+    }
+
+    /// Parses [`ProbeClass::as_str`].
+    pub fn parse(name: &str) -> Option<ProbeClass> {
+        ProbeClass::ALL.into_iter().find(|c| c.as_str() == name)
+    }
+}
+
+impl fmt::Display for ProbeClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whom an attempt is aimed at.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "kind", content = "name")]
+pub enum Target {
+    /// The probing tenant itself (positive controls, own hardening).
+    Own,
+    /// The host (its processes, files, devices, kernel).
+    Host,
+    /// Another tenant.
+    Tenant(String),
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Own => f.write_str("self"),
+            Target::Host => f.write_str("host"),
+            Target::Tenant(name) => f.write_str(name),
+        }
+    }
+}
+
+/// What the isolation model says should happen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Expected {
+    /// The attempt must fail; if it works, that is a leak.
+    Denied,
+    /// The attempt must work; if it fails, that is an outage.
+    Allowed,
+    /// Recorded, not judged (e.g. capabilities of a privileged tenant).
+    Observed,
+}
+
+/// How a row came out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// As expected.
+    Pass,
+    /// Something denied worked.
+    Leak,
+    /// Something allowed failed (or the probe could not run).
+    Outage,
+    /// Not judged (observed only, or could not be attempted meaningfully).
+    Skipped,
+}
+
+impl Verdict {
+    /// Judges an attempt: whether it `worked` against what was `expected`.
+    pub fn judge(expected: Expected, worked: bool) -> Verdict {
+        match (expected, worked) {
+            (Expected::Denied, false) | (Expected::Allowed, true) => Verdict::Pass,
+            (Expected::Denied, true) => Verdict::Leak,
+            (Expected::Allowed, false) => Verdict::Outage,
+            (Expected::Observed, _) => Verdict::Skipped,
+        }
+    }
+
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Leak => "leak",
+            Verdict::Outage => "outage",
+            Verdict::Skipped => "skipped",
+        }
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
