@@ -13,7 +13,8 @@ Exit codes:
   3  invalid input: the spec files have errors (each printed as file:line:column: field: message)
   4  plan --detailed-exitcode: there are changes to apply
   5  audit verify: the audit log was tampered with
-  6  the host lacks a feature the spec needs (see bulkhead doctor)";
+  6  the host lacks a feature the spec needs (see bulkhead doctor)
+  7  verify (or apply --verify) found a leak or an outage";
 
 /// bulkhead — many tenants on shared infrastructure, without a shared blast radius.
 #[derive(Debug, Parser)]
@@ -98,6 +99,9 @@ pub enum Command {
         /// Record the revision (audited) without touching the host.
         #[arg(long)]
         record_only: bool,
+        /// Run `bulkhead verify` on the result (exit 7 on a leak or outage).
+        #[arg(long, conflicts_with = "record_only")]
+        verify: bool,
         /// Testing aid: exit after this many host actions, as a crash would.
         #[arg(long, hide = true)]
         fail_after: Option<usize>,
@@ -135,6 +139,37 @@ Examples:
         /// The program and its arguments (after `--`).
         #[arg(last = true, required = true)]
         command: Vec<String>,
+    },
+
+    /// Prove, by trying from inside each tenant, that tenants are isolated.
+    #[command(
+        after_help = "Runs a probe inside every tenant (with the tenant's own confinement and
+cgroup) that tries to reach other tenants and the host: processes, filesystem,
+IPC, privilege and resources (a fork bomb, a memory hog, a disk fill, a CPU hog).
+Canaries planted in each tenant must never be read by another. A denied thing
+that works is a leak; an allowed thing that fails is an outage. Exit code 7 on
+any violation. The last report is kept and shown by `describe`.
+
+Examples:
+  bulkhead verify
+  bulkhead verify web db --only processes
+  bulkhead verify --sample 3 --format junit > verify.xml"
+    )]
+    Verify {
+        /// Tenants to verify (default: all).
+        tenants: Vec<String>,
+        /// Only one probe class: processes, filesystem, ipc, privilege, resources.
+        #[arg(long)]
+        only: Option<String>,
+        /// Aim each tenant at only the next K tenants (rows grow with n·K, not n²).
+        #[arg(long)]
+        sample: Option<usize>,
+        /// Report format (overrides -o): table, json or junit.
+        #[arg(long)]
+        format: Option<String>,
+        /// Print every row, not only violations.
+        #[arg(long)]
+        all_rows: bool,
     },
 
     /// Freeze every process of a tenant (a new revision with state: suspended).

@@ -23,6 +23,10 @@ fn main() -> ExitCode {
     if bulkhead_node::sandbox::is_holder_invocation() {
         bulkhead_node::sandbox::holder_main();
     }
+    // `bulkhead verify` runs this same binary inside each tenant as its probe.
+    if bulkhead_verify::probe::is_probe_invocation() {
+        bulkhead_verify::probe::probe_main();
+    }
     let cli = Cli::parse();
     match commands::run(cli) {
         Ok(code) => ExitCode::from(code),

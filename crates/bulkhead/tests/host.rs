@@ -547,3 +547,35 @@ fn tenant_traffic_follows_the_policy_engine() {
     }
     assert!(wrong.is_empty(), "{wrong:#?}");
 }
+
+#[test]
+fn verify_finds_no_leak_between_the_examples() {
+    require_root!();
+    let instance = Instance::new();
+    instance.apply();
+    for class in ["processes", "filesystem", "ipc", "privilege"] {
+        let output = instance
+            .cmd()
+            .args(["verify", "--only", class, "--format", "json"])
+            .output()
+            .expect("verify");
+        let report: serde_json::Value =
+            serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+                panic!("{class}: {e}: {}", String::from_utf8_lossy(&output.stderr))
+            });
+        let leaks: Vec<&serde_json::Value> = report["rows"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .filter(|r| r["verdict"] != "pass" && r["verdict"] != "skipped")
+            .collect();
+        assert!(leaks.is_empty(), "{class}: {leaks:#?}");
+        assert_eq!(output.status.code(), Some(0), "{class}");
+    }
+    instance
+        .cmd()
+        .args(["describe", "tenant", "web"])
+        .assert()
+        .success()
+        .stdout(predicates::str::contains("Last verify: exposure 0"));
+}

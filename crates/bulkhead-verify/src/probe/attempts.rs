@@ -299,13 +299,21 @@ fn processes(request: &IsolationRequest, out: &mut Out) {
         out.scan(C, id, format!("canary tokens in /proc/*/{file}"), found);
     }
 
-    // Cgroups: our view must be rooted at the tenant's cgroup.
+    // Cgroups: our view must stay inside the tenant's cgroup. The cgroup namespace is
+    // rooted at the holder's leaf (`<tenant>/.holder`, processes live only in leaves),
+    // so a sibling leaf of the same tenant reads `/../<leaf>`; two levels up would be
+    // outside the tenant.
     let cgroup = read("/proc/self/cgroup").map(|b| String::from_utf8_lossy(&b).into_owned());
     let escaped = cgroup.map(|text| {
         text.lines()
             .filter_map(|l| l.splitn(3, ':').nth(2))
             .filter(|path| {
-                path.contains("..") || request.peers.iter().any(|p| path.contains(&p.tenant))
+                let inside_tenant = path
+                    .strip_prefix("/..")
+                    .map_or(!path.contains(".."), |rest| {
+                        rest.is_empty() || (rest.starts_with('/') && !rest.contains(".."))
+                    });
+                !inside_tenant || request.peers.iter().any(|p| path.contains(&p.tenant))
             })
             .map(str::to_owned)
             .collect::<Vec<_>>()

@@ -366,6 +366,7 @@ pub fn describe(global: &Global, kind: ObjectKind, name: &str, files: &[PathBuf]
     if crate::commands::host::is_root() {
         let instance = context::instance(global, Some(&desired))?;
         out.push_str(&observed_text(&instance, tenant.metadata.name.as_str()));
+        out.push_str(&last_verify_text(&instance, tenant.metadata.name.as_str()));
     }
     let workloads: Vec<&Workload> = desired.workloads_of(&tenant.metadata.name).collect();
     out.push_str(&format!("Workloads ({}):\n", workloads.len()));
@@ -464,4 +465,37 @@ fn observed_text(instance: &bulkhead_node::naming::Instance, tenant: &str) -> St
         ));
     }
     out
+}
+
+/// The tenant's line of the last `bulkhead verify` report, if there is one.
+fn last_verify_text(instance: &bulkhead_node::naming::Instance, tenant: &str) -> String {
+    let path = crate::commands::verify::last_report_path(instance);
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return "Last verify: never (run `bulkhead verify`)\n".to_owned();
+    };
+    let Ok(report) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return format!("Last verify: unreadable report at {}\n", path.display());
+    };
+    let classes: Vec<&str> = report["classes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.as_str())
+        .collect();
+    let exposure = report["exposure"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["tenant"] == tenant);
+    match exposure {
+        Some(e) => format!(
+            "Last verify: exposure {} ({}), {} of {} denied attempts worked; classes: {}\n",
+            e["score"],
+            e["band"].as_str().unwrap_or("?"),
+            e["leaks"],
+            e["attempts"],
+            classes.join(", ")
+        ),
+        None => "Last verify: this tenant was not in the last report\n".to_owned(),
+    }
 }

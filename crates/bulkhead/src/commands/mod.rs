@@ -9,6 +9,7 @@ pub mod host;
 mod k8s;
 mod lifecycle;
 mod validate;
+mod verify;
 
 use clap::CommandFactory;
 
@@ -28,8 +29,30 @@ pub fn run(cli: Cli) -> Outcome {
             files,
             message,
             record_only,
+            verify,
             fail_after,
-        } => apply::apply(global, &files.paths, &message, record_only, fail_after),
+        } => {
+            let code = apply::apply(global, &files.paths, &message, record_only, fail_after)?;
+            if verify && code == crate::context::EXIT_OK {
+                verify::verify(global, &[], None, None, None, false)
+            } else {
+                Ok(code)
+            }
+        }
+        Command::Verify {
+            tenants,
+            only,
+            sample,
+            format,
+            all_rows,
+        } => verify::verify(
+            global,
+            &tenants,
+            only.as_deref(),
+            sample,
+            format.as_deref(),
+            all_rows,
+        ),
         Command::Run {
             tenant,
             workload,

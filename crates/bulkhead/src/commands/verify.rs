@@ -1,0 +1,106 @@
+//! `bulkhead verify`: the isolation verifier on the tenants this instance runs.
+
+use anyhow::Context as _;
+use bulkhead_node::host::RUN_CGROUP;
+use bulkhead_verify::render;
+use bulkhead_verify::{DeclaredLimits, ProbeClass, TenantUnderTest, VerifyOptions};
+
+use crate::cli::{Global, Output};
+use crate::context::{self, EXIT_OK, Failure, Outcome};
+
+/// Exit code when a probe found a leak or an outage.
+pub const EXIT_VIOLATION: u8 = 7;
+
+/// Where the last report is kept (shown by `describe`).
+pub fn last_report_path(instance: &bulkhead_node::naming::Instance) -> std::path::PathBuf {
+    instance.state_dir().join("verify-last.json")
+}
+
+pub fn verify(
+    global: &Global,
+    names: &[String],
+    only: Option<&str>,
+    sample: Option<usize>,
+    format: Option<&str>,
+    all_rows: bool,
+) -> Outcome {
+    let (desired, _) = context::desired_from(global, &[])?;
+    let instance = context::instance(global, Some(&desired))?;
+    let store = context::required_store(global)?;
+    let host = bulkhead_node::host::Host::new(instance.clone())
+        .context("cannot read the host's cgroups")?;
+    let only = match only {
+        Some(name) => Some(ProbeClass::parse(name).ok_or_else(|| {
+            Failure::Other(anyhow::anyhow!(
+                "unknown probe class {name:?} (expected processes, filesystem, ipc, privilege or resources)"
+            ))
+        })?),
+        None => None,
+    };
+    let mut tenants = Vec::new();
+    for (name, tenant) in &desired.tenants {
+        if !names.is_empty() && !names.iter().any(|n| n == name.as_str()) {
+            continue;
+        }
+        let range = store
+            .id_range(name.as_str())
+            .context("cannot read id ranges")?
+            .ok_or_else(|| {
+                anyhow::anyhow!("tenant {name:?} has no id range (expected `bulkhead apply` first)")
+            })?;
+        host.ensure_leaf(name.as_str(), RUN_CGROUP)
+            .context("cannot create the probe cgroup")?;
+        let mut under_test = TenantUnderTest::new(name.as_str(), tenant.spec.profile, range.first);
+        let data = host.volume(name.as_str()).data_dir().to_path_buf();
+        under_test.volume_data_dir = data.is_dir().then_some(data);
+        under_test.cgroup_procs = host.procs_files(name.as_str(), RUN_CGROUP);
+        under_test.limits = DeclaredLimits {
+            memory_max: Some(tenant.spec.quota.memory.get()),
+            pids_max: Some(u64::from(tenant.spec.quota.pids)),
+            storage: Some(tenant.spec.quota.storage.get()),
+        };
+        tenants.push(under_test);
+    }
+    if tenants.is_empty() {
+        return Err(Failure::Other(anyhow::anyhow!("no tenant to verify")));
+    }
+    let options = VerifyOptions {
+        only,
+        sample,
+        ..VerifyOptions::default()
+    };
+    eprintln!(
+        "verifying {} tenant{} ({})…",
+        tenants.len(),
+        if tenants.len() == 1 { "" } else { "s" },
+        only.map_or_else(
+            || "every probe class".to_owned(),
+            |c| format!("{c:?}").to_lowercase()
+        )
+    );
+    let report = bulkhead_verify::verify(&instance, &tenants, &options)
+        .context("verify could not run its probes")?;
+    let json = render::json(&report);
+    std::fs::write(last_report_path(&instance), &json).context("cannot keep the report")?;
+    let format = format
+        .map(str::to_owned)
+        .unwrap_or_else(|| match global.output {
+            Output::Json => "json".to_owned(),
+            _ => "table".to_owned(),
+        });
+    match format.as_str() {
+        "json" => println!("{json}"),
+        "junit" => print!("{}", render::junit(&report)),
+        "table" => print!("{}", render::table(&report, !all_rows)),
+        other => {
+            return Err(Failure::Other(anyhow::anyhow!(
+                "unknown format {other:?} (expected table, json or junit)"
+            )));
+        }
+    }
+    Ok(if report.is_clean() {
+        EXIT_OK
+    } else {
+        EXIT_VIOLATION
+    })
+}
