@@ -579,3 +579,46 @@ fn verify_finds_no_leak_between_the_examples() {
         .success()
         .stdout(predicates::str::contains("Last verify: exposure 0"));
 }
+
+#[test]
+fn apply_repairs_a_raised_limit_and_a_killed_holder() {
+    require_root!();
+    let instance = Instance::new();
+    instance.apply();
+    let pids_max = format!("/sys/fs/cgroup/pids/{}/web/pids.max", instance.prefix);
+    std::fs::write(&pids_max, "max").expect("tamper with pids.max");
+    // Kill db's holder: everything in its pid namespace dies with it.
+    let record = std::fs::read_to_string(instance.state_dir().join("sandboxes/db.holder"))
+        .expect("holder record");
+    let pid: i32 = record
+        .lines()
+        .find_map(|l| l.strip_prefix("pid=")?.parse().ok())
+        .expect("holder pid");
+    std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .expect("kill");
+    let plan = instance
+        .cmd()
+        .args(["plan", "--detailed-exitcode"])
+        .arg(instance.specs.path())
+        .output()
+        .expect("plan");
+    let text = String::from_utf8_lossy(&plan.stdout);
+    assert_eq!(plan.status.code(), Some(4), "{text}");
+    assert!(text.contains("set web's cgroup limits"), "{text}");
+    assert!(text.contains("start db's sandbox"), "{text}");
+    instance.apply();
+    assert_eq!(
+        std::fs::read_to_string(&pids_max).expect("read").trim(),
+        "512"
+    );
+    let (code, out) = instance.run("db", "hostname");
+    assert_eq!((code, out.trim()), (0, "db"));
+    instance
+        .cmd()
+        .args(["plan", "--detailed-exitcode"])
+        .arg(instance.specs.path())
+        .assert()
+        .code(0);
+}
