@@ -26,6 +26,7 @@
 //! | BH-K8S-016 | high | NodePort or LoadBalancer Service in a tenant namespace |
 //! | BH-K8S-017 | high | Flux Kustomization/HelmRelease without `serviceAccountName` |
 //! | BH-K8S-018 | high | Flux object referring to a source in another namespace |
+//! | BH-K8S-019 | high | cross-tenant network path the spec does not allow (from [`crate::reach`]) |
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -147,15 +148,15 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    fn str(&self, pointer: &str) -> Option<&str> {
+    pub(crate) fn str(&self, pointer: &str) -> Option<&str> {
         self.value.pointer(pointer).and_then(Value::as_str)
     }
 
-    fn kind(&self) -> &str {
+    pub(crate) fn kind(&self) -> &str {
         self.str("/kind").unwrap_or_default()
     }
 
-    fn namespace(&self) -> Option<&str> {
+    pub(crate) fn namespace(&self) -> Option<&str> {
         self.str("/metadata/namespace")
     }
 
@@ -234,7 +235,8 @@ pub fn audit_dir(dir: &Path) -> Result<Vec<Finding>, AuditError> {
     Ok(audit(&load_dir(dir)?))
 }
 
-fn is_tenant_namespace(name: &str) -> bool {
+/// Whether `name` is a tenant's namespace: not `default`, `kube-*` or [`SYSTEM_NAMESPACES`].
+pub fn is_tenant_namespace(name: &str) -> bool {
     name != "default" && !name.starts_with("kube-") && !SYSTEM_NAMESPACES.contains(&name)
 }
 

@@ -16,6 +16,9 @@
 //!   (Deployments) and [`mesh`] (Istio, when the platform turns it on).
 //! - [`audit`] checks foreign manifests for the same properties statically and
 //!   reports [`audit::Finding`]s with stable IDs; our own output audits clean.
+//! - [`reach`] evaluates the NetworkPolicies of manifests with the policy engine: every
+//!   allowed workload-to-workload connection, the namespace matrix, and cross-tenant
+//!   paths the spec does not allow as findings.
 //! - [`labels`] holds every label key and object name we own, each derived in exactly
 //!   one function.
 //!
@@ -35,6 +38,7 @@ pub mod network;
 mod options;
 pub mod quota;
 pub mod rbac;
+pub mod reach;
 mod render;
 pub mod workload;
 

@@ -200,6 +200,28 @@ impl ReachabilityMatrix {
         out
     }
 
+    /// Every *other* endpoint `src` may reach, with the ports, ascending by destination:
+    /// one pass over the source's rows, never a per-pair query.
+    pub fn connections_from(&self, src: EndpointId) -> Vec<(EndpointId, PortSet)> {
+        let n = self.endpoints.len();
+        let k = self.classes.len();
+        let mut classes_by_dst: std::collections::BTreeMap<usize, Vec<usize>> =
+            std::collections::BTreeMap::new();
+        for class in 0..k {
+            if let Some(row) = self.row(src.index(), class) {
+                row.for_each(n, |d| {
+                    if d != src.index() {
+                        classes_by_dst.entry(d).or_default().push(class);
+                    }
+                });
+            }
+        }
+        classes_by_dst
+            .into_iter()
+            .map(|(d, classes)| (EndpointId::from_index(d), self.classes.to_port_set(classes)))
+            .collect()
+    }
+
     /// The number of allowed (source, destination, port class) triples.
     pub fn allowed_count(&self) -> u64 {
         let n = self.endpoints.len();

@@ -102,7 +102,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::{Engine, EngineOptions};
 use crate::error::BuildEngineError;
-use crate::matrix::GroupKey;
+use crate::matrix::{GroupKey, NamespaceMatrix};
 use crate::model::{
     Cluster, EgressRule, ExternalEndpoint, IngressRule, IpBlock, NAMESPACE_NAME_LABEL, NamedPort,
     Namespace, NetworkPolicy, Peer, Pod, PolicyType, PortSpec, Protocol,
@@ -662,9 +662,12 @@ pub struct TenantMatrix {
 impl TenantMatrix {
     /// Aggregates the engine's full matrix.
     pub fn from_engine(engine: &Engine) -> Self {
-        let mut connections: Vec<TenantConnection> = engine
-            .matrix()
-            .namespace_matrix()
+        Self::from_namespace_matrix(&engine.matrix().namespace_matrix())
+    }
+
+    /// Aggregates an already computed namespace matrix (namespaces are tenants).
+    pub fn from_namespace_matrix(matrix: &NamespaceMatrix) -> Self {
+        let mut connections: Vec<TenantConnection> = matrix
             .connections()
             .into_iter()
             .filter(|(src, dst, _)| {

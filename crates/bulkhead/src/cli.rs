@@ -428,6 +428,44 @@ Examples:
         #[arg(long, value_enum)]
         format: Option<AuditFormat>,
     },
+    /// Evaluate the NetworkPolicies of a manifest directory: who reaches whom.
+    #[command(
+        after_help = "Reads Namespaces, workloads (Pods, Deployments, StatefulSets, DaemonSets,
+ReplicaSets, Jobs, CronJobs; a workload with replicas is one endpoint, labelled as its
+pod template) and NetworkPolicies, and prints every allowed connection as
+`ns/workload[Kind] => ns/workload[Kind] : TCP 80,443`, then the namespace matrix.
+
+A cross-tenant path is a finding (BH-K8S-019) unless the spec given with --spec
+allows it on those ports. Tenant namespaces are all but default, kube-* and the
+platform's own (flux-system, istio-system, cert-manager, bulkhead-system).
+
+ipBlocks do not match pod addresses by default (selectors decide pod-to-pod traffic);
+--ip-block-matches-pods makes a Pod's status.podIPs match them, as some network
+plugins do. Exit code 1 when a finding is at or above --fail-on.
+
+Examples:
+  bulkhead k8s reach -f rendered/
+  bulkhead k8s reach -f cluster-dump/ --spec examples/ --format sarif > reach.sarif
+  bulkhead k8s reach -f cluster-dump/ -o json | jq '.connections | length'"
+    )]
+    Reach {
+        /// A directory of manifests.
+        #[arg(short, long = "file", required = true)]
+        file: PathBuf,
+        /// Our spec (files or directories): the cross-tenant paths its tenants allow.
+        #[arg(long)]
+        spec: Vec<PathBuf>,
+        /// ipBlocks match pod addresses (default: only addresses outside the cluster).
+        #[arg(long)]
+        ip_block_matches_pods: bool,
+        /// Exit 1 when a finding is at or above this severity.
+        #[arg(long, value_enum, default_value_t = FailOn::High)]
+        fail_on: FailOn,
+        /// Report format (overrides -o): table, json, yaml, sarif or junit (the last two:
+        /// findings only).
+        #[arg(long, value_enum)]
+        format: Option<AuditFormat>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -1,8 +1,10 @@
-//! `bulkhead k8s render` and `bulkhead k8s audit`.
+//! `bulkhead k8s render`, `audit` and `reach`.
 
 use anyhow::Context as _;
 use bulkhead_k8s::audit::{Finding, Severity};
+use bulkhead_k8s::reach::{ReachOptions, ReachReport, compact_ports};
 use bulkhead_k8s::{K8sOptions, render, write_dir};
+use bulkhead_policy::tenancy::{TenancyOptions, tenant_matrix};
 use serde_json::json;
 
 use crate::cli::{AuditFormat, FailOn, Global, K8sAction, Output};
@@ -40,29 +42,111 @@ pub fn k8s(global: &Global, action: K8sAction) -> Outcome {
         } => {
             let findings = bulkhead_k8s::audit::audit_dir(&file)
                 .with_context(|| format!("cannot audit {}", file.display()))?;
-            let format = format.unwrap_or(match global.output {
-                Output::Table => AuditFormat::Table,
-                Output::Json => AuditFormat::Json,
-                Output::Yaml => AuditFormat::Yaml,
-            });
-            match format {
+            match report_format(global, format) {
                 AuditFormat::Table => print!("{}", table(&findings)),
                 AuditFormat::Json => output::emit(Output::Json, &findings, String::new)?,
                 AuditFormat::Yaml => output::emit(Output::Yaml, &findings, String::new)?,
                 AuditFormat::Sarif => output::emit(Output::Json, &sarif(&findings), String::new)?,
-                AuditFormat::Junit => print!("{}", junit(&findings)),
+                AuditFormat::Junit => print!("{}", junit("bulkhead k8s audit", &findings)),
             }
-            let threshold = match fail_on {
-                FailOn::Low => Some(Severity::Low),
-                FailOn::Medium => Some(Severity::Medium),
-                FailOn::High => Some(Severity::High),
-                FailOn::Critical => Some(Severity::Critical),
-                FailOn::Never => None,
+            Ok(exit_code(&findings, fail_on))
+        }
+        K8sAction::Reach {
+            file,
+            spec,
+            ip_block_matches_pods,
+            fail_on,
+            format,
+        } => {
+            let allowed = if spec.is_empty() {
+                None
+            } else {
+                let desired = context::load(&spec)?;
+                Some(
+                    tenant_matrix(&desired, &TenancyOptions::new())
+                        .context("cannot evaluate the spec's network rules")?,
+                )
             };
-            let failing = threshold.is_some_and(|t| findings.iter().any(|f| f.severity >= t));
-            Ok(if failing { EXIT_FAILED } else { EXIT_OK })
+            let manifests = bulkhead_k8s::audit::load_dir(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let options = ReachOptions {
+                ip_block_matches_pods,
+                allowed,
+            };
+            let report = bulkhead_k8s::reach::reach(&manifests, &options)
+                .with_context(|| format!("cannot evaluate the policies of {}", file.display()))?;
+            match report_format(global, format) {
+                AuditFormat::Table => print!("{}", reach_table(&report)),
+                AuditFormat::Json => output::emit(Output::Json, &report, String::new)?,
+                AuditFormat::Yaml => output::emit(Output::Yaml, &report, String::new)?,
+                AuditFormat::Sarif => {
+                    output::emit(Output::Json, &sarif(&report.findings), String::new)?
+                }
+                AuditFormat::Junit => {
+                    print!("{}", junit("bulkhead k8s reach", &report.findings))
+                }
+            }
+            Ok(exit_code(&report.findings, fail_on))
         }
     }
+}
+
+fn report_format(global: &Global, format: Option<AuditFormat>) -> AuditFormat {
+    format.unwrap_or(match global.output {
+        Output::Table => AuditFormat::Table,
+        Output::Json => AuditFormat::Json,
+        Output::Yaml => AuditFormat::Yaml,
+    })
+}
+
+/// [`EXIT_FAILED`] when a finding is at or above `fail_on`.
+fn exit_code(findings: &[Finding], fail_on: FailOn) -> u8 {
+    let threshold = match fail_on {
+        FailOn::Low => Some(Severity::Low),
+        FailOn::Medium => Some(Severity::Medium),
+        FailOn::High => Some(Severity::High),
+        FailOn::Critical => Some(Severity::Critical),
+        FailOn::Never => None,
+    };
+    let failing = threshold.is_some_and(|t| findings.iter().any(|f| f.severity >= t));
+    if failing { EXIT_FAILED } else { EXIT_OK }
+}
+
+fn reach_table(report: &ReachReport) -> String {
+    let mut text = format!(
+        "{} workloads; ipBlocks {} pod addresses{}\n\nCONNECTIONS\n",
+        report.workloads.len(),
+        if report.ip_block_matches_pods {
+            "match"
+        } else {
+            "do not match"
+        },
+        if report.ip_block_matches_pods {
+            ""
+        } else {
+            " (--ip-block-matches-pods for the other convention)"
+        },
+    );
+    if report.connections.is_empty() {
+        text.push_str("none\n");
+    }
+    for connection in &report.connections {
+        text.push_str(&format!("{connection}\n"));
+    }
+    text.push_str("\nNAMESPACE MATRIX\n");
+    if report.namespaces.is_empty() {
+        text.push_str("none\n");
+    } else {
+        let rows = report
+            .namespaces
+            .iter()
+            .map(|c| vec![c.src.clone(), c.dst.clone(), compact_ports(&c.ports)])
+            .collect();
+        text.push_str(&output::table(&["from", "to", "ports"], rows));
+    }
+    text.push_str("\nFINDINGS\n");
+    text.push_str(&table(&report.findings));
+    text
 }
 
 fn object_text(finding: &Finding) -> String {
@@ -130,18 +214,22 @@ fn xml(text: &str) -> String {
 }
 
 /// JUnit XML: one test case per finding, each a failure.
-fn junit(findings: &[Finding]) -> String {
+fn junit(suite: &str, findings: &[Finding]) -> String {
     let mut out = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuite name=\"bulkhead k8s audit\" tests=\"{0}\" failures=\"{0}\">\n",
-        findings.len().max(1)
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuite name=\"{1}\" tests=\"{0}\" failures=\"{0}\">\n",
+        findings.len().max(1),
+        xml(suite)
     );
+    let class = xml(&suite.replace(' ', "."));
     if findings.is_empty() {
         out = out.replace("failures=\"1\"", "failures=\"0\"");
-        out.push_str("  <testcase classname=\"bulkhead.k8s.audit\" name=\"no findings\"/>\n");
+        out.push_str(&format!(
+            "  <testcase classname=\"{class}\" name=\"no findings\"/>\n"
+        ));
     }
     for f in findings {
         out.push_str(&format!(
-            "  <testcase classname=\"bulkhead.k8s.audit.{}\" name=\"{}\">\n    <failure type=\"{}\" message=\"{}\">{}</failure>\n  </testcase>\n",
+            "  <testcase classname=\"{class}.{}\" name=\"{}\">\n    <failure type=\"{}\" message=\"{}\">{}</failure>\n  </testcase>\n",
             xml(f.id),
             xml(&object_text(f)),
             f.severity,

@@ -1,0 +1,102 @@
+//! `bulkhead k8s reach|crd|apply` through the binary.
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+}
+
+fn bulkhead(state: &Path) -> Command {
+    let mut command = Command::cargo_bin("bulkhead").expect("binary");
+    command
+        .env("BULKHEAD_STATE_ROOT", state)
+        .env("BULKHEAD_ACTOR", "test")
+        .env_remove("BULKHEAD_INSTANCE");
+    command
+}
+
+fn stdout(command: &mut Command, code: i32) -> String {
+    let out = command.assert().code(code).get_output().stdout.clone();
+    String::from_utf8(out).expect("utf8")
+}
+
+#[test]
+fn reach_lists_connections_and_flags_what_the_spec_does_not_allow() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let rendered = tempfile::tempdir().expect("tempdir");
+    bulkhead(state.path())
+        .args(["k8s", "render", "-f"])
+        .arg(examples())
+        .arg("--out")
+        .arg(rendered.path())
+        .assert()
+        .success();
+
+    // Without a spec, the examples' cross-tenant paths are findings (exit 1).
+    let table = stdout(
+        bulkhead(state.path())
+            .args(["k8s", "reach", "-f"])
+            .arg(rendered.path()),
+        1,
+    );
+    assert!(
+        table.contains("web/app[Deployment] => db/postgres[Deployment] : TCP 5432"),
+        "{table}"
+    );
+    assert!(table.contains("NAMESPACE MATRIX"), "{table}");
+    assert!(table.contains("BH-K8S-019"), "{table}");
+    assert!(table.contains("do not match pod addresses"), "{table}");
+
+    // With the spec that rendered them, nothing is left to report.
+    let json = stdout(
+        bulkhead(state.path())
+            .args(["k8s", "reach", "-o", "json", "--spec"])
+            .arg(examples())
+            .arg("-f")
+            .arg(rendered.path()),
+        0,
+    );
+    let report: serde_json::Value = serde_json::from_str(&json).expect("json");
+    assert_eq!(report["findings"].as_array().map(Vec::len), Some(0));
+    assert_eq!(report["ipBlockMatchesPods"], false);
+    assert!(
+        report["connections"]
+            .as_array()
+            .is_some_and(|c| c.len() == 2)
+    );
+
+    let sarif = stdout(
+        bulkhead(state.path())
+            .args([
+                "k8s",
+                "reach",
+                "--format",
+                "sarif",
+                "--fail-on",
+                "never",
+                "-f",
+            ])
+            .arg(rendered.path()),
+        0,
+    );
+    let sarif: serde_json::Value = serde_json::from_str(&sarif).expect("sarif");
+    assert_eq!(sarif["runs"][0]["results"][0]["ruleId"], "BH-K8S-019");
+    let junit = stdout(
+        bulkhead(state.path())
+            .args([
+                "k8s",
+                "reach",
+                "--ip-block-matches-pods",
+                "--format",
+                "junit",
+                "--fail-on",
+                "never",
+                "-f",
+            ])
+            .arg(rendered.path()),
+        0,
+    );
+    assert!(junit.contains("bulkhead.k8s.reach.BH-K8S-019"), "{junit}");
+}
