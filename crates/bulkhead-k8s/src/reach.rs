@@ -92,18 +92,30 @@ impl fmt::Display for WorkloadRef {
     }
 }
 
-/// `src` may open connections to `dst` on `ports`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+/// `workloads[src]` may open connections to `workloads[dst]` on `ports` (indices into
+/// [`ReachReport::workloads`]; [`ReachReport::lines`] resolves them).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WorkloadConnection {
     /// The client.
-    pub src: WorkloadRef,
+    pub src: usize,
     /// The server.
-    pub dst: WorkloadRef,
+    pub dst: usize,
     /// The ports, never empty.
     pub ports: PortSet,
 }
 
-impl fmt::Display for WorkloadConnection {
+/// A [`WorkloadConnection`] with its workloads resolved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct ConnectionView<'a> {
+    /// The client.
+    pub src: &'a WorkloadRef,
+    /// The server.
+    pub dst: &'a WorkloadRef,
+    /// The ports, never empty.
+    pub ports: &'a PortSet,
+}
+
+impl fmt::Display for ConnectionView<'_> {
     /// `ns/web[Deployment] => ns/db[StatefulSet] : TCP 5432`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -111,7 +123,7 @@ impl fmt::Display for WorkloadConnection {
             "{} => {} : {}",
             self.src,
             self.dst,
-            compact_ports(&self.ports)
+            compact_ports(self.ports)
         )
     }
 }
@@ -127,9 +139,8 @@ pub struct NamespaceConnection {
     pub ports: PortSet,
 }
 
-/// The result of [`reach`].
-#[derive(Clone, Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
+/// The result of [`reach`]. Serializes with connections resolved to workloads.
+#[derive(Clone, Debug)]
 pub struct ReachReport {
     /// Whether ipBlocks matched pod addresses in this analysis.
     pub ip_block_matches_pods: bool,
@@ -141,6 +152,44 @@ pub struct ReachReport {
     pub namespaces: Vec<NamespaceConnection>,
     /// Cross-tenant paths the spec does not allow ([`CROSS_TENANT`]).
     pub findings: Vec<Finding>,
+}
+
+impl ReachReport {
+    /// Resolves one connection.
+    pub fn view<'a>(&'a self, c: &'a WorkloadConnection) -> ConnectionView<'a> {
+        ConnectionView {
+            src: &self.workloads[c.src],
+            dst: &self.workloads[c.dst],
+            ports: &c.ports,
+        }
+    }
+
+    /// Every connection, resolved, in order.
+    pub fn lines(&self) -> impl ExactSizeIterator<Item = ConnectionView<'_>> {
+        self.connections.iter().map(|c| self.view(c))
+    }
+}
+
+impl Serialize for ReachReport {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct View<'a> {
+            ip_block_matches_pods: bool,
+            workloads: &'a [WorkloadRef],
+            connections: Vec<ConnectionView<'a>>,
+            namespaces: &'a [NamespaceConnection],
+            findings: &'a [Finding],
+        }
+        View {
+            ip_block_matches_pods: self.ip_block_matches_pods,
+            workloads: &self.workloads,
+            connections: self.lines().collect(),
+            namespaces: &self.namespaces,
+            findings: &self.findings,
+        }
+        .serialize(serializer)
+    }
 }
 
 /// Why a directory could not be analysed.
@@ -378,39 +427,49 @@ pub fn reach_input(
         &input.cluster,
         EngineOptions::default().ip_block_matches_pods(options.ip_block_matches_pods),
     )?;
-    let by_pod: HashMap<(&str, &str), &WorkloadRef> = input
+    // Workloads sorted once; per endpoint, its workload's rank in that order. The
+    // engine keeps pods of a namespace in input order, so match them up by key once.
+    let mut order: Vec<usize> = (0..input.workloads.len()).collect();
+    order.sort_by(|&a, &b| input.workloads[a].cmp(&input.workloads[b]));
+    let mut rank = vec![0; input.workloads.len()];
+    for (position, &index) in order.iter().enumerate() {
+        rank[index] = position;
+    }
+    let workloads: Vec<WorkloadRef> = order.iter().map(|&i| input.workloads[i].clone()).collect();
+    let by_pod: HashMap<(&str, &str), usize> = input
         .cluster
         .pods
         .iter()
-        .zip(&input.workloads)
-        .map(|(p, w)| ((p.namespace.as_str(), p.name.as_str()), w))
+        .enumerate()
+        .map(|(i, p)| ((p.namespace.as_str(), p.name.as_str()), rank[i]))
         .collect();
-    let workload_of = |id: EndpointId| -> Option<&WorkloadRef> {
-        match engine.key(id)? {
+    let rank_of: Vec<Option<usize>> = engine
+        .endpoints()
+        .map(|key| match key {
             bulkhead_policy::EndpointKey::Pod { namespace, name } => {
                 by_pod.get(&(namespace.as_str(), name.as_str())).copied()
             }
             bulkhead_policy::EndpointKey::External { .. } => None,
-        }
-    };
+        })
+        .collect();
     let matrix = engine.matrix();
 
     let mut connections = Vec::new();
     for src in (0..engine.pod_count()).map(|i| EndpointId(i as u32)) {
-        let Some(from) = workload_of(src) else {
+        let Some(from) = rank_of[src.index()] else {
             continue;
         };
         for (dst, ports) in matrix.connections_from(src) {
-            if let Some(to) = workload_of(dst) {
+            if let Some(to) = rank_of[dst.index()] {
                 connections.push(WorkloadConnection {
-                    src: from.clone(),
-                    dst: to.clone(),
+                    src: from,
+                    dst: to,
                     ports,
                 });
             }
         }
     }
-    connections.sort_by(|a, b| (&a.src, &a.dst).cmp(&(&b.src, &b.dst)));
+    connections.sort_unstable_by_key(|c| (c.src, c.dst));
 
     let namespace_matrix = matrix.namespace_matrix();
     let observed = TenantMatrix::from_namespace_matrix(&namespace_matrix);
@@ -452,7 +511,10 @@ pub fn reach_input(
         .map(|(src, dst, ports)| ((src.as_str(), dst.as_str()), ports))
         .collect();
     for w in &connections {
-        let pair = (w.src.namespace.as_str(), w.dst.namespace.as_str());
+        let pair = (
+            workloads[w.src].namespace.as_str(),
+            workloads[w.dst].namespace.as_str(),
+        );
         if let Some(slot @ None) = examples.get_mut(&pair)
             && wanted
                 .get(&pair)
@@ -472,7 +534,7 @@ pub fn reach_input(
             .get(&(src.as_str(), dst.as_str()))
             .copied()
             .flatten()
-            .map(|w| format!(", e.g. {} => {}", w.src, w.dst))
+            .map(|w| format!(", e.g. {} => {}", workloads[w.src], workloads[w.dst]))
             .unwrap_or_default();
         findings.push(Finding {
             id: CROSS_TENANT,
@@ -492,8 +554,6 @@ pub fn reach_input(
     }
     findings.sort_by(|a, b| (&a.object, &a.message).cmp(&(&b.object, &b.message)));
 
-    let mut workloads = input.workloads.clone();
-    workloads.sort();
     Ok(ReachReport {
         ip_block_matches_pods: options.ip_block_matches_pods,
         workloads,

@@ -115,7 +115,7 @@ fn a_replicated_workload_is_one_endpoint_and_its_replica_set_is_not_another() {
 #[test]
 fn connections_print_per_workload_and_cross_tenant_paths_are_findings() {
     let report = reach(&manifests(OPEN), &ReachOptions::default()).expect("reach");
-    let lines: Vec<String> = report.connections.iter().map(ToString::to_string).collect();
+    let lines: Vec<String> = report.lines().map(|c| c.to_string()).collect();
     assert_eq!(
         lines,
         [
@@ -183,11 +183,7 @@ spec:
 fn ip_blocks_match_pod_addresses_only_when_asked() {
     let default = reach(&manifests(IP_BLOCK), &ReachOptions::default()).expect("reach");
     assert!(!default.ip_block_matches_pods);
-    let lines: Vec<String> = default
-        .connections
-        .iter()
-        .map(ToString::to_string)
-        .collect();
+    let lines: Vec<String> = default.lines().map(|c| c.to_string()).collect();
     assert_eq!(
         lines,
         ["b/server[Pod] => a/client[Pod] : TCP any; UDP any; SCTP any"]
@@ -198,11 +194,7 @@ fn ip_blocks_match_pod_addresses_only_when_asked() {
         ..ReachOptions::default()
     };
     let matching = reach(&manifests(IP_BLOCK), &options).expect("reach");
-    let lines: Vec<String> = matching
-        .connections
-        .iter()
-        .map(ToString::to_string)
-        .collect();
+    let lines: Vec<String> = matching.lines().map(|c| c.to_string()).collect();
     assert_eq!(
         lines,
         [

@@ -130,7 +130,7 @@ fn reach_table(report: &ReachReport) -> String {
     if report.connections.is_empty() {
         text.push_str("none\n");
     }
-    for connection in &report.connections {
+    for connection in report.lines() {
         text.push_str(&format!("{connection}\n"));
     }
     text.push_str("\nNAMESPACE MATRIX\n");
