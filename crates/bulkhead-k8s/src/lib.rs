@@ -19,6 +19,8 @@
 //! - [`reach`] evaluates the NetworkPolicies of manifests with the policy engine: every
 //!   allowed workload-to-workload connection, the namespace matrix, and cross-tenant
 //!   paths the spec does not allow as findings.
+//! - [`crd`] generates the `Tenant` CustomResourceDefinition from the spec crate's JSON
+//!   Schema, made structural.
 //! - [`labels`] holds every label key and object name we own, each derived in exactly
 //!   one function.
 //!
@@ -30,6 +32,7 @@
 
 pub mod admission;
 pub mod audit;
+pub mod crd;
 pub mod flux;
 pub mod labels;
 pub mod mesh;

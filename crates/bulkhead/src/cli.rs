@@ -428,6 +428,15 @@ Examples:
         #[arg(long, value_enum)]
         format: Option<AuditFormat>,
     },
+    /// Print the Tenant CustomResourceDefinition (tenants.bulkhead.dev, v1alpha1).
+    #[command(
+        after_help = "Generated from the same Rust types as `bulkhead schema tenant`, made
+structural for the API server.
+
+Examples:
+  bulkhead k8s crd | kubectl apply --server-side -f -"
+    )]
+    Crd,
     /// Evaluate the NetworkPolicies of a manifest directory: who reaches whom.
     #[command(
         after_help = "Reads Namespaces, workloads (Pods, Deployments, StatefulSets, DaemonSets,

@@ -100,3 +100,13 @@ fn reach_lists_connections_and_flags_what_the_spec_does_not_allow() {
     );
     assert!(junit.contains("bulkhead.k8s.reach.BH-K8S-019"), "{junit}");
 }
+
+#[test]
+fn crd_prints_the_golden_tenant_crd() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let out = stdout(bulkhead(state.path()).args(["k8s", "crd"]), 0);
+    let golden =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../bulkhead-k8s/tests/golden/crd-tenant.yaml");
+    let want = std::fs::read_to_string(golden).expect("golden");
+    assert_eq!(out, format!("---\n{want}"));
+}

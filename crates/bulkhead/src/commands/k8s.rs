@@ -1,4 +1,4 @@
-//! `bulkhead k8s render`, `audit` and `reach`.
+//! `bulkhead k8s render`, `audit`, `reach` and `crd`.
 
 use anyhow::Context as _;
 use bulkhead_k8s::audit::{Finding, Severity};
@@ -50,6 +50,12 @@ pub fn k8s(global: &Global, action: K8sAction) -> Outcome {
                 AuditFormat::Junit => print!("{}", junit("bulkhead k8s audit", &findings)),
             }
             Ok(exit_code(&findings, fail_on))
+        }
+        K8sAction::Crd => {
+            let yaml =
+                bulkhead_k8s::crd::tenant_crd_yaml().context("cannot generate the Tenant CRD")?;
+            print!("---\n{yaml}");
+            Ok(EXIT_OK)
         }
         K8sAction::Reach {
             file,
