@@ -19,6 +19,8 @@
 //! - [`reach`] evaluates the NetworkPolicies of manifests with the policy engine: every
 //!   allowed workload-to-workload connection, the namespace matrix, and cross-tenant
 //!   paths the spec does not allow as findings.
+//! - `apply` (feature `client`, on by default) applies the render to a cluster with
+//!   server-side apply and prunes what bulkhead applied earlier and no longer renders.
 //! - [`crd`] generates the `Tenant` CustomResourceDefinition from the spec crate's JSON
 //!   Schema, made structural.
 //! - [`labels`] holds every label key and object name we own, each derived in exactly
@@ -31,6 +33,8 @@
 #![forbid(unsafe_code)]
 
 pub mod admission;
+#[cfg(feature = "client")]
+pub mod apply;
 pub mod audit;
 pub mod crd;
 pub mod flux;

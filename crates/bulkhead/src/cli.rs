@@ -428,6 +428,37 @@ Examples:
         #[arg(long, value_enum)]
         format: Option<AuditFormat>,
     },
+    /// Server-side apply the rendered stack to a cluster, then prune what was removed.
+    #[command(
+        after_help = "Renders the spec like `bulkhead k8s render`, applies every object with
+server-side apply (field manager `bulkhead`; a field another manager owns is a
+conflict unless --force-conflicts), waits for each Namespace to be Active, then
+deletes objects labelled app.kubernetes.io/managed-by=bulkhead that the spec no
+longer renders (a removed tenant's Namespace takes its contents with it).
+The cluster comes from KUBECONFIG (or ~/.kube/config), else the in-cluster account.
+
+Examples:
+  bulkhead k8s apply -f examples/ --dry-run   # server-side dry run, prunes listed only
+  bulkhead k8s apply -f examples/
+  bulkhead k8s apply -f examples/ --no-prune --force-conflicts"
+    )]
+    Apply {
+        /// Spec files or directories.
+        #[arg(short, long = "file", required = true)]
+        files: Vec<PathBuf>,
+        /// Take over fields another field manager owns.
+        #[arg(long)]
+        force_conflicts: bool,
+        /// Do not delete objects the spec no longer renders.
+        #[arg(long)]
+        no_prune: bool,
+        /// Server-side dry run: the API server validates and admits, stores nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Seconds to wait for a Namespace to become Active.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
     /// Print the Tenant CustomResourceDefinition (tenants.bulkhead.dev, v1alpha1).
     #[command(
         after_help = "Generated from the same Rust types as `bulkhead schema tenant`, made

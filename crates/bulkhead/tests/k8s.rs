@@ -110,3 +110,21 @@ fn crd_prints_the_golden_tenant_crd() {
     let want = std::fs::read_to_string(golden).expect("golden");
     assert_eq!(out, format!("---\n{want}"));
 }
+
+#[test]
+fn apply_without_a_cluster_says_where_it_looked() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let out = bulkhead(state.path())
+        .args(["k8s", "apply", "--dry-run", "-f"])
+        .arg(examples())
+        .env("KUBECONFIG", state.path().join("missing"))
+        .env("HOME", state.path())
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .assert()
+        .code(1)
+        .get_output()
+        .stderr
+        .clone();
+    let stderr = String::from_utf8(out).expect("utf8");
+    assert!(stderr.contains("cannot reach a cluster"), "{stderr}");
+}

@@ -1,6 +1,7 @@
-//! `bulkhead k8s render`, `audit`, `reach` and `crd`.
+//! `bulkhead k8s render`, `apply`, `audit`, `reach` and `crd`.
 
 use anyhow::Context as _;
+use bulkhead_k8s::apply::ApplyOptions;
 use bulkhead_k8s::audit::{Finding, Severity};
 use bulkhead_k8s::reach::{ReachOptions, ReachReport, compact_ports};
 use bulkhead_k8s::{K8sOptions, render, write_dir};
@@ -50,6 +51,63 @@ pub fn k8s(global: &Global, action: K8sAction) -> Outcome {
                 AuditFormat::Junit => print!("{}", junit("bulkhead k8s audit", &findings)),
             }
             Ok(exit_code(&findings, fail_on))
+        }
+        K8sAction::Apply {
+            files,
+            force_conflicts,
+            no_prune,
+            dry_run,
+            timeout,
+        } => {
+            let desired = context::load(&files)?;
+            let objects = render(&desired, &K8sOptions::default())
+                .context("cannot render the Kubernetes objects")?;
+            let options = ApplyOptions {
+                force: force_conflicts,
+                prune: !no_prune,
+                dry_run,
+                timeout: std::time::Duration::from_secs(timeout),
+                ..ApplyOptions::default()
+            };
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            let report = runtime.block_on(async {
+                let client = bulkhead_k8s::apply::connect()
+                    .await
+                    .context("cannot reach a cluster (KUBECONFIG, ~/.kube/config or in-cluster)")?;
+                bulkhead_k8s::apply::apply(&client, &objects, &options)
+                    .await
+                    .context("apply stopped; objects applied before the error stay, and running it again converges")
+            })?;
+            output::emit(global.output, &report, || {
+                let mut text = String::new();
+                let verb = if report.dry_run {
+                    "would apply"
+                } else {
+                    "applied"
+                };
+                for key in &report.applied {
+                    text.push_str(&format!("{verb} {key}\n"));
+                }
+                let verb = if report.dry_run {
+                    "would prune"
+                } else {
+                    "pruned"
+                };
+                for key in &report.pruned {
+                    text.push_str(&format!("{verb} {key}\n"));
+                }
+                text.push_str(&format!(
+                    "{} applied, {} pruned{}\n",
+                    report.applied.len(),
+                    report.pruned.len(),
+                    if report.dry_run { " (dry run)" } else { "" }
+                ));
+                text
+            })?;
+            Ok(EXIT_OK)
         }
         K8sAction::Crd => {
             let yaml =
