@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ProbeClass {
-    /// Reaching other tenants over the network, judged against the policy
-    /// engine's tenant matrix (see [`crate::network`]; not probed yet).
+    /// Reaching other tenants, the host and the metadata address over the
+    /// network, judged against the policy engine's tenant matrix (see
+    /// [`crate::network`]).
     Network,
     /// Seeing, signalling or tracing other tenants' and the host's processes;
     /// leaks through `/proc` and `/sys`.

@@ -18,8 +18,11 @@
 //! exposure score per tenant ([`report`] documents the formula). [`render`]
 //! prints it as a table, JSON or JUnit XML.
 //!
-//! The network class is designed ([`network`]) and waits for tenant
-//! networks.
+//! The network class ([`network`]) probes what each tenant reaches over its
+//! network — other tenants, the host, the metadata address, broadcasts,
+//! forged source addresses — against the policy engine's tenant matrix
+//! ([`NetworkUnderTest`], given in [`VerifyOptions::network`] with each
+//! tenant's [`TenantUnderTest::address`]).
 
 #![forbid(unsafe_code)]
 
@@ -33,6 +36,7 @@ mod tenant;
 mod verify;
 
 pub use class::{Expected, ProbeClass, Target, Verdict};
+pub use network::NetworkUnderTest;
 pub use probe::{is_probe_invocation, probe_main};
 pub use report::{Exposure, Report, Row, Summary};
 pub use tenant::{Confine, DeclaredLimits, TenantUnderTest};

@@ -1,5 +1,6 @@
 //! What the caller knows about each tenant under test.
 
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use bulkhead_spec::Profile;
@@ -48,6 +49,9 @@ pub struct TenantUnderTest {
     pub cgroup_procs: Vec<PathBuf>,
     /// The quota the resource probes check.
     pub limits: DeclaredLimits,
+    /// Its address on the instance bridge (the store's); `None`: no network
+    /// probes to or from it.
+    pub address: Option<Ipv4Addr>,
 }
 
 impl TenantUnderTest {
@@ -61,6 +65,7 @@ impl TenantUnderTest {
             volume_data_dir: None,
             cgroup_procs: Vec::new(),
             limits: DeclaredLimits::default(),
+            address: None,
         }
     }
 }

@@ -19,6 +19,8 @@ use bulkhead_node::sandbox::{self, Process, Sandbox, TENANT_UID};
 
 use crate::class::{Expected, ProbeClass, Target, Verdict};
 use crate::judge;
+use crate::network::NetworkUnderTest;
+use crate::network::run as network_run;
 use crate::probe::{
     CanarySpec, HostTarget, IpcNames, IsolationRequest, Observation, PROBE_ENV, PeerTarget,
     Request, ResourceOutcome, errno_name,
@@ -51,6 +53,8 @@ pub struct VerifyOptions {
     pub cpu_ratio_bound: f64,
     /// About how long the victim's fixed CPU work takes alone.
     pub cpu_work: Duration,
+    /// The tenant network to probe (the network class); `None`: not probed.
+    pub network: Option<NetworkUnderTest>,
 }
 
 impl Default for VerifyOptions {
@@ -63,6 +67,7 @@ impl Default for VerifyOptions {
             probe_timeout: Duration::from_secs(60),
             cpu_ratio_bound: 5.0,
             cpu_work: Duration::from_millis(150),
+            network: None,
         }
     }
 }
@@ -123,9 +128,9 @@ impl Drop for HostSide {
 }
 
 /// A tenant with its sandbox and prepared confinement.
-struct Prepared<'a> {
-    tenant: &'a TenantUnderTest,
-    sandbox: Sandbox,
+pub(crate) struct Prepared<'a> {
+    pub(crate) tenant: &'a TenantUnderTest,
+    pub(crate) sandbox: Sandbox,
     confinement: Option<Arc<Confinement>>,
     canary: CanarySpec,
 }
@@ -164,12 +169,34 @@ fn confinement_for(
 }
 
 /// A probe process in the tenant, confined and in its cgroups.
-fn spawn(
+pub(crate) fn spawn(
     prepared: &Prepared<'_>,
     request: &Request,
     probe_exe: &Path,
     extra_env: &[(&str, &str)],
     args: &[&str],
+) -> Result<Process, String> {
+    spawn_as(prepared, request, probe_exe, extra_env, args, true)
+}
+
+/// A helper process in the tenant, in its cgroups but as the tenant's root
+/// and unconfined: not an attempt, a service the attempts need (the network
+/// listener, which must bind ports below 1024 as a workload's server would).
+pub(crate) fn spawn_helper(
+    prepared: &Prepared<'_>,
+    request: &Request,
+    probe_exe: &Path,
+) -> Result<Process, String> {
+    spawn_as(prepared, request, probe_exe, &[], &[], false)
+}
+
+fn spawn_as(
+    prepared: &Prepared<'_>,
+    request: &Request,
+    probe_exe: &Path,
+    extra_env: &[(&str, &str)],
+    args: &[&str],
+    confined: bool,
 ) -> Result<Process, String> {
     let exe = File::open(probe_exe).map_err(|e| format!("open {}: {e}", probe_exe.display()))?;
     let json = serde_json::to_string(request).map_err(|e| e.to_string())?;
@@ -187,7 +214,9 @@ fn spawn(
     for procs in &prepared.tenant.cgroup_procs {
         command.join_cgroup(procs);
     }
-    if let Some(confinement) = &prepared.confinement {
+    if !confined {
+        command.user(0, 0);
+    } else if let Some(confinement) = &prepared.confinement {
         let confinement = Arc::clone(confinement);
         command.pre_exec(move || confinement.apply().map_err(Into::into));
     }
@@ -198,7 +227,10 @@ fn spawn(
 }
 
 /// Waits for `process`, killing it after `timeout`; (exit code, stdout, stderr).
-fn finish(process: Process, timeout: Duration) -> Result<(i32, Vec<u8>, Vec<u8>), String> {
+pub(crate) fn finish(
+    process: Process,
+    timeout: Duration,
+) -> Result<(i32, Vec<u8>, Vec<u8>), String> {
     let pidfd = i32::try_from(process.id())
         .ok()
         .and_then(rustix::process::Pid::from_raw)
@@ -316,12 +348,6 @@ pub fn verify(
         classes: classes.clone(),
         ..Report::default()
     };
-    if classes.contains(&ProbeClass::Network) {
-        report.notes.push(
-            "network: not probed yet (needs tenant networks); expectations will come from the policy engine's tenant matrix".into(),
-        );
-    }
-
     let nonce = random_hex(4);
     let token_prefix = format!("bhc-{nonce}-");
     let canary_file = format!(".bulkhead-canary-{nonce}");
@@ -648,6 +674,19 @@ pub fn verify(
                 ));
             }
         }
+    }
+
+    // Network: flows between sampled pairs, the host, attacks.
+    if classes.contains(&ProbeClass::Network) {
+        let context = network_run::Context {
+            instance,
+            prepared: &prepared,
+            peers: (0..n).map(peers_of).collect(),
+            network: options.network.as_ref(),
+            options,
+            nonce: &nonce,
+        };
+        network_run::probe(&context, &mut report);
     }
 
     // Resources, one tenant at a time (victim: the next tenant).

@@ -19,6 +19,9 @@
 //!   when the verifier closes its stdout pipe;
 //! - `memory-hog`, `fork-bomb`, `disk-fill`, `cpu-hog`, `cpu-work`: the
 //!   resource attempts, each printing one JSON [`ResourceOutcome`];
+//! - `listen`, `connect`, `broadcast`: the network class ([`net`]): a
+//!   listener in the destination tenant, the flows from the source tenant,
+//!   UDP broadcasts;
 //! - `sleeper`, `userns`: helpers the others start.
 //!
 //! The probe does not judge: it reports what worked and with which errno;
@@ -26,6 +29,7 @@
 
 mod attempts;
 mod modes;
+pub mod net;
 
 pub(crate) use modes::CANARY_ENV;
 pub use modes::work;
@@ -71,6 +75,9 @@ pub fn probe_main() -> ! {
         Request::DiskFill { path, cap } => print_json(&modes::disk_fill(&path, cap)),
         Request::CpuHog { threads, millis } => modes::cpu_hog(threads, millis),
         Request::CpuWork { rounds } => print_json(&modes::cpu_work(rounds)),
+        Request::Listen(request) => net::listen(&request),
+        Request::Connect(request) => print_json(&net::connect(&request)),
+        Request::Broadcast(request) => print_json(&net::broadcast(&request)),
     };
     std::process::exit(code)
 }
@@ -129,6 +136,12 @@ pub enum Request {
         /// Rounds of the work function.
         rounds: u64,
     },
+    /// Listen on ports of the tenant (network class).
+    Listen(net::ListenRequest),
+    /// Try flows to other tenants and the host (network class).
+    Connect(net::ConnectRequest),
+    /// Send UDP broadcasts (network class).
+    Broadcast(net::BroadcastRequest),
 }
 
 /// Names of a tenant's IPC canaries (not secret).
@@ -269,6 +282,10 @@ pub fn errno_name(errno: i32) -> String {
         libc::ENOSYS => "ENOSYS",
         libc::EOPNOTSUPP => "EOPNOTSUPP",
         libc::ECONNREFUSED => "ECONNREFUSED",
+        libc::EADDRINUSE => "EADDRINUSE",
+        libc::ETIMEDOUT => "ETIMEDOUT",
+        libc::EHOSTUNREACH => "EHOSTUNREACH",
+        libc::ENETUNREACH => "ENETUNREACH",
         libc::EDQUOT => "EDQUOT",
         libc::ENOKEY => "ENOKEY",
         libc::EKEYREVOKED => "EKEYREVOKED",

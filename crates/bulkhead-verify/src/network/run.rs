@@ -1,0 +1,717 @@
+//! Carrying out the network plan: listeners in every tenant, the flows from
+//! each source tenant (in parallel, one confined probe each), then the
+//! attacks that need root in the source's namespace (ICMP echo, forged
+//! source addresses) and UDP broadcasts, watched by raw receivers in every
+//! tenant's namespace.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::ChildStdout;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bulkhead_node::naming::Instance;
+use bulkhead_node::sandbox::Process;
+use bulkhead_policy::Protocol;
+
+use super::metadata::StandIn;
+use super::raw::{self, Forged, Receiver};
+use super::{
+    METADATA_ADDRESS, METADATA_PORT, NetworkUnderTest, both_protocols, host_expectations,
+    metadata_expected, pair_expectations, probe_ports, protocol_name,
+};
+use crate::class::{Expected, ProbeClass, Target, Verdict};
+use crate::probe::net::{
+    BroadcastRequest, ConnectRequest, Flow, FlowOutcome, ListenReady, ListenRequest, Reach,
+};
+use crate::probe::{Request, errno_name};
+use crate::report::{Report, Row};
+use crate::verify::{Prepared, VerifyOptions, finish, spawn, spawn_helper};
+
+const C: ProbeClass = ProbeClass::Network;
+/// Time for the last forged and broadcast packets to arrive.
+const SETTLE: Duration = Duration::from_millis(300);
+/// Network probes run at least this many source tenants at once (they wait
+/// on timeouts, not on the CPU).
+const MIN_PARALLEL: usize = 8;
+
+/// A listener in one tenant.
+struct Listener {
+    process: Process,
+    _stdout: BufReader<ChildStdout>,
+    ready: ListenReady,
+}
+
+fn start_listener(
+    p: &Prepared<'_>,
+    ports: &[u16],
+    options: &VerifyOptions,
+) -> Result<Listener, String> {
+    let lifetime = options.probe_timeout.saturating_mul(3);
+    let request = Request::Listen(ListenRequest {
+        ports: ports.to_vec(),
+        lifetime_ms: u64::try_from(lifetime.as_millis()).unwrap_or(u64::MAX),
+    });
+    let mut process = spawn_helper(p, &request, &options.probe_exe)?;
+    let stdout = process.stdout().ok_or("listener without stdout")?;
+    let mut stdout = BufReader::new(stdout);
+    let mut line = String::new();
+    let _ = stdout.read_line(&mut line);
+    match serde_json::from_str::<ListenReady>(&line) {
+        Ok(ready) => Ok(Listener {
+            process,
+            _stdout: stdout,
+            ready,
+        }),
+        Err(_) => {
+            let _ = process.kill();
+            let mut err = String::new();
+            if let Some(mut stderr) = process.stderr() {
+                let _ = stderr.read_to_string(&mut err);
+            }
+            let _ = process.wait();
+            Err(format!(
+                "the listener in {} did not start: {}",
+                p.tenant.name,
+                err.trim()
+            ))
+        }
+    }
+}
+
+fn stop_listener(mut listener: Listener) {
+    let _ = listener.process.kill();
+    let _ = listener.process.wait();
+}
+
+/// The tenant's network namespace, through its holder.
+fn netns_of(p: &Prepared<'_>) -> PathBuf {
+    PathBuf::from(format!("/proc/{}/ns/net", p.sandbox.holder_pid()))
+}
+
+fn describe(outcome: &Result<FlowOutcome, String>, timeout: Duration) -> String {
+    match outcome {
+        Ok(o) => match o.reach {
+            Reach::Connected => "connected".into(),
+            Reach::Refused => "refused by the destination (the packet got there)".into(),
+            Reach::Silent => format!("no answer in {} ms", timeout.as_millis()),
+            Reach::Error => o.errno.map_or_else(|| "failed".into(), errno_name),
+        },
+        Err(message) => message.clone(),
+    }
+}
+
+/// A flow's row: reached where denied is a leak, not reached where allowed
+/// an outage, except a UDP port our listener could not bind and nobody
+/// answered on (not judged).
+fn flow_row(
+    tenant: &str,
+    (target, id, attempt): (Target, String, String),
+    allowed: bool,
+    outcome: &Result<FlowOutcome, String>,
+    unbound: Option<i32>,
+    timeout: Duration,
+) -> Row {
+    let expected = if allowed {
+        Expected::Allowed
+    } else {
+        Expected::Denied
+    };
+    let mut observed = describe(outcome, timeout);
+    let verdict = match outcome {
+        Ok(o) => {
+            let reached = o.reach.reached();
+            if allowed
+                && !reached
+                && let Some(errno) = unbound
+            {
+                observed = format!(
+                    "{observed}; the listener could not bind it ({})",
+                    errno_name(errno)
+                );
+                Verdict::Skipped
+            } else {
+                Verdict::judge(expected, reached)
+            }
+        }
+        Err(_) => Verdict::Outage,
+    };
+    Row {
+        class: C,
+        tenant: tenant.to_owned(),
+        target,
+        id,
+        attempt,
+        expected,
+        observed,
+        verdict,
+    }
+}
+
+fn denied_row(
+    tenant: &str,
+    target: Target,
+    id: &str,
+    attempt: String,
+    observed: String,
+    worked: bool,
+) -> Row {
+    Row {
+        class: C,
+        tenant: tenant.to_owned(),
+        target,
+        id: id.to_owned(),
+        attempt,
+        expected: Expected::Denied,
+        observed,
+        verdict: Verdict::judge(Expected::Denied, worked),
+    }
+}
+
+fn skipped_row(tenant: &str, target: Target, id: &str, attempt: String, observed: String) -> Row {
+    Row {
+        verdict: Verdict::Skipped,
+        expected: Expected::Observed,
+        ..denied_row(tenant, target, id, attempt, observed, false)
+    }
+}
+
+/// One source tenant's flow outcomes, in order, or why there are none.
+type FlowResult = Result<Vec<FlowOutcome>, String>;
+/// One source tenant's attack rows, and the errno of each forged packet
+/// that could not be sent.
+type AttackResult = (usize, Vec<Row>, Vec<Option<i32>>);
+
+/// What one source tenant's flows are about.
+enum About {
+    Peer { dst: usize, allowed: bool },
+    Host { allowed: bool },
+    Metadata { allowed: bool },
+}
+
+/// One forged packet, and what it pretends.
+struct Spoof {
+    actor: usize,
+    posing_as: usize,
+    to: usize,
+    protocol: Protocol,
+    port: u16,
+}
+
+/// Everything the network class needs from `verify`.
+pub(crate) struct Context<'a, 'b> {
+    pub(crate) instance: &'a Instance,
+    pub(crate) prepared: &'a [Result<Prepared<'b>, String>],
+    pub(crate) peers: Vec<Vec<usize>>,
+    pub(crate) network: Option<&'a NetworkUnderTest>,
+    pub(crate) options: &'a VerifyOptions,
+    pub(crate) nonce: &'a str,
+}
+
+/// Runs the network class and adds its rows to `report`.
+pub(crate) fn probe(ctx: &Context<'_, '_>, report: &mut Report) {
+    let Some(network) = ctx.network else {
+        report.notes.push(
+            "network: not probed (no tenant network given: the caller passes the matrix, the bridge and each tenant's address)".into(),
+        );
+        return;
+    };
+    let n = ctx.prepared.len();
+    // Tenants that take part: running, with an address.
+    let addr: Vec<Option<Ipv4Addr>> = ctx
+        .prepared
+        .iter()
+        .map(|p| p.as_ref().ok().and_then(|p| p.tenant.address))
+        .collect();
+    for p in ctx.prepared.iter().flatten() {
+        if p.tenant.address.is_none() {
+            report.notes.push(format!(
+                "network: {} has no address, not probed",
+                p.tenant.name
+            ));
+        }
+    }
+    let part: Vec<usize> = (0..n).filter(|i| addr[*i].is_some()).collect();
+    let name = |i: usize| -> &str {
+        ctx.prepared[i]
+            .as_ref()
+            .map(|p| p.tenant.name.as_str())
+            .unwrap_or_default()
+    };
+    let names: Vec<String> = part.iter().map(|i| name(*i).to_owned()).collect();
+    let ports = probe_ports(&network.matrix, &names);
+    let timeout = network.timeout;
+    let phase = Instant::now();
+
+    // Listeners.
+    let mut listeners: BTreeMap<usize, Listener> = BTreeMap::new();
+    for &i in &part {
+        let Ok(p) = &ctx.prepared[i] else { continue };
+        match start_listener(p, &ports, ctx.options) {
+            Ok(listener) => {
+                listeners.insert(i, listener);
+            }
+            Err(message) => report.rows.push(Row {
+                verdict: Verdict::Outage,
+                expected: Expected::Allowed,
+                ..skipped_row(
+                    name(i),
+                    Target::Own,
+                    "network.listen",
+                    "listen on the probed ports".into(),
+                    message,
+                )
+            }),
+        }
+    }
+    let unbound = |dst: usize, protocol: Protocol, port: u16| -> Option<i32> {
+        listeners.get(&dst).and_then(|l| {
+            l.ready
+                .failed
+                .iter()
+                .find(|f| f.protocol == protocol && f.port == port)
+                .map(|f| f.errno)
+        })
+    };
+
+    // The metadata stand-in.
+    let stand_in = match StandIn::build(ctx.instance, ctx.nonce) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            report.notes.push(format!(
+                "network: the metadata stand-in could not be built ({e}); 169.254.169.254 not probed"
+            ));
+            None
+        }
+    };
+
+    // Flows, per source tenant in parallel.
+    let payload = format!("bhn-{}-x", ctx.nonce);
+    let plans: Vec<(usize, Vec<(Flow, About)>)> = part
+        .iter()
+        .map(|&i| {
+            let mut flows = Vec::new();
+            for &j in &ctx.peers[i] {
+                let Some(dst) = addr[j] else { continue };
+                for e in
+                    pair_expectations(&network.matrix, name(i), name(j), &both_protocols(&ports))
+                {
+                    flows.push((
+                        Flow {
+                            address: dst,
+                            protocol: e.protocol,
+                            port: e.port,
+                        },
+                        About::Peer {
+                            dst: j,
+                            allowed: e.allowed,
+                        },
+                    ));
+                }
+            }
+            for (protocol, port, allowed) in host_expectations(network, name(i)) {
+                flows.push((
+                    Flow {
+                        address: network.bridge,
+                        protocol,
+                        port,
+                    },
+                    About::Host { allowed },
+                ));
+            }
+            if stand_in.is_some() {
+                flows.push((
+                    Flow {
+                        address: METADATA_ADDRESS,
+                        protocol: Protocol::Tcp,
+                        port: METADATA_PORT,
+                    },
+                    About::Metadata {
+                        allowed: metadata_expected(network, name(i)),
+                    },
+                ));
+            }
+            (i, flows)
+        })
+        .collect();
+    let results: Mutex<Vec<(usize, FlowResult)>> = Mutex::new(Vec::new());
+    let next = AtomicUsize::new(0);
+    let threads = ctx
+        .options
+        .parallelism
+        .max(MIN_PARALLEL)
+        .min(plans.len().max(1));
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                loop {
+                    let k = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((i, flows)) = plans.get(k) else {
+                        break;
+                    };
+                    let Ok(p) = &ctx.prepared[*i] else { continue };
+                    let request = Request::Connect(ConnectRequest {
+                        flows: flows.iter().map(|(f, _)| *f).collect(),
+                        timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(1000),
+                        payload: payload.clone(),
+                    });
+                    let result = spawn(p, &request, &ctx.options.probe_exe, &[], &[])
+                        .and_then(|process| finish(process, ctx.options.probe_timeout))
+                        .and_then(|(code, out, err)| {
+                            serde_json::from_slice::<Vec<FlowOutcome>>(&out).map_err(|e| {
+                                format!(
+                                    "network probe in {} exited {code} without a report ({e}): {}",
+                                    p.tenant.name,
+                                    String::from_utf8_lossy(&err).trim()
+                                )
+                            })
+                        });
+                    if let Ok(mut list) = results.lock() {
+                        list.push((*i, result));
+                    }
+                }
+            });
+        }
+    });
+    let mut results = results.into_inner().unwrap_or_default();
+    results.sort_by_key(|(i, _)| *i);
+    for (i, result) in results {
+        let Some((_, flows)) = plans.iter().find(|(k, _)| *k == i) else {
+            continue;
+        };
+        for (k, (flow, about)) in flows.iter().enumerate() {
+            let outcome = match &result {
+                Ok(list) => list.get(k).copied().ok_or_else(|| "no outcome".to_owned()),
+                Err(message) => Err(message.clone()),
+            };
+            let proto = protocol_name(flow.protocol);
+            let (what, allowed, unbound) = match about {
+                About::Peer { dst, allowed } => (
+                    (
+                        Target::Tenant(name(*dst).to_owned()),
+                        format!("network.{proto}.{}", flow.port),
+                        format!(
+                            "reach {} at {}:{}/{proto}",
+                            name(*dst),
+                            flow.address,
+                            flow.port
+                        ),
+                    ),
+                    *allowed,
+                    unbound(*dst, flow.protocol, flow.port),
+                ),
+                About::Host { allowed } => (
+                    (
+                        Target::Host,
+                        format!("network.host.{proto}.{}", flow.port),
+                        format!("reach the host at {}:{}/{proto}", flow.address, flow.port),
+                    ),
+                    *allowed,
+                    None,
+                ),
+                About::Metadata { allowed } => (
+                    (
+                        Target::Host,
+                        format!("network.metadata.{proto}.{}", flow.port),
+                        format!(
+                            "reach the metadata address {}:{}/{proto} (a stand-in)",
+                            flow.address, flow.port
+                        ),
+                    ),
+                    *allowed,
+                    None,
+                ),
+            };
+            let row = flow_row(name(i), what, allowed, &outcome, unbound, timeout);
+            report.rows.push(row);
+        }
+    }
+    if stand_in.is_none() {
+        for &i in &part {
+            report.rows.push(skipped_row(
+                name(i),
+                Target::Host,
+                &format!("network.metadata.tcp.{METADATA_PORT}"),
+                format!("reach the metadata address {METADATA_ADDRESS}:{METADATA_PORT}/tcp"),
+                "not judged: no stand-in metadata namespace (see notes)".into(),
+            ));
+        }
+    }
+    drop(stand_in);
+    report.timed("network flows", phase.elapsed());
+
+    // Attacks: receivers first, then broadcast, ICMP and forged sources.
+    let phase = Instant::now();
+    let mut receivers: BTreeMap<usize, Receiver> = BTreeMap::new();
+    for &i in &part {
+        let Ok(p) = &ctx.prepared[i] else { continue };
+        match Receiver::open(&netns_of(p)) {
+            Ok(r) => {
+                receivers.insert(i, r);
+            }
+            Err(e) => report.notes.push(format!(
+                "network: no receiver in {}'s namespace ({e}); broadcasts and forged packets to it not judged",
+                name(i)
+            )),
+        }
+    }
+    let marker = format!("bhn-{}-", ctx.nonce);
+    let broadcast_port = ports.first().copied().unwrap_or(31337);
+    let spoofs = spoof_plan(&part, &ctx.peers, network, &ports, |i| name(i).to_owned());
+    let id = (u32::from_str_radix(ctx.nonce, 16).unwrap_or(7) & 0xffff) as u16;
+    let attack: Mutex<Vec<AttackResult>> = Mutex::new(Vec::new());
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..threads.min(part.len().max(1)) {
+            scope.spawn(|| {
+                loop {
+                    let k = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&i) = part.get(k) else { break };
+                    let Ok(p) = &ctx.prepared[i] else { continue };
+                    let mut rows = Vec::new();
+                    // Broadcast, confined as the tenant.
+                    let request = Request::Broadcast(BroadcastRequest {
+                        targets: vec![
+                            (Ipv4Addr::BROADCAST, broadcast_port),
+                            (network.broadcast, broadcast_port),
+                        ],
+                        payload: format!("{marker}b-{i}"),
+                    });
+                    if let Err(message) = spawn(p, &request, &ctx.options.probe_exe, &[], &[])
+                        .and_then(|process| finish(process, ctx.options.probe_timeout))
+                    {
+                        rows.push(skipped_row(
+                            name(i),
+                            Target::Own,
+                            "network.broadcast",
+                            "send UDP broadcasts".into(),
+                            message,
+                        ));
+                    }
+                    // ICMP echo, as root in the tenant's namespace.
+                    let peers: Vec<usize> = ctx.peers[i]
+                        .iter()
+                        .copied()
+                        .filter(|j| addr[*j].is_some())
+                        .collect();
+                    let targets: Vec<Ipv4Addr> = peers.iter().filter_map(|j| addr[*j]).collect();
+                    match raw::icmp_echo(&netns_of(p), &targets, id.wrapping_add(i as u16), timeout)
+                    {
+                        Ok(answered) => {
+                            for (j, ok) in peers.iter().zip(answered) {
+                                rows.push(denied_row(
+                                    name(i),
+                                    Target::Tenant(name(*j).to_owned()),
+                                    "network.icmp-echo",
+                                    format!(
+                                        "ping {} (raw socket, root in the namespace)",
+                                        name(*j)
+                                    ),
+                                    if ok {
+                                        "answered".into()
+                                    } else {
+                                        format!("no answer in {} ms", timeout.as_millis())
+                                    },
+                                    ok,
+                                ));
+                            }
+                        }
+                        Err(e) => rows.push(skipped_row(
+                            name(i),
+                            Target::Own,
+                            "network.icmp-echo",
+                            "ping other tenants".into(),
+                            format!("not sent: {e}"),
+                        )),
+                    }
+                    // Forged source addresses.
+                    let mine: Vec<(usize, &Spoof)> = spoofs
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, s)| s.actor == i)
+                        .collect();
+                    let packets: Vec<Forged> = mine
+                        .iter()
+                        .filter_map(|(k, s)| {
+                            Some(Forged {
+                                packet: raw::forged_packet(
+                                    addr[s.posing_as]?,
+                                    addr[s.to]?,
+                                    s.protocol,
+                                    s.port,
+                                    format!("{marker}s-{k}").as_bytes(),
+                                ),
+                                to: addr[s.to]?,
+                            })
+                        })
+                        .collect();
+                    let sent = if packets.is_empty() {
+                        Vec::new()
+                    } else {
+                        raw::send_forged(&netns_of(p), &packets).unwrap_or_else(|e| {
+                            vec![e.raw_os_error().or(Some(libc::EIO)); packets.len()]
+                        })
+                    };
+                    if let Ok(mut list) = attack.lock() {
+                        list.push((i, rows, sent));
+                    }
+                }
+            });
+        }
+    });
+    std::thread::sleep(SETTLE);
+    // What arrived where: (receiving tenant, payload).
+    let mut arrived: Vec<(usize, String)> = Vec::new();
+    for (i, r) in &receivers {
+        for (_, payload) in r.drain(&marker) {
+            arrived.push((*i, payload));
+        }
+    }
+    let mut attack = attack.into_inner().unwrap_or_default();
+    attack.sort_by_key(|(i, ..)| *i);
+    for (i, rows, sent) in attack {
+        report.rows.extend(rows);
+        // Broadcast rows: every sampled peer, and anyone else it reached.
+        let tag = format!("{marker}b-{i}");
+        let mut heard: Vec<usize> = arrived
+            .iter()
+            .filter(|(at, payload)| *at != i && *payload == tag)
+            .map(|(at, _)| *at)
+            .collect();
+        heard.sort_unstable();
+        heard.dedup();
+        let mut judged: Vec<usize> = ctx.peers[i]
+            .iter()
+            .copied()
+            .filter(|j| receivers.contains_key(j))
+            .collect();
+        for j in &heard {
+            if !judged.contains(j) {
+                judged.push(*j);
+            }
+        }
+        for j in judged {
+            let got = heard.contains(&j);
+            report.rows.push(denied_row(
+                name(i),
+                Target::Tenant(name(j).to_owned()),
+                "network.broadcast",
+                format!(
+                    "reach {} with a UDP broadcast (255.255.255.255 and {}, port {broadcast_port})",
+                    name(j),
+                    network.broadcast
+                ),
+                if got {
+                    "arrived".into()
+                } else {
+                    "did not arrive".into()
+                },
+                got,
+            ));
+        }
+        // Forged source rows.
+        let mine: Vec<(usize, &Spoof)> = spoofs
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.actor == i)
+            .collect();
+        for ((k, s), failed) in mine.iter().zip(sent.iter().chain(std::iter::repeat(&None))) {
+            let attempt = format!(
+                "send {}/{} to {} as {} (forged source address, raw socket, root in the namespace)",
+                s.port,
+                protocol_name(s.protocol),
+                name(s.to),
+                name(s.posing_as)
+            );
+            let target = Target::Tenant(name(s.to).to_owned());
+            if let Some(errno) = failed {
+                report.rows.push(skipped_row(
+                    name(i),
+                    target,
+                    "network.spoof",
+                    attempt,
+                    format!("not sent: {}", errno_name(*errno)),
+                ));
+                continue;
+            }
+            if !receivers.contains_key(&s.to) {
+                continue;
+            }
+            let tag = format!("{marker}s-{k}");
+            let got = arrived
+                .iter()
+                .any(|(at, payload)| *at == s.to && *payload == tag);
+            report.rows.push(denied_row(
+                name(i),
+                target,
+                "network.spoof",
+                attempt,
+                if got {
+                    "arrived".into()
+                } else {
+                    "did not arrive".into()
+                },
+                got,
+            ));
+        }
+    }
+    if part.len() < 3 {
+        report.notes.push(
+            "network: forged source addresses need three tenants (one to pose as); not probed"
+                .into(),
+        );
+    }
+    for (_, listener) in std::mem::take(&mut listeners) {
+        stop_listener(listener);
+    }
+    report.timed("network attacks", phase.elapsed());
+}
+
+/// For each sampled pair `actor -> to`: a third tenant to pose as,
+/// preferably one the matrix lets reach `to` (so that only the
+/// anti-spoofing stands between the forged packet and `to`), on a port it
+/// may use; else any third tenant on the first probed port over UDP.
+fn spoof_plan(
+    part: &[usize],
+    peers: &[Vec<usize>],
+    network: &NetworkUnderTest,
+    ports: &[u16],
+    name: impl Fn(usize) -> String,
+) -> Vec<Spoof> {
+    let mut out = Vec::new();
+    let first = ports.first().copied().unwrap_or(31337);
+    for &actor in part {
+        for &to in peers[actor].iter().filter(|j| part.contains(j)) {
+            let others: Vec<usize> = part
+                .iter()
+                .copied()
+                .filter(|b| *b != actor && *b != to)
+                .collect();
+            let allowed = others.iter().find_map(|b| {
+                pair_expectations(
+                    &network.matrix,
+                    &name(*b),
+                    &name(to),
+                    &both_protocols(ports),
+                )
+                .into_iter()
+                .find(|e| e.allowed)
+                .map(|e| (*b, e.protocol, e.port))
+            });
+            let choice = allowed.or_else(|| others.first().map(|b| (*b, Protocol::Udp, first)));
+            if let Some((posing_as, protocol, port)) = choice {
+                out.push(Spoof {
+                    actor,
+                    posing_as,
+                    to,
+                    protocol,
+                    port,
+                });
+            }
+        }
+    }
+    out
+}
