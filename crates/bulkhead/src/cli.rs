@@ -158,7 +158,7 @@ Examples:
     Verify {
         /// Tenants to verify (default: all).
         tenants: Vec<String>,
-        /// Only one probe class: processes, filesystem, ipc, privilege, resources.
+        /// Only one probe class: network, processes, filesystem, ipc, privilege, resources.
         #[arg(long)]
         only: Option<String>,
         /// Aim each tenant at only the next K tenants (rows grow with n·K, not n²).

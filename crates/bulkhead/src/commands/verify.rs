@@ -1,9 +1,17 @@
 //! `bulkhead verify`: the isolation verifier on the tenants this instance runs.
 
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+
 use anyhow::Context as _;
 use bulkhead_node::host::RUN_CGROUP;
+use bulkhead_policy::tenancy::{self, TenancyOptions};
+use bulkhead_spec::{Desired, PortMatch};
+use bulkhead_verify::network::{METADATA_ADDRESS, METADATA_ENDPOINT};
 use bulkhead_verify::render;
-use bulkhead_verify::{DeclaredLimits, ProbeClass, TenantUnderTest, VerifyOptions};
+use bulkhead_verify::{
+    DeclaredLimits, NetworkUnderTest, ProbeClass, TenantUnderTest, VerifyOptions,
+};
 
 use crate::cli::{Global, Output};
 use crate::context::{self, EXIT_OK, Failure, Outcome};
@@ -14,6 +22,58 @@ pub const EXIT_VIOLATION: u8 = 7;
 /// Where the last report is kept (shown by `describe`).
 pub fn last_report_path(instance: &bulkhead_node::naming::Instance) -> std::path::PathBuf {
     instance.state_dir().join("verify-last.json")
+}
+
+/// The tenant network as the verifier judges it: the policy engine's matrix of the
+/// applied desired state with the stored addresses (and the metadata address as an
+/// external endpoint, so that a policy allowing it is expected to work), and the
+/// platform's network settings. `Err`: why the network class cannot run.
+fn network_under_test(
+    desired: &Desired,
+    addresses: &BTreeMap<String, Ipv4Addr>,
+) -> Result<NetworkUnderTest, String> {
+    let network = &desired.platform.spec.network;
+    let ipnet::IpNet::V4(range) = network.tenant_range else {
+        return Err(format!(
+            "the tenant range {} is not IPv4",
+            network.tenant_range
+        ));
+    };
+    let bridge = bulkhead_node::net::bridge_address(range)
+        .ok_or_else(|| format!("the tenant range {range} has no bridge address"))?;
+    let resolver = match tenancy::resolver_address(&desired.platform) {
+        Some(IpAddr::V4(address)) => address,
+        other => return Err(format!("the resolver {other:?} is not an IPv4 address")),
+    };
+    let mut options = TenancyOptions::new()
+        .tenant_endpoints(true)
+        .external(METADATA_ENDPOINT, IpAddr::V4(METADATA_ADDRESS));
+    for (tenant, address) in addresses {
+        if desired.tenants.keys().any(|n| n.as_str() == tenant) {
+            options = options.address(tenant.clone(), IpAddr::V4(*address));
+        }
+    }
+    let matrix = tenancy::tenant_matrix(desired, &options).map_err(|e| e.to_string())?;
+    let mut under_test = NetworkUnderTest::new(matrix, bridge, range.broadcast());
+    under_test.resolver = resolver;
+    under_test.allow_link_local = network.allow_link_local;
+    under_test.host_ports = network
+        .host_ports
+        .iter()
+        .filter_map(|p| match &p.ports {
+            PortMatch::Range { first, last } => Some((
+                match p.protocol {
+                    bulkhead_spec::Protocol::Tcp => bulkhead_policy::Protocol::Tcp,
+                    bulkhead_spec::Protocol::Udp => bulkhead_policy::Protocol::Udp,
+                    bulkhead_spec::Protocol::Sctp => bulkhead_policy::Protocol::Sctp,
+                },
+                *first,
+                *last,
+            )),
+            PortMatch::Named(_) => None,
+        })
+        .collect();
+    Ok(under_test)
 }
 
 pub fn verify(
@@ -32,11 +92,14 @@ pub fn verify(
     let only = match only {
         Some(name) => Some(ProbeClass::parse(name).ok_or_else(|| {
             Failure::Other(anyhow::anyhow!(
-                "unknown probe class {name:?} (expected processes, filesystem, ipc, privilege or resources)"
+                "unknown probe class {name:?} (expected network, processes, filesystem, ipc, privilege or resources)"
             ))
         })?),
         None => None,
     };
+    let addresses = store
+        .tenant_addresses()
+        .context("cannot read tenant addresses")?;
     let mut tenants = Vec::new();
     for (name, tenant) in &desired.tenants {
         if !names.is_empty() && !names.iter().any(|n| n == name.as_str()) {
@@ -59,14 +122,27 @@ pub fn verify(
             pids_max: Some(u64::from(tenant.spec.quota.pids)),
             storage: Some(tenant.spec.quota.storage.get()),
         };
+        under_test.address = addresses.get(name.as_str()).copied();
         tenants.push(under_test);
     }
     if tenants.is_empty() {
         return Err(Failure::Other(anyhow::anyhow!("no tenant to verify")));
     }
+    let network = if only.is_none_or(|c| c == ProbeClass::Network) {
+        match network_under_test(&desired, &addresses) {
+            Ok(network) => Some(network),
+            Err(why) => {
+                eprintln!("warning: the network class cannot run: {why}");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let options = VerifyOptions {
         only,
         sample,
+        network,
         ..VerifyOptions::default()
     };
     eprintln!(
