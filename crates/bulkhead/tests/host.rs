@@ -622,3 +622,145 @@ fn apply_repairs_a_raised_limit_and_a_killed_holder() {
         .assert()
         .code(0);
 }
+
+/// Gives `instance` a tenant range of its own (tests run in parallel, and two bridges
+/// with one range would confuse the host's replies) and the given `hostPorts`.
+fn own_network(instance: &Instance, host_ports: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let third = (std::process::id() + n * 37) % 256;
+    let range = format!("10.241.{third}.0/24");
+    let platform = instance.specs.path().join("platform.yaml");
+    let text = std::fs::read_to_string(&platform)
+        .expect("read")
+        .replace(
+            "tenantRange: 10.240.0.0/24",
+            &format!("tenantRange: {range}"),
+        )
+        .replace("hostPorts: []", &format!("hostPorts: {host_ports}"));
+    std::fs::write(&platform, text).expect("write");
+    format!("10.241.{third}.1")
+}
+
+/// `verify --only network` as JSON: (exit code, report).
+fn verify_network(instance: &Instance) -> (Option<i32>, serde_json::Value) {
+    let output = instance
+        .cmd()
+        .args(["verify", "--only", "network", "--format", "json"])
+        .output()
+        .expect("verify");
+    let report = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "no report ({e}): {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    (output.status.code(), report)
+}
+
+/// The violations as `verdict class tenant target id` lines.
+fn violations(report: &serde_json::Value) -> Vec<String> {
+    let mut found: Vec<String> = report["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter(|r| r["verdict"] == "leak" || r["verdict"] == "outage")
+        .map(|r| {
+            let target = r["target"]["name"]
+                .as_str()
+                .unwrap_or_else(|| r["target"]["kind"].as_str().unwrap_or("?"));
+            format!(
+                "{} {} {} {target} {}",
+                r["verdict"].as_str().unwrap_or("?"),
+                r["class"].as_str().unwrap_or("?"),
+                r["tenant"].as_str().unwrap_or("?"),
+                r["id"].as_str().unwrap_or("?"),
+            )
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+fn nft(args: &str) {
+    let status = std::process::Command::new("nft")
+        .args(args.split(' '))
+        .status()
+        .expect("nft");
+    assert!(status.success(), "nft {args}");
+}
+
+#[test]
+fn verify_network_passes_and_the_host_answers_only_on_host_ports() {
+    require_root!();
+    let instance = Instance::new();
+    let bridge = own_network(&instance, "[7077/tcp]");
+    instance.apply();
+    // The platform opens 7077/tcp on the host: something listens there.
+    let listener = std::net::TcpListener::bind((bridge.as_str(), 7077)).expect("host listener");
+    let (code, report) = verify_network(&instance);
+    drop(listener);
+    assert_eq!(violations(&report), Vec::<String>::new());
+    assert_eq!(code, Some(0));
+    let rows = report["rows"].as_array().expect("rows");
+    for tenant in ["web", "db", "ingress"] {
+        let host_port = rows
+            .iter()
+            .find(|r| r["tenant"] == tenant && r["id"] == "network.host.tcp.7077")
+            .unwrap_or_else(|| panic!("{tenant}: no host port row"));
+        assert_eq!(
+            (&host_port["expected"], &host_port["observed"]),
+            (
+                &serde_json::json!("allowed"),
+                &serde_json::json!("connected")
+            ),
+            "{tenant}"
+        );
+    }
+    // Every kind of attempt was made and judged.
+    for id in [
+        "network.tcp.8080",
+        "network.udp.5432",
+        "network.host.tcp.22",
+        "network.metadata.tcp.80",
+        "network.icmp-echo",
+        "network.spoof",
+        "network.broadcast",
+    ] {
+        assert!(
+            rows.iter().any(|r| r["id"] == id && r["verdict"] == "pass"),
+            "no passing {id} row"
+        );
+    }
+}
+
+#[test]
+fn a_firewall_wider_or_narrower_than_the_engine_is_exactly_that_leak_or_outage() {
+    require_root!();
+    let instance = Instance::new();
+    own_network(&instance, "[]");
+    instance.apply();
+    let table = format!("inet bulkhead_{} allow", instance.prefix);
+    let (web, db) = (address_of(&instance, "web"), address_of(&instance, "db"));
+
+    // An extra accept element: db may now open web's 8080, which the engine denies.
+    let extra = format!("{{ {db} . {web} . tcp . 8080 }}");
+    nft(&format!("add element {table} {extra}"));
+    let (code, report) = verify_network(&instance);
+    assert_eq!(
+        violations(&report),
+        vec!["leak network db web network.tcp.8080".to_owned()]
+    );
+    assert_eq!(code, Some(7));
+    nft(&format!("delete element {table} {extra}"));
+
+    // A lost allow element: web can no longer reach db's 5432, which the engine allows.
+    nft(&format!(
+        "delete element {table} {{ {web} . {db} . tcp . 5432 }}"
+    ));
+    let (code, report) = verify_network(&instance);
+    assert_eq!(
+        violations(&report),
+        vec!["outage network web db network.tcp.5432".to_owned()]
+    );
+    assert_eq!(code, Some(7));
+}
