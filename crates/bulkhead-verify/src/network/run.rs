@@ -36,7 +36,7 @@ const C: ProbeClass = ProbeClass::Network;
 const SETTLE: Duration = Duration::from_millis(300);
 /// Network probes run at least this many source tenants at once (they wait
 /// on timeouts, not on the CPU).
-const MIN_PARALLEL: usize = 8;
+const MIN_PARALLEL: usize = 16;
 
 /// A listener in one tenant.
 struct Listener {
