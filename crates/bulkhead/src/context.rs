@@ -146,7 +146,9 @@ pub fn desired_from(global: &Global, files: &[PathBuf]) -> Result<(Desired, Stri
         return Ok((desired, "files".to_owned()));
     }
     let instance = instance(global, None)?;
-    let Some(store) = existing_store(&instance)? else {
+    let store = existing_store(&instance)?;
+    crate::phases::mark("open-store");
+    let Some(store) = store else {
         return Err(anyhow::anyhow!(
             "instance {:?} has nothing applied yet (expected `bulkhead apply DIR` first, or -f DIR to read files)",
             instance.prefix()
@@ -162,6 +164,8 @@ pub fn desired_from(global: &Global, files: &[PathBuf]) -> Result<(Desired, Stri
                 instance.prefix()
             )
         })?;
+    crate::phases::mark("read-revision");
     let desired = desired_of(&revision)?;
+    crate::phases::mark("validate-revision");
     Ok((desired, format!("revision {}", revision.id)))
 }
