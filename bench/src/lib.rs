@@ -214,7 +214,12 @@ spec:
 
     /// The `bulkhead` binary with this instance's environment.
     pub fn command(&self) -> Command {
-        let mut command = Command::new(&self.binary);
+        self.command_with(&self.binary)
+    }
+
+    /// Another `bulkhead` binary (say, an older build) with this instance's environment.
+    pub fn command_with(&self, binary: &Path) -> Command {
+        let mut command = Command::new(binary);
         command
             .env("BULKHEAD_STATE_ROOT", self.dir.join("state"))
             .env("BULKHEAD_INSTANCE", &self.prefix)

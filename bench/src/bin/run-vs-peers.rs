@@ -11,8 +11,12 @@
 //! unpinned. Needs root; creates its own instance and removes it (`gc --all`).
 //!
 //! ```text
-//! cargo xtask bench run-vs-peers [-- --iterations 200 --cpu 1 --bulkhead PATH]
+//! cargo xtask bench run-vs-peers [-- --iterations 200 --cpu 1 --tenants 1 --bulkhead PATH --compare PATH]
 //! ```
+//!
+//! `--tenants N` applies N tenants (the command runs in the first): `run` should not
+//! slow down as an instance grows. `--compare PATH` adds another `bulkhead` binary
+//! (say, a build of `main`) as a contender, for a before/after ratio in one run.
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
@@ -64,6 +68,8 @@ struct Args {
     iterations: usize,
     cpu: String,
     bulkhead: Option<PathBuf>,
+    compare: Option<PathBuf>,
+    tenants: usize,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -71,6 +77,8 @@ fn parse_args() -> Result<Args, String> {
         iterations: 200,
         cpu: "1".to_owned(),
         bulkhead: None,
+        compare: None,
+        tenants: 1,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -82,13 +90,23 @@ fn parse_args() -> Result<Args, String> {
                     .filter(|&n| n > 0)
                     .ok_or("--iterations needs a positive number")?;
             }
+            "--tenants" => {
+                parsed.tenants = args
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .filter(|&n| n > 0)
+                    .ok_or("--tenants needs a positive number")?;
+            }
+            "--compare" => {
+                parsed.compare = Some(args.next().ok_or("--compare needs a path")?.into());
+            }
             "--cpu" => parsed.cpu = args.next().ok_or("--cpu needs a CPU list")?,
             "--bulkhead" => {
                 parsed.bulkhead = Some(args.next().ok_or("--bulkhead needs a path")?.into());
             }
             other => {
                 return Err(format!(
-                    "unknown argument {other:?} (expected --iterations N, --cpu LIST or --bulkhead PATH)"
+                    "unknown argument {other:?} (expected --iterations N, --cpu LIST, --tenants N, --bulkhead PATH or --compare PATH)"
                 ));
             }
         }
@@ -98,10 +116,10 @@ fn parse_args() -> Result<Args, String> {
 
 /// One contender: a name and how to start it.
 struct Tool {
-    name: &'static str,
+    name: String,
     argv: Vec<String>,
-    /// Runs as `bulkhead ARGV` in the benchmark's instance.
-    in_instance: bool,
+    /// Runs as this `bulkhead` binary with ARGV in the benchmark's instance.
+    in_instance: Option<PathBuf>,
 }
 
 fn run() -> Result<(), String> {
@@ -118,39 +136,48 @@ fn run() -> Result<(), String> {
     }
     let binary = bulkhead_binary(args.bulkhead.clone())?;
     let instance = BenchInstance::new(&binary, "br", 0)?;
-    instance.add_tenants(1)?;
+    instance.add_tenants(args.tenants)?;
     let applied = instance.apply()?;
     eprintln!(
-        "run-vs-peers: instance {} applied (one tenant) in {}",
+        "run-vs-peers: instance {} applied ({} tenants) in {}",
         instance.prefix(),
+        args.tenants,
         ms(applied)
     );
 
-    let tools = [
+    let run_argv = ["run", "t0", "--", "/bin/true"].map(str::to_owned).to_vec();
+    let mut tools = vec![Tool {
+        name: "`bulkhead run t0 -- /bin/true`".to_owned(),
+        argv: run_argv.clone(),
+        in_instance: Some(binary.clone()),
+    }];
+    if let Some(other) = &args.compare {
+        tools.push(Tool {
+            name: format!("`bulkhead run` with {}", other.display()),
+            argv: run_argv,
+            in_instance: Some(bulkhead_binary(Some(other.clone()))?),
+        });
+    }
+    tools.extend([
         Tool {
-            name: "`bulkhead run t0 -- /bin/true`",
-            argv: ["run", "t0", "--", "/bin/true"].map(str::to_owned).to_vec(),
-            in_instance: true,
-        },
-        Tool {
-            name: "bubblewrap `--unshare-all`",
+            name: "bubblewrap `--unshare-all`".to_owned(),
             argv: BWRAP.iter().map(|s| s.to_string()).collect(),
-            in_instance: false,
+            in_instance: None,
         },
         Tool {
-            name: "`unshare -U -r -p -f -m -n -i -u --mount-proc`",
+            name: "`unshare -U -r -p -f -m -n -i -u --mount-proc`".to_owned(),
             argv: UNSHARE.iter().map(|s| s.to_string()).collect(),
-            in_instance: false,
+            in_instance: None,
         },
         Tool {
-            name: "fork + exec `/bin/true` (floor)",
+            name: "fork + exec `/bin/true` (floor)".to_owned(),
             argv: vec!["/bin/true".to_owned()],
-            in_instance: false,
+            in_instance: None,
         },
-    ];
+    ]);
     let command_of = |tool: &Tool| -> Command {
-        if tool.in_instance {
-            let mut command = instance.command();
+        if let Some(binary) = &tool.in_instance {
+            let mut command = instance.command_with(binary);
             command.args(&tool.argv);
             command
         } else {
@@ -182,14 +209,17 @@ fn run() -> Result<(), String> {
             samples.iter_mut().map(|s| median_p95(s)).collect();
         let (bulkhead, _) = figures[0];
         let mut table = Table::new(&[
-            &format!("{label}, {} runs each, interleaved", args.iterations),
+            &format!(
+                "{label}, {} runs each, interleaved, {} tenant(s) applied",
+                args.iterations, args.tenants
+            ),
             "median",
             "p95",
             "bulkhead ÷ this (median)",
         ]);
         for (tool, (median, p95)) in tools.iter().zip(&figures) {
             table.row(vec![
-                tool.name.to_owned(),
+                tool.name.clone(),
                 ms(*median),
                 ms(*p95),
                 ratio(bulkhead, *median),
