@@ -149,13 +149,13 @@ fn run() -> Result<(), String> {
     let mut tools = vec![Tool {
         name: "`bulkhead run t0 -- /bin/true`".to_owned(),
         argv: run_argv.clone(),
-        in_instance: Some(binary.clone()),
+        in_instance: Some(instance.binary().to_path_buf()),
     }];
     if let Some(other) = &args.compare {
         tools.push(Tool {
             name: format!("`bulkhead run` with {}", other.display()),
             argv: run_argv,
-            in_instance: Some(bulkhead_binary(Some(other.clone()))?),
+            in_instance: Some(instance.install(&bulkhead_binary(Some(other.clone()))?, "compare")?),
         });
     }
     tools.extend([
