@@ -199,7 +199,7 @@ fn run() -> Result<(), String> {
         for round in 0..warmup + args.iterations {
             for k in 0..tools.len() {
                 let i = (round + k) % tools.len();
-                let took = time_command(&mut command_of(&tools[i]))?;
+                let took = timed_with_retries(|| command_of(&tools[i]))?;
                 if round >= warmup {
                     samples[i].push(took);
                 }
@@ -234,6 +234,20 @@ fn run() -> Result<(), String> {
         "target: bulkhead within 1.2× of bubblewrap (the ratio in the bubblewrap row, median)"
     );
     Ok(())
+}
+
+/// Times one run; retries twice on failure, because `bwrap --ro-bind / /` copies every
+/// mount on the host and fails when another process removes one meanwhile (say a
+/// `/run/netns` entry of a test running next to the benchmark).
+fn timed_with_retries(command: impl Fn() -> Command) -> Result<Duration, String> {
+    let mut last = String::new();
+    for _ in 0..3 {
+        match time_command(&mut command()) {
+            Ok(took) => return Ok(took),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }
 
 fn which(program: &str) -> Option<PathBuf> {
