@@ -48,7 +48,7 @@ pub use model::*;
 pub use net::{CidrBlock, PortError, PortMatch, PortSpec, Protocol, is_port_name, parse_cidr};
 pub use quantity::{Bandwidth, Bytes, Cpu, QuantityError};
 pub use source::{MAX_DEPTH, MAX_FILE_BYTES, Source, read_sources};
-pub use validate::{load, load_sources, load_str};
+pub use validate::{load, load_sources, load_sources_within, load_str};
 
 /// One object of the desired state in canonical form, as revisions store it.
 #[derive(Clone, Debug, PartialEq, Eq)]

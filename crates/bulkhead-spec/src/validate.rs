@@ -26,14 +26,26 @@ pub fn load(paths: &[PathBuf]) -> Result<Desired, Diagnostics> {
             "no YAML files found (expected *.yaml or *.yml files)",
         ));
     }
-    finish(located, diagnostics)
+    finish(located, diagnostics, &BTreeSet::new())
 }
 
 /// Decodes and validates in-memory sources (tests, stdin, the store's revisions).
 pub fn load_sources(sources: &[Source]) -> Result<Desired, Diagnostics> {
+    load_sources_within(sources, &BTreeSet::new())
+}
+
+/// Decodes and validates part of a desired state that was validated as a whole before
+/// (a stored revision): `sources` hold the objects the caller needs, `elsewhere` names
+/// the revision's other tenants, which references may name. Every check that needs
+/// only these objects runs; those across tenants outside them (exclusive cpusets)
+/// were made when the whole was. It costs what the part costs, not the whole.
+pub fn load_sources_within(
+    sources: &[Source],
+    elsewhere: &BTreeSet<String>,
+) -> Result<Desired, Diagnostics> {
     let mut diagnostics = Diagnostics::default();
     let located = decode_sources(sources, &mut diagnostics);
-    finish(located, diagnostics)
+    finish(located, diagnostics, elsewhere)
 }
 
 /// Parses one text, as if it were a file named `name`.
@@ -64,8 +76,12 @@ fn decode_sources(sources: &[Source], diagnostics: &mut Diagnostics) -> Vec<Loca
     located
 }
 
-fn finish(located: Vec<Located>, mut diagnostics: Diagnostics) -> Result<Desired, Diagnostics> {
-    let desired = validate(located, &mut diagnostics);
+fn finish(
+    located: Vec<Located>,
+    mut diagnostics: Diagnostics,
+    elsewhere: &BTreeSet<String>,
+) -> Result<Desired, Diagnostics> {
+    let desired = validate(located, &mut diagnostics, elsewhere);
     if diagnostics.is_empty() {
         Ok(desired)
     } else {
@@ -84,7 +100,11 @@ impl Checker<'_> {
     }
 }
 
-fn validate(located: Vec<Located>, diagnostics: &mut Diagnostics) -> Desired {
+fn validate(
+    located: Vec<Located>,
+    diagnostics: &mut Diagnostics,
+    elsewhere: &BTreeSet<String>,
+) -> Desired {
     let mut check = Checker { diagnostics };
     let mut platform: Option<(Platform, Spans)> = None;
     let mut tenants: BTreeMap<Name, (Tenant, Spans)> = BTreeMap::new();
@@ -136,7 +156,15 @@ fn validate(located: Vec<Located>, diagnostics: &mut Diagnostics) -> Desired {
             Spans::default(),
         )
     });
-    let tenant_names: Vec<&str> = tenants.keys().map(Name::as_str).collect();
+    let mut tenant_names: Vec<&str> = tenants.keys().map(Name::as_str).collect();
+    tenant_names.extend(
+        elsewhere
+            .iter()
+            .map(String::as_str)
+            .filter(|n| !tenants.keys().any(|t| t.as_str() == *n)),
+    );
+    tenant_names.sort_unstable();
+    let is_tenant = |name: &Name| tenants.contains_key(name) || elsewhere.contains(name.as_str());
 
     // Workloads: owner exists, resources defaulted and within the tenant's quota.
     let mut workloads: BTreeMap<(Name, Name), Workload> = BTreeMap::new();
@@ -326,7 +354,7 @@ fn validate(located: Vec<Located>, diagnostics: &mut Diagnostics) -> Desired {
 
         let check_peer = |check: &mut Checker<'_>, peer: &Peer, path: &str| match peer {
             Peer::Tenant { tenant, .. } => {
-                if !tenants.contains_key(tenant) {
+                if !is_tenant(tenant) {
                     let hint = did_you_mean(tenant.as_str(), &tenant_names)
                         .map(|s| format!("; did you mean {s:?}?"))
                         .unwrap_or_default();
@@ -420,8 +448,8 @@ fn validate(located: Vec<Located>, diagnostics: &mut Diagnostics) -> Desired {
             let size: u64 = 1u64 << (32 - u32::from(range.prefix_len()));
             // network address, broadcast address and the bridge are not for tenants
             let usable = size.saturating_sub(3);
-            if (tenants.len() as u64) > usable {
-                check.error(&platform_spans, "spec.network.tenantRange", format!("{range} has room for {usable} tenants but {} are declared (expected a larger range, e.g. a /16)", tenants.len()));
+            if (tenant_names.len() as u64) > usable {
+                check.error(&platform_spans, "spec.network.tenantRange", format!("{range} has room for {usable} tenants but {} are declared (expected a larger range, e.g. a /16)", tenant_names.len()));
             }
         }
         IpNet::V6(_) => {
@@ -430,7 +458,7 @@ fn validate(located: Vec<Located>, diagnostics: &mut Diagnostics) -> Desired {
     }
     for (index, service) in platform.spec.shared_services.iter().enumerate() {
         match &service.target {
-            ServiceTarget::Tenant { tenant, .. } if !tenants.contains_key(tenant) => {
+            ServiceTarget::Tenant { tenant, .. } if !is_tenant(tenant) => {
                 check.error(
                     &platform_spans,
                     &format!("spec.sharedServices[{index}].tenant"),
@@ -464,7 +492,7 @@ fn validate(located: Vec<Located>, diagnostics: &mut Diagnostics) -> Desired {
     }
     for (index, admin) in platform.spec.admins.iter().enumerate() {
         if let Some(tenant) = &admin.tenant
-            && !tenants.contains_key(tenant)
+            && !is_tenant(tenant)
         {
             check.error(
                 &platform_spans,

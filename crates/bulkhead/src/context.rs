@@ -123,6 +123,15 @@ pub fn required_store(global: &Global) -> Result<Store, Failure> {
 
 /// The desired state of a stored revision, re-validated on the way out.
 pub fn desired_of(revision: &Revision) -> Result<Desired, Failure> {
+    desired_within(revision, &std::collections::BTreeSet::new())
+}
+
+/// [`desired_of`] for the part of a revision left in `revision.objects`, whose other
+/// tenants are named in `elsewhere`.
+fn desired_within(
+    revision: &Revision,
+    elsewhere: &std::collections::BTreeSet<String>,
+) -> Result<Desired, Failure> {
     let sources: Vec<Source> = revision
         .objects
         .iter()
@@ -131,12 +140,61 @@ pub fn desired_of(revision: &Revision) -> Result<Desired, Failure> {
             text: object.document.clone(),
         })
         .collect();
-    bulkhead_spec::load_sources(&sources).map_err(|diagnostics| {
+    bulkhead_spec::load_sources_within(&sources, elsewhere).map_err(|diagnostics| {
         Failure::Other(anyhow::anyhow!(
             "revision {} no longer validates (was it written by another version?):\n{diagnostics}",
             revision.id
         ))
     })
+}
+
+/// One tenant's part of the last applied revision: the platform, the tenant and its
+/// workloads, validated with [`bulkhead_spec::load_sources_within`] (the revision's
+/// other tenants are known by name). `bulkhead run` needs no more, and its cost then
+/// does not grow with the number of tenants; the revision as a whole was validated
+/// before it was stored.
+pub fn desired_for_tenant(global: &Global, tenant: &str) -> Result<Desired, Failure> {
+    let instance = instance(global, None)?;
+    let nothing_applied = || {
+        anyhow::anyhow!(
+            "instance {:?} has nothing applied yet (expected `bulkhead apply DIR` first, or -f DIR to read files)",
+            instance.prefix()
+        )
+    };
+    let store = existing_store(&instance)?;
+    crate::phases::mark("open-store");
+    let store = store.ok_or_else(nothing_applied)?;
+    let mut revision = store
+        .latest_revision()
+        .context("cannot read the latest revision")?
+        .ok_or_else(nothing_applied)?;
+    crate::phases::mark("read-revision");
+    let mut elsewhere = std::collections::BTreeSet::new();
+    revision.objects.retain(|object| {
+        let key = &object.key;
+        match key.kind.as_str() {
+            "Tenant" if key.name != tenant => {
+                elsewhere.insert(key.name.clone());
+                false
+            }
+            "Workload" => key.namespace.as_deref() == Some(tenant),
+            _ => true,
+        }
+    });
+    let found = revision
+        .objects
+        .iter()
+        .any(|o| o.key.kind == "Tenant" && o.key.name == tenant);
+    if !found {
+        return Err(anyhow::anyhow!(
+            "no tenant named {tenant:?} (expected one of: {})",
+            elsewhere.into_iter().collect::<Vec<_>>().join(", ")
+        )
+        .into());
+    }
+    let desired = desired_within(&revision, &elsewhere)?;
+    crate::phases::mark("validate-revision");
+    Ok(desired)
 }
 
 /// The desired state to read from: files when given, else the last applied revision.
@@ -146,7 +204,9 @@ pub fn desired_from(global: &Global, files: &[PathBuf]) -> Result<(Desired, Stri
         return Ok((desired, "files".to_owned()));
     }
     let instance = instance(global, None)?;
-    let Some(store) = existing_store(&instance)? else {
+    let store = existing_store(&instance)?;
+    crate::phases::mark("open-store");
+    let Some(store) = store else {
         return Err(anyhow::anyhow!(
             "instance {:?} has nothing applied yet (expected `bulkhead apply DIR` first, or -f DIR to read files)",
             instance.prefix()
@@ -162,6 +222,8 @@ pub fn desired_from(global: &Global, files: &[PathBuf]) -> Result<(Desired, Stri
                 instance.prefix()
             )
         })?;
+    crate::phases::mark("read-revision");
     let desired = desired_of(&revision)?;
+    crate::phases::mark("validate-revision");
     Ok((desired, format!("revision {}", revision.id)))
 }

@@ -9,6 +9,7 @@ mod commands;
 mod context;
 mod network;
 mod output;
+mod phases;
 
 use std::process::ExitCode;
 
@@ -27,8 +28,12 @@ fn main() -> ExitCode {
     if bulkhead_verify::probe::is_probe_invocation() {
         bulkhead_verify::probe::probe_main();
     }
+    phases::start_from_env();
     let cli = Cli::parse();
-    match commands::run(cli) {
+    phases::mark("parse-args");
+    let outcome = commands::run(cli);
+    phases::report();
+    match outcome {
         Ok(code) => ExitCode::from(code),
         Err(Failure::Invalid(diagnostics)) => {
             for diagnostic in diagnostics.iter() {

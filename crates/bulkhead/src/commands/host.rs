@@ -21,6 +21,7 @@ use bulkhead_spec::{DegradableFeature, Desired, KeySource, Profile};
 use bulkhead_store::{AuditEntry, AuditOutcome, MasterKey, Store};
 
 use crate::context::Failure;
+use crate::phases;
 
 /// bulkhead's own failures in `run` (the command's exit code passes through otherwise).
 pub const EXIT_RUN_FAILED: u8 = 125;
@@ -321,10 +322,12 @@ pub fn converge(
         );
     }
     let degraded: Vec<DegradableFeature> = weakened.into_iter().map(|(f, _)| f).collect();
+    phases::mark("converge-setup");
     for _ in 0..MAX_ROUNDS {
         let seen = observe(&host, store, desired)?;
         let network = observe_network(&host, instance, desired, store);
         let actions = host::plan(&targets(&host, desired, &degraded)?, &seen, &network);
+        phases::mark("observe-and-plan");
         if actions.is_empty() {
             return Ok(done);
         }
@@ -354,6 +357,7 @@ pub fn converge(
                 std::process::exit(i32::from(crate::context::EXIT_FAILED));
             }
         }
+        phases::mark("execute-round");
     }
     let seen = observe(&host, store, desired)?;
     let network = observe_network(&host, instance, desired, store);
@@ -470,13 +474,16 @@ pub fn run(instance: &Instance, request: &RunRequest<'_>) -> Result<i32, Failure
             anyhow::anyhow!("nothing to run (expected `-- COMMAND…` or --workload NAME)")
         })?;
     }
+    phases::mark("find-tenant");
     let sandbox = Sandbox::open(instance, request.tenant).map_err(|e| {
         anyhow::anyhow!(
             "tenant {:?} is not running ({e}); expected `bulkhead apply` first",
             request.tenant
         )
     })?;
+    phases::mark("open-sandbox");
     let host = Host::new(instance.clone()).context("cannot read the host's cgroups")?;
+    phases::mark("detect-cgroups");
     let leaf = match workload {
         Some(w) => w.metadata.name.to_string(),
         None => {
@@ -485,6 +492,7 @@ pub fn run(instance: &Instance, request: &RunRequest<'_>) -> Result<i32, Failure
             RUN_CGROUP.to_owned()
         }
     };
+    phases::mark("run-cgroup");
     let inside = |paths: &[&str]| -> Vec<PathBuf> {
         paths
             .iter()
@@ -519,6 +527,7 @@ pub fn run(instance: &Instance, request: &RunRequest<'_>) -> Result<i32, Failure
         landlock_mode,
         rlimits: bulkhead_node::confine::rlimit::Rlimits { nofile: Some(4096) },
     };
+    phases::mark("landlock-paths");
     let confinement = std::sync::Arc::new(
         Confinement::prepare(tenant.spec.profile, &options)
             .context("cannot prepare the tenant's confinement")?,
@@ -528,6 +537,7 @@ pub fn run(instance: &Instance, request: &RunRequest<'_>) -> Result<i32, Failure
             "warning: landlock does not enforce {gap} on this kernel (accepted by spec.allowDegraded)"
         );
     }
+    phases::mark("prepare-confinement");
     let mut command = sandbox::Command::new(&argv[0]);
     command.args(&argv[1..]);
     if let Some(w) = workload {
@@ -551,8 +561,11 @@ pub fn run(instance: &Instance, request: &RunRequest<'_>) -> Result<i32, Failure
     }
     let hook = std::sync::Arc::clone(&confinement);
     command.pre_exec(move || hook.apply().map_err(Into::into));
-    sandbox
+    phases::mark("build-command");
+    let code = sandbox
         .run(command)
         .with_context(|| format!("cannot run {:?} in tenant {:?}", argv[0], request.tenant))
-        .map_err(Failure::from)
+        .map_err(Failure::from);
+    phases::mark("run-and-wait");
+    code
 }

@@ -47,7 +47,7 @@ fn tenant_mut<'a>(
 
 pub fn run(global: &Global, tenant: &str, workload: Option<&str>, command: &[String]) -> Outcome {
     let outcome = (|| {
-        let desired = current(global)?;
+        let desired = context::desired_for_tenant(global, tenant)?;
         let instance = context::instance(global, Some(&desired))?;
         host::run(
             &instance,
