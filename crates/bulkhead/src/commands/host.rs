@@ -48,15 +48,36 @@ pub fn master_key(desired: &Desired) -> Result<MasterKey, Failure> {
     }
 }
 
-struct StoreSecrets<'a> {
-    store: &'a Store,
-    master: &'a MasterKey,
+/// The master key, loaded (or created) only when an action needs it: converging an
+/// instance with nothing to encrypt never touches the key file.
+struct LazyMaster<'a> {
+    desired: &'a Desired,
+    key: Option<MasterKey>,
 }
 
-impl Secrets for StoreSecrets<'_> {
+impl LazyMaster<'_> {
+    fn get(&mut self) -> Result<&MasterKey, String> {
+        if self.key.is_none() {
+            let key = master_key(self.desired).map_err(|failure| match failure {
+                Failure::Other(e) => format!("{e:#}"),
+                Failure::Invalid(d) => d.to_string(),
+            })?;
+            self.key = Some(key);
+        }
+        self.key.as_ref().ok_or_else(|| "no master key".to_owned())
+    }
+}
+
+struct StoreSecrets<'a, 'd> {
+    store: &'a Store,
+    master: &'a mut LazyMaster<'d>,
+}
+
+impl Secrets for StoreSecrets<'_, '_> {
     fn tenant_key(&mut self, tenant: &str) -> Result<zeroize::Zeroizing<[u8; 32]>, String> {
+        let master = self.master.get()?;
         self.store
-            .unwrap_tenant_key(self.master, tenant)
+            .unwrap_tenant_key(master, tenant)
             .map_err(|e| format!("cannot unwrap the tenant key: {e}"))
     }
 
@@ -305,7 +326,7 @@ pub fn converge(
         )));
     }
     require_host_features(desired)?;
-    let master = master_key(desired)?;
+    let mut master = LazyMaster { desired, key: None };
     let host = host_for(instance, desired)?;
     let mut done = Vec::new();
     let weakened = degraded(desired);
@@ -339,7 +360,7 @@ pub fn converge(
                         .with_detail(action.to_string()),
                 )
                 .context("cannot write the audit log")?;
-            let result = execute(&host, instance, desired, store, &master, &action);
+            let result = execute(&host, instance, desired, store, &mut master, &action);
             let (outcome, detail) = match &result {
                 Ok(()) => (AuditOutcome::Succeeded, None),
                 Err(error) => (AuditOutcome::Failed, Some(format!("{error:#}"))),
@@ -380,7 +401,7 @@ fn execute(
     instance: &Instance,
     desired: &Desired,
     store: &mut Store,
-    master: &MasterKey,
+    master: &mut LazyMaster<'_>,
     action: &Action,
 ) -> anyhow::Result<()> {
     let tenant = action.tenant();
@@ -409,6 +430,7 @@ fn execute(
             store.allocate_id_range(tenant)?;
         }
         Action::CreateKey { .. } => {
+            let master = master.get().map_err(|e| anyhow::anyhow!(e))?;
             store.create_tenant_key(master, tenant)?;
         }
         Action::DestroyKey { .. } => {

@@ -130,8 +130,11 @@ pub fn gc(global: &Global, all: bool) -> Outcome {
     let desired = match context::desired_from(global, &[]) {
         Ok((desired, _)) => desired,
         Err(_) if all => {
-            // Nothing applied (or no store): there is still the host to clean.
-            bulkhead_spec::load_str("<empty>", "")?
+            // Nothing applied (or no store): there is still the host to clean, for the
+            // instance the flags name.
+            let mut empty = bulkhead_spec::load_str("<empty>", "")?;
+            empty.platform.spec.instance = context::instance(global, None)?.prefix().to_owned();
+            empty
         }
         Err(error) => return Err(error),
     };
