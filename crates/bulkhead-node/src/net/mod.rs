@@ -1,5 +1,5 @@
 //! Tenant networks on one host: wiring ([`link`]), the firewall
-//! ([`firewall`]) and bandwidth caps ([`shape`]). Library only: `apply`
+//! ([`firewall`]), bandwidth caps ([`shape`]) and the DNS view ([`dns`]). Library only: `apply`
 //! calls these idempotent functions, `observe` reads back what is there.
 //!
 //! # Wiring ([`link`])
@@ -98,6 +98,7 @@
 //! from the firewall's sets.
 
 mod addr;
+pub mod dns;
 mod error;
 pub mod firewall;
 pub mod link;

@@ -14,8 +14,8 @@ use bulkhead_node::confine::{ConfineOptions, Confinement};
 use bulkhead_node::doctor::{self, Feature};
 use bulkhead_node::host::{self, Action, Host, NetworkSeen, RUN_CGROUP, Secrets, TenantSeen};
 use bulkhead_node::naming::Instance;
-use bulkhead_node::net::firewall;
 use bulkhead_node::net::shape::Caps;
+use bulkhead_node::net::{dns, firewall};
 use bulkhead_node::sandbox::{self, Sandbox};
 use bulkhead_spec::{DegradableFeature, Desired, KeySource, Profile};
 use bulkhead_store::{AuditEntry, AuditOutcome, MasterKey, Store};
@@ -51,6 +51,7 @@ pub fn master_key(desired: &Desired) -> Result<MasterKey, Failure> {
 struct StoreSecrets<'a> {
     store: &'a Store,
     master: &'a MasterKey,
+    desired: &'a Desired,
 }
 
 impl Secrets for StoreSecrets<'_> {
@@ -66,6 +67,10 @@ impl Secrets for StoreSecrets<'_> {
             Ok(None) => Err("no address allocated".to_owned()),
             Err(e) => Err(e.to_string()),
         }
+    }
+
+    fn resolver_zone(&mut self) -> Result<Option<dns::Zone>, String> {
+        expected_zone(self.desired, self.store).map_err(|e| format!("{e:#}"))
     }
 
     fn id_base(&mut self, tenant: &str) -> Result<u32, String> {
@@ -214,6 +219,20 @@ fn expected_firewall(
     Ok(Some(firewall::compile(instance, desired, &wanted)?))
 }
 
+/// The resolver's zone for `desired` with the stored addresses; `None` when the
+/// platform names another resolver, or a desired tenant has no address yet.
+fn expected_zone(desired: &Desired, store: &Store) -> anyhow::Result<Option<dns::Zone>> {
+    let addresses = store.tenant_addresses()?;
+    let wanted: BTreeMap<String, std::net::Ipv4Addr> = addresses
+        .into_iter()
+        .filter(|(tenant, _)| desired.tenants.keys().any(|n| n.as_str() == tenant))
+        .collect();
+    if wanted.len() < desired.tenants.len() || desired.tenants.is_empty() {
+        return Ok(None);
+    }
+    Ok(dns::compile(desired, &wanted)?)
+}
+
 fn observe_network(
     host: &Host,
     instance: &Instance,
@@ -227,10 +246,19 @@ fn observe_network(
         (Ok(Some(expected)), Some(state)) => state.drift(&expected).is_empty(),
         _ => false,
     };
+    let resolver = dns::observe(instance);
+    let resolver_in_sync = match expected_zone(desired, store) {
+        Ok(Some(zone)) => resolver.serves(&zone),
+        // Another resolver, or addresses still to allocate (the next round sees them).
+        Ok(None) => !resolver.is_running() && dns::served_on_bridge(&desired.platform).is_none(),
+        Err(_) => false,
+    };
     NetworkSeen {
         bridge_ready,
         anything: bridge_exists || tables,
         firewall_in_sync,
+        resolver_running: resolver.is_running(),
+        resolver_in_sync,
     }
 }
 
@@ -287,7 +315,10 @@ fn host_for(instance: &Instance, desired: &Desired) -> Result<Host, Failure> {
     let network = &desired.platform.spec.network;
     Ok(Host::new(instance.clone())
         .context("cannot read the host's cgroups")?
-        .with_network(network.tenant_range, network.nat))
+        .with_network(network.tenant_range, network.nat)
+        .with_nameserver(bulkhead_policy::tenancy::resolver_address(
+            &desired.platform,
+        )))
 }
 
 /// Converges the host to `desired`, auditing every action. `fail_after` stops the
@@ -418,7 +449,11 @@ fn execute(
             store.release_id_range(tenant)?;
         }
         _ => {
-            let mut secrets = StoreSecrets { store, master };
+            let mut secrets = StoreSecrets {
+                store,
+                master,
+                desired,
+            };
             host.execute(action, &mut secrets)?;
         }
     }
