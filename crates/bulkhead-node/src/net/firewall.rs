@@ -1014,7 +1014,7 @@ pub fn remove(instance: &Instance) -> Result<bool, FirewallError> {
 }
 
 /// Packets and bytes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Count {
     /// Packets.
     pub packets: u64,

@@ -103,6 +103,7 @@ mod error;
 pub mod firewall;
 pub mod link;
 mod netlink;
+pub mod report;
 pub mod shape;
 
 pub use addr::{allocate, bridge_address, format_mac, tenant_mac};
