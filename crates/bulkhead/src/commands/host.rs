@@ -52,6 +52,7 @@ struct StoreSecrets<'a> {
     store: &'a Store,
     master: &'a MasterKey,
     desired: &'a Desired,
+    instance: &'a Instance,
 }
 
 impl Secrets for StoreSecrets<'_> {
@@ -70,7 +71,7 @@ impl Secrets for StoreSecrets<'_> {
     }
 
     fn resolver_zone(&mut self) -> Result<Option<dns::Zone>, String> {
-        expected_zone(self.desired, self.store).map_err(|e| format!("{e:#}"))
+        expected_zone(self.instance, self.desired, self.store).map_err(|e| format!("{e:#}"))
     }
 
     fn id_base(&mut self, tenant: &str) -> Result<u32, String> {
@@ -221,7 +222,11 @@ fn expected_firewall(
 
 /// The resolver's zone for `desired` with the stored addresses; `None` when the
 /// platform names another resolver, or a desired tenant has no address yet.
-fn expected_zone(desired: &Desired, store: &Store) -> anyhow::Result<Option<dns::Zone>> {
+fn expected_zone(
+    instance: &Instance,
+    desired: &Desired,
+    store: &Store,
+) -> anyhow::Result<Option<dns::Zone>> {
     let addresses = store.tenant_addresses()?;
     let wanted: BTreeMap<String, std::net::Ipv4Addr> = addresses
         .into_iter()
@@ -230,7 +235,7 @@ fn expected_zone(desired: &Desired, store: &Store) -> anyhow::Result<Option<dns:
     if wanted.len() < desired.tenants.len() || desired.tenants.is_empty() {
         return Ok(None);
     }
-    Ok(dns::compile(desired, &wanted)?)
+    Ok(dns::compile(instance, desired, &wanted)?)
 }
 
 fn observe_network(
@@ -247,7 +252,7 @@ fn observe_network(
         _ => false,
     };
     let resolver = dns::observe(instance);
-    let resolver_in_sync = match expected_zone(desired, store) {
+    let resolver_in_sync = match expected_zone(instance, desired, store) {
         Ok(Some(zone)) => resolver.serves(&zone),
         // Another resolver, or addresses still to allocate (the next round sees them).
         Ok(None) => !resolver.is_running() && dns::served_on_bridge(&desired.platform).is_none(),
@@ -453,6 +458,7 @@ fn execute(
                 store,
                 master,
                 desired,
+                instance,
             };
             host.execute(action, &mut secrets)?;
         }

@@ -67,9 +67,12 @@ fn serve() -> Result<Never, String> {
     let text = std::fs::read_to_string(&path)
         .map_err(|e| format!("cannot read {}: {e}", path.to_string_lossy()))?;
     let zone = Zone::parse(&text)?;
-    let listen = SocketAddr::from((zone.listen, PORT));
-    let udp = UdpSocket::bind(listen).map_err(|e| format!("cannot bind udp {listen}: {e}"))?;
-    let tcp = TcpListener::bind(listen).map_err(|e| format!("cannot bind tcp {listen}: {e}"))?;
+    let (udp, tcp) = bind(&zone).map_err(|(what, e)| {
+        format!(
+            "cannot bind {what} {}:{PORT} on {}: {e}",
+            zone.listen, zone.device
+        )
+    })?;
     drop_privileges()?;
     let index = Arc::new(Index::new(zone));
     say("ready");
@@ -112,6 +115,25 @@ fn serve() -> Result<Never, String> {
             }
         }
     }
+}
+
+/// UDP and TCP sockets on the bridge address, bound to the bridge device.
+fn bind(zone: &Zone) -> Result<(UdpSocket, TcpListener), (&'static str, std::io::Error)> {
+    use rustix::net::{AddressFamily, SocketAddrV4, SocketType};
+    use std::os::fd::AsFd as _;
+    let address = SocketAddrV4::new(zone.listen, PORT);
+    let open = |kind: SocketType, what: &'static str| {
+        let fd =
+            rustix::net::socket(AddressFamily::INET, kind, None).map_err(|e| (what, e.into()))?;
+        rustix::net::sockopt::set_socket_reuseaddr(&fd, true).map_err(|e| (what, e.into()))?;
+        crate::sys::socket::bind_to_device(fd.as_fd(), &zone.device).map_err(|e| (what, e))?;
+        rustix::net::bind(&fd, &address).map_err(|e| (what, e.into()))?;
+        Ok::<_, (&'static str, std::io::Error)>(fd)
+    };
+    let udp = open(SocketType::DGRAM, "udp")?;
+    let tcp = open(SocketType::STREAM, "tcp")?;
+    rustix::net::listen(&tcp, 128).map_err(|e| ("tcp", e.into()))?;
+    Ok((UdpSocket::from(udp), TcpListener::from(tcp)))
 }
 
 /// A counted place among [`MAX_IN_FLIGHT`]; released on drop.
@@ -351,6 +373,7 @@ mod tests {
         let a = Ipv4Addr::new(10, 9, 0, 2);
         Index::new(Zone {
             listen: Ipv4Addr::new(10, 9, 0, 1),
+            device: "t-br".to_owned(),
             upstreams: Vec::new(),
             tenants: BTreeSet::from(["a".to_owned()]),
             names: vec![("a".to_owned(), a)],
