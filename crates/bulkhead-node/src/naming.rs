@@ -16,6 +16,9 @@
 //! | sandbox holder record (pid, start time) | `<state>/sandboxes/<tenant>.holder` |
 //! | network namespace bind mount for `ip netns` | `/run/netns/<instance>-<tenant>` |
 //! | interfaces | `<instance>` + short hash of the tenant + role suffix, within IFNAMSIZ |
+//! | resolver zone (names and per-tenant views) | `<state>/resolver/zone.json` |
+//! | resolver record (pid, start time, zone digest) | `<state>/resolver/resolver.record` |
+//! | resolver log (its stderr) | `<state>/resolver/resolver.log` |
 
 use std::path::{Path, PathBuf};
 
@@ -155,6 +158,21 @@ impl Instance {
             );
         }
         name
+    }
+
+    /// The zone file the instance's DNS resolver reads at start.
+    pub fn resolver_zone(&self) -> PathBuf {
+        self.state_dir.join("resolver").join("zone.json")
+    }
+
+    /// The record of the running resolver: pid, start time, zone digest.
+    pub fn resolver_record(&self) -> PathBuf {
+        self.state_dir.join("resolver").join("resolver.record")
+    }
+
+    /// Where the resolver's stderr goes.
+    pub fn resolver_log(&self) -> PathBuf {
+        self.state_dir.join("resolver").join("resolver.log")
     }
 
     /// The instance bridge's name.

@@ -287,6 +287,15 @@ Examples:
         kind: SchemaKind,
     },
 
+    /// Tenant networks on this host: addresses, links, namespaces, counters.
+    #[command(after_help = "Examples:
+  bulkhead net show
+  bulkhead net show web -o json")]
+    Net {
+        #[command(subcommand)]
+        action: crate::commands::net::NetAction,
+    },
+
     /// Which isolation features this host has, and how it is hardened.
     #[command(after_help = "Read-only; works without root where it can.
 

@@ -28,6 +28,10 @@ fn main() -> ExitCode {
     if bulkhead_verify::probe::is_probe_invocation() {
         bulkhead_verify::probe::probe_main();
     }
+    // The instance's DNS resolver is this binary too, started by `apply`.
+    if bulkhead_node::net::dns::is_resolver_invocation() {
+        bulkhead_node::net::dns::resolver_main();
+    }
     phases::start_from_env();
     let cli = Cli::parse();
     phases::mark("parse-args");

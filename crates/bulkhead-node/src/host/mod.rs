@@ -31,6 +31,7 @@ use crate::volume::{MountOptions, Volume, VolumeError, VolumeSpec};
 
 pub use plan::{Action, NetworkSeen, TenantSeen, TenantTarget, offboard, plan, summarize};
 
+use crate::net::dns;
 use crate::net::link::{self, BridgeConfig, NetnsRef, TenantLink};
 use crate::net::shape::{self, Caps};
 
@@ -111,6 +112,11 @@ pub trait Secrets {
     fn id_base(&mut self, tenant: &str) -> Result<u32, String>;
     /// The tenant's address.
     fn address(&mut self, tenant: &str) -> Result<std::net::Ipv4Addr, String>;
+    /// The resolver's zone compiled for the desired state; `None` when the platform
+    /// names another resolver (then a running one is stopped).
+    fn resolver_zone(&mut self) -> Result<Option<crate::net::dns::Zone>, String> {
+        Err("this caller compiles no resolver zone".to_owned())
+    }
 }
 
 /// One instance's host backend.
@@ -120,6 +126,7 @@ pub struct Host {
     cgroups: Cgroups,
     holder_exe: Option<PathBuf>,
     bridge: Option<BridgeConfig>,
+    nameserver: Option<std::net::IpAddr>,
 }
 
 impl Host {
@@ -131,6 +138,7 @@ impl Host {
             cgroups,
             holder_exe: None,
             bridge: None,
+            nameserver: None,
         })
     }
 
@@ -139,6 +147,13 @@ impl Host {
         if let ipnet::IpNet::V4(range) = range {
             self.bridge = Some(BridgeConfig { range, forwarding });
         }
+        self
+    }
+
+    /// The resolver sandboxes name in their `/etc/resolv.conf` (the platform's, by
+    /// default the bridge address) instead of the host's.
+    pub fn with_nameserver(mut self, nameserver: Option<std::net::IpAddr>) -> Host {
+        self.nameserver = nameserver;
         self
     }
 
@@ -458,6 +473,30 @@ impl Host {
                 shape::remove(&self.instance, &tenant).map_err(|e| net_error(&tenant, e))?;
                 link::remove_tenant(&self.instance, &tenant).map_err(|e| net_error(&tenant, e))?;
             }
+            Action::StartResolver => {
+                let zone = secrets
+                    .resolver_zone()
+                    .map_err(|message| HostError::Secret {
+                        tenant: tenant.clone(),
+                        message,
+                    })?;
+                match zone {
+                    Some(zone) => {
+                        let exe = self
+                            .holder_exe
+                            .clone()
+                            .unwrap_or_else(|| PathBuf::from("/proc/self/exe"));
+                        dns::start(&self.instance, &zone, &exe)
+                            .map_err(|e| net_error(&tenant, e))?;
+                    }
+                    None => {
+                        dns::stop(&self.instance).map_err(|e| net_error(&tenant, e))?;
+                    }
+                }
+            }
+            Action::StopResolver => {
+                dns::stop(&self.instance).map_err(|e| net_error(&tenant, e))?;
+            }
             Action::RemoveNetwork => {
                 crate::net::firewall::remove(&self.instance).map_err(|e| net_error(&tenant, e))?;
                 link::remove_bridge(&self.instance).map_err(|e| net_error(&tenant, e))?;
@@ -532,6 +571,9 @@ impl Host {
                 }
                 if let Some(exe) = &self.holder_exe {
                     config.holder_exe = exe.clone();
+                }
+                if self.bridge.is_some() {
+                    config.nameserver = self.nameserver;
                 }
                 sandbox::start(&self.instance, &config).map_err(sb)?;
             }

@@ -82,6 +82,11 @@ pub struct NetworkSeen {
     pub anything: bool,
     /// The firewall tables match what the policy engine compiles for the desired state.
     pub firewall_in_sync: bool,
+    /// The instance's DNS resolver runs.
+    pub resolver_running: bool,
+    /// The resolver runs on the zone the desired state compiles to (or does not run
+    /// when the platform names another resolver).
+    pub resolver_in_sync: bool,
 }
 
 /// One idempotent step. Store steps (ids, keys) run in the caller, host steps in
@@ -130,6 +135,12 @@ pub enum Action {
     },
     /// Remove the instance bridge and firewall tables (no tenant left).
     RemoveNetwork,
+    /// (Re)start the instance's DNS resolver on the zone compiled from the policy
+    /// engine (each tenant resolves only what it may reach); stop it when the platform
+    /// names another resolver.
+    StartResolver,
+    /// Stop the instance's DNS resolver (no tenant left).
+    StopResolver,
     /// Create and store the tenant's wrapped volume key.
     CreateKey {
         /// Tenant.
@@ -229,7 +240,11 @@ impl Action {
     /// The tenant the action is about; empty for instance-wide actions.
     pub fn tenant(&self) -> &str {
         match self {
-            Action::EnsureBridge | Action::ApplyFirewall | Action::RemoveNetwork => "",
+            Action::EnsureBridge
+            | Action::ApplyFirewall
+            | Action::RemoveNetwork
+            | Action::StartResolver
+            | Action::StopResolver => "",
             Action::AllocateAddress { tenant }
             | Action::WireTenant { tenant }
             | Action::ShapeTenant { tenant, .. }
@@ -265,6 +280,8 @@ impl Action {
             Action::UnwireTenant { .. } => "unwire-tenant",
             Action::ReleaseAddress { .. } => "release-address",
             Action::RemoveNetwork => "remove-network",
+            Action::StartResolver => "start-resolver",
+            Action::StopResolver => "stop-resolver",
             Action::AllocateIds { .. } => "allocate-ids",
             Action::CreateKey { .. } => "create-key",
             Action::PrepareVolume { .. } => "prepare-volume",
@@ -304,6 +321,11 @@ impl fmt::Display for Action {
             Action::UnwireTenant { tenant } => write!(f, "remove {tenant}'s network link"),
             Action::ReleaseAddress { tenant } => write!(f, "release {tenant}'s address"),
             Action::RemoveNetwork => write!(f, "remove the instance bridge and firewall"),
+            Action::StartResolver => write!(
+                f,
+                "(re)start the DNS resolver on the bridge with each tenant's view of the names"
+            ),
+            Action::StopResolver => write!(f, "stop the DNS resolver"),
             Action::AllocateIds { tenant } => write!(f, "allocate a host id range for {tenant}"),
             Action::CreateKey { tenant } => write!(
                 f,
@@ -525,6 +547,12 @@ pub fn plan(
     if !desired.is_empty() && (!network.firewall_in_sync || tenants_changed || offboarded) {
         actions.push(Action::ApplyFirewall);
     }
+    if !desired.is_empty() && !network.resolver_in_sync {
+        actions.push(Action::StartResolver);
+    }
+    if desired.is_empty() && network.resolver_running {
+        actions.push(Action::StopResolver);
+    }
     if desired.is_empty() && network.anything {
         actions.push(Action::RemoveNetwork);
     }
@@ -599,6 +627,8 @@ mod tests {
             bridge_ready: true,
             anything: true,
             firewall_in_sync: true,
+            resolver_running: true,
+            resolver_in_sync: true,
         }
     }
 
@@ -640,7 +670,8 @@ mod tests {
                 "start-sandbox",
                 "wire-tenant",
                 "shape-tenant",
-                "apply-firewall"
+                "apply-firewall",
+                "start-resolver"
             ]
         );
     }
@@ -691,6 +722,17 @@ mod tests {
     }
 
     #[test]
+    fn a_changed_zone_restarts_the_resolver_alone() {
+        let t = target("web");
+        let seen = BTreeMap::from([("web".to_owned(), converged(&t))]);
+        let network = NetworkSeen {
+            resolver_in_sync: false,
+            ..net_ok()
+        };
+        assert_eq!(plan(&[t], &seen, &network), vec![Action::StartResolver]);
+    }
+
+    #[test]
     fn a_frozen_tenant_is_thawed_before_it_is_stopped() {
         let t = target("old");
         let mut seen = converged(&t);
@@ -717,6 +759,7 @@ mod tests {
                 "destroy-key",
                 "release-address",
                 "release-ids",
+                "stop-resolver",
                 "remove-network"
             ]
         );

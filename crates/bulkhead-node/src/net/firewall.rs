@@ -906,10 +906,38 @@ impl Ruleset {
         Some(out)
     }
 
+    /// The rules each chain holds once loaded, by (family, chain): read from
+    /// [`Ruleset::render`], so it cannot disagree with what is loaded.
+    pub fn chain_rules(&self) -> BTreeMap<(String, String), usize> {
+        let mut out = BTreeMap::new();
+        let mut family = "";
+        let mut chain: Option<(String, String)> = None;
+        for line in self.render().lines() {
+            let trimmed = line.trim();
+            if let Some(rest) = line.strip_prefix("table ") {
+                family = rest.split_whitespace().next().unwrap_or_default();
+            } else if let Some(rest) = line.strip_prefix("\tchain ") {
+                let name = rest.trim_end_matches(" {").to_owned();
+                let key = (family.to_owned(), name);
+                out.insert(key.clone(), 0);
+                chain = Some(key);
+            } else if line == "\t}" {
+                chain = None;
+            } else if let Some(key) = &chain
+                && line.starts_with("\t\t")
+                && !trimmed.starts_with("type ")
+                && let Some(count) = out.get_mut(key)
+            {
+                *count += 1;
+            }
+        }
+        out
+    }
+
     /// Element counts of the sets, for sizing reports.
     pub fn size(&self) -> RulesetSize {
         RulesetSize {
-            rules: if self.nat { 23 } else { 22 },
+            rules: self.chain_rules().values().sum(),
             allow_elements: self.allow.len(),
             port_elements: self.ports.len() * 3,
             counter_elements: self.ports.len() * 3,
@@ -1014,7 +1042,7 @@ pub fn remove(instance: &Instance) -> Result<bool, FirewallError> {
 }
 
 /// Packets and bytes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Count {
     /// Packets.
     pub packets: u64,
@@ -1039,6 +1067,9 @@ pub struct FirewallState {
     pub ingress_drops: BTreeMap<Ipv4Addr, Count>,
     /// Frames dropped for a spoofed source, by tenant interface.
     pub spoof_drops: BTreeMap<String, Count>,
+    /// Rules per chain, by (family, chain): a flushed table keeps its sets
+    /// but loses these.
+    pub chain_rules: BTreeMap<(String, String), usize>,
 }
 
 impl FirewallState {
@@ -1051,6 +1082,24 @@ impl FirewallState {
         }
         if !self.bridge {
             out.push(format!("table bridge {} is missing", expected.table));
+        }
+        if self.inet || self.bridge {
+            for ((family, chain), want) in expected.chain_rules() {
+                let tables = if family == "inet" {
+                    self.inet
+                } else {
+                    self.bridge
+                };
+                let have = self.chain_rules.get(&(family.clone(), chain.clone()));
+                match have {
+                    _ if !tables => {}
+                    None => out.push(format!("chain {family} {chain} is missing")),
+                    Some(have) if *have != want => out.push(format!(
+                        "chain {family} {chain} holds {have} rules (expected {want})"
+                    )),
+                    Some(_) => {}
+                }
+            }
         }
         if self.inet {
             for a in expected.allow.difference(&self.allow) {
@@ -1109,6 +1158,22 @@ pub fn observe(instance: &Instance) -> Result<FirewallState, FirewallError> {
         }
         let items = value["nftables"].as_array().cloned().unwrap_or_default();
         for item in items {
+            if let Some(chain) = item.get("chain")
+                && let Some(name) = chain["name"].as_str()
+            {
+                state
+                    .chain_rules
+                    .entry((family.to_owned(), name.to_owned()))
+                    .or_insert(0);
+            }
+            if let Some(rule) = item.get("rule")
+                && let Some(name) = rule["chain"].as_str()
+            {
+                *state
+                    .chain_rules
+                    .entry((family.to_owned(), name.to_owned()))
+                    .or_insert(0) += 1;
+            }
             let Some(set) = item.get("set") else { continue };
             let name = set["name"].as_str().unwrap_or_default();
             let elems = set["elem"].as_array().cloned().unwrap_or_default();
@@ -1251,6 +1316,31 @@ mod tests {
             union(&a, &b),
             set_of(&[(Protocol::Tcp, 1, 200), (Protocol::Udp, 53, 53)])
         );
+    }
+
+    #[test]
+    fn chain_rule_counts_add_up_to_the_size() {
+        let ruleset = Ruleset {
+            table: "bulkhead_t".to_owned(),
+            bridge: "t-br".to_owned(),
+            range: "10.9.0.0/24".parse().expect("net"),
+            bridge_address: Ipv4Addr::new(10, 9, 0, 1),
+            resolver: Ipv4Addr::new(10, 9, 0, 1),
+            ports: Vec::new(),
+            allow: BTreeSet::new(),
+            host_ports: BTreeSet::new(),
+            nat: false,
+            allow_link_local: false,
+            deviations: Vec::new(),
+        };
+        let counts = ruleset.chain_rules();
+        assert_eq!(counts.values().sum::<usize>(), 26);
+        assert_eq!(counts[&("bridge".to_owned(), "prerouting".to_owned())], 5);
+        let with_nat = Ruleset {
+            nat: true,
+            ..ruleset
+        };
+        assert_eq!(with_nat.size().rules, 27);
     }
 
     #[test]

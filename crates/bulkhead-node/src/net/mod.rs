@@ -1,5 +1,5 @@
 //! Tenant networks on one host: wiring ([`link`]), the firewall
-//! ([`firewall`]) and bandwidth caps ([`shape`]). Library only: `apply`
+//! ([`firewall`]), bandwidth caps ([`shape`]) and the DNS view ([`dns`]). Library only: `apply`
 //! calls these idempotent functions, `observe` reads back what is there.
 //!
 //! # Wiring ([`link`])
@@ -57,7 +57,8 @@
 //! asked of the engine once through a representative external endpoint and
 //! written as an address range. So each packet costs one set lookup
 //! whatever the number of tenants and rules (a pipapo lookup, not a rule
-//! walk), the rule count is constant (22, 23 with NAT), and only elements
+//! walk), the rule count is constant (26: 24 with
+//! `allowLinkLocal`, one more with NAT; [`firewall::Ruleset::chain_rules`]), and only elements
 //! grow: per tenant 3 anti-spoofing/counter elements in each table plus one
 //! `allow` element per allowed (peer, port range). The examples' four
 //! tenants load 10 `allow` elements; 1,000 tenants with similar rules need a
@@ -98,10 +99,12 @@
 //! from the firewall's sets.
 
 mod addr;
+pub mod dns;
 mod error;
 pub mod firewall;
 pub mod link;
 mod netlink;
+pub mod report;
 pub mod shape;
 
 pub use addr::{allocate, bridge_address, format_mac, tenant_mac};

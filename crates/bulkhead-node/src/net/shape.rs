@@ -50,7 +50,8 @@ impl Caps {
 }
 
 /// Bytes, packets and drops of one direction's shaper.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ShaperStats {
     /// The rate in force, bits per second.
     pub rate_bits: u64,

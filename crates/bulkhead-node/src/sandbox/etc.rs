@@ -26,6 +26,16 @@ pub const ETC_COPIED: &[&str] = &[
 /// Host directories bound read-only (those that exist).
 pub const ETC_BOUND: &[&str] = &["ssl/certs", "pki", "alternatives"];
 
+/// `/etc/resolv.conf` of a tenant on the instance's network: only the
+/// instance's resolver (the host's may name resolvers the tenant cannot
+/// reach, or that should not learn its queries), no search list (a bare
+/// `db` asks for the tenant `db`, nothing else).
+pub(crate) fn resolv_conf(nameserver: std::net::IpAddr) -> String {
+    format!(
+        "# written by bulkhead: the instance's resolver on the tenant bridge\nnameserver {nameserver}\n"
+    )
+}
+
 /// Contents of a synthesized file, by name.
 pub(crate) fn synthesize(name: &str, tenant: &str) -> Option<String> {
     let text = match name {
@@ -81,6 +91,17 @@ mod tests {
                 .unwrap_or_default()
                 .contains("\tacme\n")
         );
+    }
+
+    #[test]
+    fn resolv_conf_names_only_the_instance_resolver() {
+        let text = resolv_conf(std::net::IpAddr::from([10, 240, 0, 1]));
+        let servers: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("nameserver"))
+            .collect();
+        assert_eq!(servers, ["nameserver 10.240.0.1"]);
+        assert!(!text.contains("search"));
     }
 
     #[test]

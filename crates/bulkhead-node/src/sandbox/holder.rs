@@ -26,6 +26,7 @@ pub(crate) const TENANT_ENV: &str = "BULKHEAD_SANDBOX_TENANT";
 pub(crate) const ROOT_ENV: &str = "BULKHEAD_SANDBOX_ROOT";
 pub(crate) const TMP_SIZE_ENV: &str = "BULKHEAD_SANDBOX_TMP_SIZE";
 pub(crate) const VOLUME_ENV: &str = "BULKHEAD_SANDBOX_VOLUME";
+pub(crate) const NAMESERVER_ENV: &str = "BULKHEAD_SANDBOX_NAMESERVER";
 pub(crate) const PROTOCOL: &str = "1";
 
 /// Signals the holder waits for: children to reap, and the request to exit.
@@ -100,11 +101,24 @@ fn spec_from_env() -> Result<RootSpec, StepError> {
         )
     })?;
     let volume = std::env::var_os(VOLUME_ENV).map(PathBuf::from);
+    let nameserver = match std::env::var_os(NAMESERVER_ENV) {
+        None => None,
+        Some(text) => Some(text.to_string_lossy().parse().map_err(|_| {
+            failed(
+                "read configuration",
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("{NAMESERVER_ENV} is not an IP address"),
+                ),
+            )
+        })?),
+    };
     Ok(RootSpec {
         tenant,
         root,
         tmp_size,
         volume,
+        nameserver,
     })
 }
 

@@ -92,7 +92,9 @@
 //!   `nsswitch.conf`, `host.conf`, `gai.conf` (name resolution),
 //!   `ld.so.cache` (the dynamic loader), `localtime` (time zone),
 //!   `os-release`, `protocols`, `services` (`getaddrinfo` with names),
-//!   `ssl/openssl.cnf`;
+//!   `ssl/openssl.cnf`; except that with [`SandboxConfig::nameserver`]
+//!   (a tenant on the instance's network) `resolv.conf` is written instead,
+//!   naming only the instance's resolver;
 //! - bound read-only: `ssl/certs` and `pki` (CA certificates, Debian and
 //!   Fedora layouts), `alternatives` (Debian's `/usr/bin` symlinks point
 //!   there).
@@ -116,7 +118,7 @@ mod etc;
 mod holder;
 mod lifecycle;
 mod netns;
-mod record;
+pub(crate) mod record;
 mod rootfs;
 mod run;
 mod start;

@@ -57,6 +57,7 @@ pub(crate) struct RootSpec {
     pub(crate) root: PathBuf,
     pub(crate) tmp_size: u64,
     pub(crate) volume: Option<PathBuf>,
+    pub(crate) nameserver: Option<std::net::IpAddr>,
 }
 
 /// A failed step of the holder, with the path it was applied to.
@@ -127,7 +128,7 @@ pub(crate) fn build(spec: &RootSpec) -> Result<(), StepError> {
     )
     .at("mount /tmp", &tmp)?;
 
-    build_etc(&root.join("etc"), &spec.tenant)?;
+    build_etc(&root.join("etc"), &spec.tenant, spec.nameserver)?;
 
     if let Some(volume) = &spec.volume {
         let target = root.join(VOLUME_PATH.trim_start_matches('/'));
@@ -298,7 +299,11 @@ fn build_proc(proc: &Path, dev_null: &Path) -> Result<(), StepError> {
     Ok(())
 }
 
-fn build_etc(etc_dir: &Path, tenant: &str) -> Result<(), StepError> {
+fn build_etc(
+    etc_dir: &Path,
+    tenant: &str,
+    nameserver: Option<std::net::IpAddr>,
+) -> Result<(), StepError> {
     mkdir(etc_dir)?;
     rustix::mount::mount("tmpfs", etc_dir, "tmpfs", HIDE, ETC_TMPFS)
         .at("mount /etc tmpfs", etc_dir)?;
@@ -308,7 +313,14 @@ fn build_etc(etc_dir: &Path, tenant: &str) -> Result<(), StepError> {
         std::fs::write(&path, text).at("write /etc file", &path)?;
     }
     for name in ETC_COPIED {
-        copy_etc_entry(&Path::new("/etc").join(name), &etc_dir.join(name))?;
+        let target = etc_dir.join(name);
+        match (nameserver, *name) {
+            (Some(address), "resolv.conf") => {
+                std::fs::write(&target, etc::resolv_conf(address))
+                    .at("write /etc file", &target)?;
+            }
+            _ => copy_etc_entry(&Path::new("/etc").join(name), &target)?,
+        }
     }
     for name in ETC_BOUND {
         let source = Path::new("/etc").join(name);

@@ -7,7 +7,9 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Stdio};
 
-use super::holder::{HOLDER_ENV, PROTOCOL, ROOT_ENV, TENANT_ENV, TMP_SIZE_ENV, VOLUME_ENV};
+use super::holder::{
+    HOLDER_ENV, NAMESERVER_ENV, PROTOCOL, ROOT_ENV, TENANT_ENV, TMP_SIZE_ENV, VOLUME_ENV,
+};
 use super::lifecycle::{self, HolderState};
 use super::record::{HolderRecord, ProcStat};
 use super::{SandboxError, netns};
@@ -37,6 +39,9 @@ pub struct SandboxConfig {
     /// The binary re-executed as holder; its `main` must call
     /// [`holder_main`](super::holder_main). Default `/proc/self/exe`.
     pub holder_exe: PathBuf,
+    /// The resolver `/etc/resolv.conf` names (the instance's, on the tenant's
+    /// network); `None`: the host's `resolv.conf` is copied.
+    pub nameserver: Option<std::net::IpAddr>,
 }
 
 impl SandboxConfig {
@@ -50,6 +55,7 @@ impl SandboxConfig {
             volume: None,
             holder_cgroups: Vec::new(),
             holder_exe: PathBuf::from("/proc/self/exe"),
+            nameserver: None,
         }
     }
 
@@ -175,6 +181,9 @@ pub fn start(instance: &Instance, config: &SandboxConfig) -> Result<Sandbox, San
         .stderr(Stdio::inherit());
     if let Some(volume) = &config.volume {
         command.env(VOLUME_ENV, volume);
+    }
+    if let Some(nameserver) = config.nameserver {
+        command.env(NAMESERVER_ENV, nameserver.to_string());
     }
     let mut child = command
         .spawn()

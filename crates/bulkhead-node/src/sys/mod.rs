@@ -8,3 +8,4 @@ pub(crate) mod landlock;
 pub(crate) mod loopdev;
 pub(crate) mod probe;
 pub(crate) mod process;
+pub(crate) mod socket;

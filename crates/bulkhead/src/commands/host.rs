@@ -14,8 +14,8 @@ use bulkhead_node::confine::{ConfineOptions, Confinement};
 use bulkhead_node::doctor::{self, Feature};
 use bulkhead_node::host::{self, Action, Host, NetworkSeen, RUN_CGROUP, Secrets, TenantSeen};
 use bulkhead_node::naming::Instance;
-use bulkhead_node::net::firewall;
 use bulkhead_node::net::shape::Caps;
+use bulkhead_node::net::{dns, firewall};
 use bulkhead_node::sandbox::{self, Sandbox};
 use bulkhead_spec::{DegradableFeature, Desired, KeySource, Profile};
 use bulkhead_store::{AuditEntry, AuditOutcome, MasterKey, Store};
@@ -71,6 +71,8 @@ impl LazyMaster<'_> {
 struct StoreSecrets<'a, 'd> {
     store: &'a Store,
     master: &'a mut LazyMaster<'d>,
+    desired: &'a Desired,
+    instance: &'a Instance,
 }
 
 impl Secrets for StoreSecrets<'_, '_> {
@@ -87,6 +89,10 @@ impl Secrets for StoreSecrets<'_, '_> {
             Ok(None) => Err("no address allocated".to_owned()),
             Err(e) => Err(e.to_string()),
         }
+    }
+
+    fn resolver_zone(&mut self) -> Result<Option<dns::Zone>, String> {
+        expected_zone(self.instance, self.desired, self.store).map_err(|e| format!("{e:#}"))
     }
 
     fn id_base(&mut self, tenant: &str) -> Result<u32, String> {
@@ -235,6 +241,24 @@ fn expected_firewall(
     Ok(Some(firewall::compile(instance, desired, &wanted)?))
 }
 
+/// The resolver's zone for `desired` with the stored addresses; `None` when the
+/// platform names another resolver, or a desired tenant has no address yet.
+fn expected_zone(
+    instance: &Instance,
+    desired: &Desired,
+    store: &Store,
+) -> anyhow::Result<Option<dns::Zone>> {
+    let addresses = store.tenant_addresses()?;
+    let wanted: BTreeMap<String, std::net::Ipv4Addr> = addresses
+        .into_iter()
+        .filter(|(tenant, _)| desired.tenants.keys().any(|n| n.as_str() == tenant))
+        .collect();
+    if wanted.len() < desired.tenants.len() || desired.tenants.is_empty() {
+        return Ok(None);
+    }
+    Ok(dns::compile(instance, desired, &wanted)?)
+}
+
 fn observe_network(
     host: &Host,
     instance: &Instance,
@@ -248,10 +272,19 @@ fn observe_network(
         (Ok(Some(expected)), Some(state)) => state.drift(&expected).is_empty(),
         _ => false,
     };
+    let resolver = dns::observe(instance);
+    let resolver_in_sync = match expected_zone(instance, desired, store) {
+        Ok(Some(zone)) => resolver.serves(&zone),
+        // Another resolver, or addresses still to allocate (the next round sees them).
+        Ok(None) => !resolver.is_running() && dns::served_on_bridge(&desired.platform).is_none(),
+        Err(_) => false,
+    };
     NetworkSeen {
         bridge_ready,
         anything: bridge_exists || tables,
         firewall_in_sync,
+        resolver_running: resolver.is_running(),
+        resolver_in_sync,
     }
 }
 
@@ -308,7 +341,10 @@ fn host_for(instance: &Instance, desired: &Desired) -> Result<Host, Failure> {
     let network = &desired.platform.spec.network;
     Ok(Host::new(instance.clone())
         .context("cannot read the host's cgroups")?
-        .with_network(network.tenant_range, network.nat))
+        .with_network(network.tenant_range, network.nat)
+        .with_nameserver(bulkhead_policy::tenancy::resolver_address(
+            &desired.platform,
+        )))
 }
 
 /// Converges the host to `desired`, auditing every action. `fail_after` stops the
@@ -440,7 +476,12 @@ fn execute(
             store.release_id_range(tenant)?;
         }
         _ => {
-            let mut secrets = StoreSecrets { store, master };
+            let mut secrets = StoreSecrets {
+                store,
+                master,
+                desired,
+                instance,
+            };
             host.execute(action, &mut secrets)?;
         }
     }

@@ -8,6 +8,7 @@ mod history;
 pub mod host;
 mod k8s;
 mod lifecycle;
+pub mod net;
 mod validate;
 mod verify;
 
@@ -85,6 +86,7 @@ pub fn run(cli: Cli) -> Outcome {
             Ok(EXIT_OK)
         }
         Command::K8s { action } => k8s::k8s(global, action),
+        Command::Net { action } => net::net(global, action),
         Command::Doctor { strict } => doctor::doctor(global, strict),
         Command::Completions { shell } => {
             let mut command = Cli::command();

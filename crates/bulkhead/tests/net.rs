@@ -1,0 +1,659 @@
+//! Tenant networks end to end, through the `bulkhead` binary (root; CI is root): the
+//! DNS view from inside tenants, `net show` against the kernel, and drift — a flushed
+//! firewall, a deleted veth, a suspended tenant — repaired by `apply`.
+//!
+//! Each test runs its own instance with its own tenant range (so that the tests, run
+//! in parallel, never share a bridge address) and removes everything with `gc --all`,
+//! also when it fails. Traffic stays inside namespaces the tests create.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use assert_cmd::Command;
+
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+macro_rules! require_root {
+    () => {
+        if !is_root() {
+            eprintln!("skipped: needs root (namespaces, links, nftables)");
+            return;
+        }
+    };
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// One instance on the examples, with a unique prefix and tenant range.
+struct Instance {
+    prefix: String,
+    state: tempfile::TempDir,
+    specs: tempfile::TempDir,
+    servers: Vec<Child>,
+}
+
+impl Instance {
+    fn new() -> Instance {
+        Instance::with_platform(|text| text)
+    }
+
+    /// The examples, with `edit` applied to the platform file.
+    fn with_platform(edit: impl FnOnce(String) -> String) -> Instance {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let prefix = format!(
+            "n{:x}{}",
+            std::process::id() % 0xffff,
+            (b'a' + (n % 26) as u8) as char
+        );
+        let state = tempfile::tempdir().expect("tempdir");
+        let specs = tempfile::tempdir().expect("tempdir");
+        copy_dir(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples"),
+            specs.path(),
+        );
+        let platform = specs.path().join("platform.yaml");
+        let key = state.path().join("master.key");
+        let third = (std::process::id() * 7 + n) % 250;
+        let text = std::fs::read_to_string(&platform)
+            .expect("read")
+            .replace("instance: bh ", &format!("instance: {prefix} "))
+            .replace(
+                "tenantRange: 10.240.0.0/24",
+                &format!("tenantRange: 10.241.{third}.0/24"),
+            )
+            .replace(
+                "file: /etc/bulkhead/master.key",
+                &format!("file: {}", key.display()),
+            );
+        std::fs::write(&platform, edit(text)).expect("write");
+        Instance {
+            prefix,
+            state,
+            specs,
+            servers: Vec::new(),
+        }
+    }
+
+    fn cmd(&self) -> Command {
+        let mut command = Command::cargo_bin("bulkhead").expect("binary");
+        command
+            .env("BULKHEAD_STATE_ROOT", self.state.path())
+            .env("BULKHEAD_INSTANCE", &self.prefix)
+            .env("BULKHEAD_ACTOR", "net-test");
+        command
+    }
+
+    fn apply(&self) {
+        self.cmd()
+            .arg("apply")
+            .arg(self.specs.path())
+            .assert()
+            .success();
+    }
+
+    /// What `plan` prints.
+    fn plan(&self) -> String {
+        let output = self
+            .cmd()
+            .arg("plan")
+            .arg(self.specs.path())
+            .output()
+            .expect("plan");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.state.path().join(&self.prefix)
+    }
+
+    fn address_of(&self, tenant: &str) -> String {
+        let db = rusqlite::Connection::open(self.state_dir().join("state.db")).expect("store");
+        db.query_row(
+            "SELECT address FROM tenant_addresses WHERE tenant = ?1",
+            [tenant],
+            |r| r.get(0),
+        )
+        .expect("address")
+    }
+
+    /// Starts a declared workload (a server) in the background.
+    fn serve(&mut self, tenant: &str, workload: &str) {
+        let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("bulkhead"))
+            .env("BULKHEAD_STATE_ROOT", self.state.path())
+            .env("BULKHEAD_INSTANCE", &self.prefix)
+            .args(["run", tenant, "--workload", workload])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("server");
+        self.servers.push(child);
+    }
+
+    /// A TCP connect from inside `from` to `address:port`, with a short timeout.
+    fn connects(&self, from: &str, address: &str, port: u16) -> bool {
+        let script = format!(
+            "import socket\ns = socket.socket()\ns.settimeout(1.0)\ntry:\n    s.connect(('{address}', {port}))\n    print('open')\nexcept Exception:\n    print('closed')\n"
+        );
+        let output = self
+            .cmd()
+            .args(["run", from, "--", "/usr/bin/python3", "-c", &script])
+            .output()
+            .expect("probe");
+        String::from_utf8_lossy(&output.stdout).trim() == "open"
+    }
+
+    /// Asks the tenant's resolver (from its /etc/resolv.conf) for each name over UDP
+    /// and over TCP; per name `rcode:address` for both, e.g. `0:10.241.3.2 0:10.241.3.2`.
+    fn resolve(&self, from: &str, names: &[&str]) -> Vec<(String, String)> {
+        let mut args = vec!["run", from, "--", "/usr/bin/python3", "-c", RESOLVE];
+        args.extend(names);
+        let output = self.cmd().args(&args).output().expect("resolve");
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(n, a)| (n.to_owned(), a.to_owned()))
+            .collect()
+    }
+
+    fn resolver_pid(&self) -> Option<u32> {
+        let record =
+            std::fs::read_to_string(self.state_dir().join("resolver/resolver.record")).ok()?;
+        record.split_whitespace().next()?.parse().ok()
+    }
+
+    /// Resolver processes of this instance still running.
+    fn resolvers(&self) -> Vec<String> {
+        let state = self.state_dir().display().to_string();
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| {
+                std::fs::read_to_string(e.path().join("cmdline"))
+                    .is_ok_and(|c| c.starts_with("bulkhead-resolver"))
+                    && std::fs::read(e.path().join("environ"))
+                        .is_ok_and(|env| String::from_utf8_lossy(&env).contains(&state))
+            })
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        for server in &mut self.servers {
+            let _ = server.kill();
+            let _ = server.wait();
+        }
+        // Twice at most: a holder still busy with a killed `run` may need a second pass.
+        for _ in 0..2 {
+            match self.cmd().args(["gc", "--all"]).output() {
+                Ok(out) if out.status.success() => return,
+                Ok(out) => eprintln!(
+                    "gc --all of {} failed: {}",
+                    self.prefix,
+                    String::from_utf8_lossy(&out.stderr)
+                ),
+                Err(e) => eprintln!("gc --all of {} did not run: {e}", self.prefix),
+            }
+        }
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            std::fs::create_dir_all(&target).expect("mkdir");
+            copy_dir(&entry.path(), &target);
+        } else if entry.path().extension().is_some_and(|e| e == "yaml") {
+            std::fs::copy(entry.path(), target).expect("copy");
+        }
+    }
+}
+
+/// Raw DNS queries (UDP, then TCP) to the resolver the tenant's resolv.conf names.
+const RESOLVE: &str = r#"
+import socket, struct, sys
+ns = [l.split()[1] for l in open('/etc/resolv.conf') if l.startswith('nameserver')][0]
+def ask(name, tcp):
+    m = struct.pack('>HHHHHH', 0x4242, 0x0100, 1, 0, 0, 0)
+    m += b''.join(bytes([len(p)]) + p.encode() for p in name.split('.')) + b'\0'
+    m += struct.pack('>HH', 1, 1)
+    try:
+        if tcp:
+            s = socket.create_connection((ns, 53), timeout=3)
+            s.sendall(struct.pack('>H', len(m)) + m)
+            n = struct.unpack('>H', s.recv(2))[0]
+            r = b''
+            while len(r) < n:
+                r += s.recv(n - len(r))
+        else:
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.settimeout(3)
+            s.sendto(m, (ns, 53))
+            r = s.recv(4096)
+    except Exception as e:
+        return 'error'
+    an = struct.unpack('>H', r[6:8])[0]
+    return '%d:%s' % (r[3] & 15, socket.inet_ntoa(r[-4:]) if an else '-')
+for name in sys.argv[1:]:
+    print(name, ask(name, False), ask(name, True))
+"#;
+
+#[test]
+fn each_tenant_resolves_only_what_it_may_reach() {
+    require_root!();
+    let instance = Instance::new();
+    instance.apply();
+    let (web, db, ingress) = (
+        instance.address_of("web"),
+        instance.address_of("db"),
+        instance.address_of("ingress"),
+    );
+    let nx = "3:- 3:-".to_owned();
+    let at = |a: &str| format!("0:{a} 0:{a}");
+    // The examples: ingress -> web 8080, web -> db 5432, nothing else between tenants.
+    let names = [
+        "web",
+        "app.web",
+        "db",
+        "postgres.db",
+        "ingress",
+        "proxy.ingress",
+        "nobody.web",
+        "nope",
+        "example.com",
+    ];
+    let expected = [
+        (
+            "web",
+            [
+                &at(&web),
+                &at(&web),
+                &at(&db),
+                &at(&db),
+                &nx,
+                &nx,
+                &nx,
+                &nx,
+                &nx,
+            ],
+        ),
+        (
+            "db",
+            [&nx, &nx, &at(&db), &at(&db), &nx, &nx, &nx, &nx, &nx],
+        ),
+        (
+            "ingress",
+            [
+                &at(&web),
+                &at(&web),
+                &nx,
+                &nx,
+                &at(&ingress),
+                &at(&ingress),
+                &nx,
+                &nx,
+                &nx,
+            ],
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (from, answers) in expected {
+        let got = instance.resolve(from, &names);
+        for (name, want) in names.iter().zip(answers) {
+            let seen = got
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or("no answer", |(_, a)| a.as_str());
+            if seen != want.as_str() {
+                wrong.push(format!("{from} asks {name}: expected {want}, got {seen}"));
+            }
+        }
+    }
+    // The C library goes through resolv.conf too.
+    let output = instance
+        .cmd()
+        .args([
+            "run",
+            "web",
+            "--",
+            "/usr/bin/python3",
+            "-c",
+            "import socket; print(socket.gethostbyname('postgres.db'))",
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), db);
+    // The parser facing tenants does not run as root.
+    let pid = instance.resolver_pid().expect("a resolver record");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let uid = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(
+        uid.split_whitespace().collect::<Vec<_>>(),
+        ["Uid:", "65534", "65534", "65534", "65534"]
+    );
+    assert!(wrong.is_empty(), "{wrong:#?}");
+    instance.cmd().args(["gc", "--all"]).assert().success();
+    assert!(
+        instance.resolvers().is_empty(),
+        "{:?}",
+        instance.resolvers()
+    );
+    assert!(
+        !instance
+            .state_dir()
+            .join("resolver/resolver.record")
+            .exists()
+    );
+}
+
+/// A fake upstream resolver in a namespace of its own, reached from the host through
+/// a veth pair: answers every A question with 203.0.113.7 and logs each name it is
+/// asked.
+struct FakeUpstream {
+    netns: String,
+    server: Child,
+    log: PathBuf,
+    address: String,
+    _dir: tempfile::TempDir,
+}
+
+const FAKE_UPSTREAM: &str = r#"
+import socket, struct, sys, threading
+log = open(sys.argv[1], 'a', buffering=1)
+def answer(q):
+    i = 12
+    labels = []
+    while q[i]:
+        labels.append(q[i + 1:i + 1 + q[i]].decode())
+        i += 1 + q[i]
+    qtype = struct.unpack('>H', q[i + 1:i + 3])[0]
+    end = i + 5
+    log.write('.'.join(labels) + '\n')
+    an = b'\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04' + bytes([203, 0, 113, 7]) if qtype == 1 else b''
+    return q[:2] + b'\x81\x80\x00\x01' + struct.pack('>H', 1 if an else 0) + b'\0\0\0\0' + q[12:end] + an
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.bind(('0.0.0.0', 53))
+t = socket.socket()
+t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+t.bind(('0.0.0.0', 53))
+t.listen(8)
+def tcp():
+    while True:
+        c, _ = t.accept()
+        try:
+            n = struct.unpack('>H', c.recv(2))[0]
+            q = b''
+            while len(q) < n:
+                q += c.recv(n - len(q))
+            r = answer(q)
+            c.sendall(struct.pack('>H', len(r)) + r)
+        finally:
+            c.close()
+threading.Thread(target=tcp, daemon=True).start()
+print('ready', flush=True)
+while True:
+    q, a = u.recvfrom(4096)
+    u.sendto(answer(q), a)
+"#;
+
+fn ip(args: &[&str]) {
+    let status = std::process::Command::new("ip")
+        .args(args)
+        .status()
+        .expect("ip");
+    assert!(status.success(), "ip {args:?}");
+}
+
+impl FakeUpstream {
+    fn start(tag: &str, n: u32) -> FakeUpstream {
+        let netns = format!("{tag}up");
+        let (host_end, ns_end) = (format!("{tag}ua"), format!("{tag}ub"));
+        let third = (std::process::id() * 3 + n) % 250;
+        let (host_addr, address) = (format!("198.18.{third}.1"), format!("198.18.{third}.2"));
+        ip(&["netns", "add", &netns]);
+        ip(&[
+            "link", "add", &host_end, "type", "veth", "peer", "name", &ns_end, "netns", &netns,
+        ]);
+        ip(&["addr", "add", &format!("{host_addr}/30"), "dev", &host_end]);
+        ip(&["link", "set", &host_end, "up"]);
+        ip(&[
+            "-n",
+            &netns,
+            "addr",
+            "add",
+            &format!("{address}/30"),
+            "dev",
+            &ns_end,
+        ]);
+        ip(&["-n", &netns, "link", "set", &ns_end, "up"]);
+        ip(&["-n", &netns, "link", "set", "lo", "up"]);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("asked.log");
+        let mut server = std::process::Command::new("ip")
+            .args(["netns", "exec", &netns, "python3", "-c", FAKE_UPSTREAM])
+            .arg(&log)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("fake upstream");
+        let mut line = String::new();
+        use std::io::BufRead as _;
+        std::io::BufReader::new(server.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("ready");
+        assert_eq!(line.trim(), "ready");
+        FakeUpstream {
+            netns,
+            server,
+            log,
+            address,
+            _dir: dir,
+        }
+    }
+
+    fn asked(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for FakeUpstream {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+        // Deleting the namespace takes its veth end, and so the pair.
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.netns])
+            .status();
+    }
+}
+
+#[test]
+fn other_names_go_to_the_configured_upstream_only() {
+    require_root!();
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let upstream = FakeUpstream::start(&format!("u{:x}{n}", std::process::id() % 0xffff), n);
+    let address = upstream.address.clone();
+    let instance = Instance::with_platform(|text| {
+        text.replace(
+            "    hostPorts: []",
+            &format!("    upstreamDns: [{address}]\n    hostPorts: []"),
+        )
+    });
+    instance.apply();
+    let got = instance.resolve(
+        "web",
+        &["example.com", "db", "ingress", "proxy.ingress", "nope"],
+    );
+    let answer = |name: &str| {
+        got.iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| a.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(answer("example.com"), "0:203.0.113.7 0:203.0.113.7");
+    assert_eq!(
+        answer("db"),
+        format!("0:{0} 0:{0}", instance.address_of("db"))
+    );
+    // Platform names the tenant may not see, and single labels, never leave the host.
+    for hidden in ["ingress", "proxy.ingress", "nope"] {
+        assert_eq!(answer(hidden), "3:- 3:-", "{hidden}");
+    }
+    let asked = upstream.asked();
+    assert_eq!(
+        asked,
+        ["example.com", "example.com"],
+        "what the upstream saw"
+    );
+}
+
+#[test]
+fn net_show_reports_what_the_kernel_holds() {
+    require_root!();
+    let instance = Instance::new();
+    instance.apply();
+    let output = instance
+        .cmd()
+        .args(["net", "show", "-o", "json"])
+        .output()
+        .expect("net show");
+    assert!(output.status.success());
+    let shown: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    let tenants = shown["tenants"].as_array().expect("tenants");
+    assert_eq!(tenants.len(), 3);
+    for t in tenants {
+        let name = t["tenant"].as_str().expect("name");
+        assert_eq!(t["address"], instance.address_of(name).as_str());
+        let netns = format!("/run/netns/{}", t["netns"].as_str().expect("netns"));
+        use std::os::unix::fs::MetadataExt as _;
+        let inode = std::fs::metadata(&netns).expect("netns file").ino();
+        assert_eq!(t["netnsInode"].as_u64(), Some(inode), "{name}");
+        let link = format!(
+            "/sys/class/net/{}/master",
+            t["hostInterface"].as_str().expect("if")
+        );
+        let master = std::fs::read_link(&link).expect("enslaved");
+        assert_eq!(
+            master.file_name().and_then(|n| n.to_str()),
+            t["bridge"].as_str()
+        );
+        assert_eq!(t["wired"], true);
+    }
+    let web = tenants.iter().find(|t| t["tenant"] == "web").expect("web");
+    assert_eq!(web["caps"]["egress"], "100Mbit");
+    assert_eq!(web["shaping"]["egress"]["rateBits"], 100_000_000);
+    // A denied connection shows in the sender's drop counter.
+    let before = web["drops"]["egress"]["packets"].as_u64().unwrap_or(0);
+    assert!(!instance.connects("web", &instance.address_of("ingress"), 8443));
+    let output = instance
+        .cmd()
+        .args(["net", "show", "web", "-o", "json"])
+        .output()
+        .expect("net show");
+    let shown: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    let after = shown["tenants"][0]["drops"]["egress"]["packets"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(after > before, "egress drops {before} -> {after}");
+}
+
+#[test]
+fn a_flushed_firewall_is_planned_and_repaired() {
+    require_root!();
+    let mut instance = Instance::new();
+    instance.apply();
+    instance.serve("ingress", "proxy");
+    instance.serve("web", "app");
+    std::thread::sleep(Duration::from_millis(1500));
+    let (web, ingress) = (instance.address_of("web"), instance.address_of("ingress"));
+    assert!(instance.connects("ingress", &web, 8080), "allowed");
+    assert!(!instance.connects("web", &ingress, 8443), "denied");
+    let table = format!("bulkhead_{}", instance.prefix);
+    let status = std::process::Command::new("nft")
+        .args(["flush", "table", "inet", &table])
+        .status()
+        .expect("nft");
+    assert!(status.success());
+    assert!(
+        instance.connects("web", &ingress, 8443),
+        "with the table flushed nothing is denied (the drift is real)"
+    );
+    let plan = instance.plan();
+    assert!(
+        plan.contains("load the default-deny firewall"),
+        "plan shows apply-firewall:\n{plan}"
+    );
+    instance.apply();
+    assert!(!instance.connects("web", &ingress, 8443), "denied again");
+    assert!(instance.connects("ingress", &web, 8080), "still allowed");
+    assert!(!instance.plan().contains("load the default-deny firewall"));
+}
+
+#[test]
+fn a_deleted_host_veth_is_rewired() {
+    require_root!();
+    let mut instance = Instance::new();
+    instance.apply();
+    instance.serve("web", "app");
+    std::thread::sleep(Duration::from_millis(1500));
+    let web = instance.address_of("web");
+    assert!(instance.connects("ingress", &web, 8080));
+    let output = instance
+        .cmd()
+        .args(["net", "show", "web", "-o", "json"])
+        .output()
+        .expect("net show");
+    let shown: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    let host_if = shown["tenants"][0]["hostInterface"]
+        .as_str()
+        .expect("host interface")
+        .to_owned();
+    ip(&["link", "del", &host_if]);
+    assert!(!instance.connects("ingress", &web, 8080), "cut");
+    let plan = instance.plan();
+    assert!(plan.contains("wire web"), "plan rewires:\n{plan}");
+    instance.apply();
+    assert!(instance.connects("ingress", &web, 8080), "rewired");
+    assert_eq!(
+        instance.resolve("ingress", &["web"])[0].1,
+        format!("0:{web} 0:{web}")
+    );
+}
+
+#[test]
+fn suspend_cuts_the_network_and_resume_restores_it() {
+    require_root!();
+    let mut instance = Instance::new();
+    instance.apply();
+    instance.serve("db", "postgres");
+    std::thread::sleep(Duration::from_millis(1500));
+    let db = instance.address_of("db");
+    assert!(instance.connects("web", &db, 5432), "allowed while active");
+    instance.cmd().args(["suspend", "db"]).assert().success();
+    // A frozen listener would still complete the handshake in the kernel: only the
+    // firewall can make this fail.
+    assert!(!instance.connects("web", &db, 5432), "cut while suspended");
+    assert_eq!(
+        instance.resolve("web", &["db"])[0].1,
+        "3:- 3:-",
+        "and unnamed"
+    );
+    instance.cmd().args(["resume", "db"]).assert().success();
+    assert!(instance.connects("web", &db, 5432), "restored");
+}
