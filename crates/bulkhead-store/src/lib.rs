@@ -29,6 +29,10 @@
 //!   [`keys`] for what that reaches: `secure_delete`, WAL truncation, and
 //!   what only a master key rotation covers).
 //!
+//! - **API tokens.** [`Store::create_token`] returns a bearer token once and keeps
+//!   only the SHA-256 of its secret; [`Store::authenticate_token`] refuses unknown,
+//!   expired and revoked tokens (see [`tokens`]).
+//!
 //! The store does not know the spec's types: callers hand it kinds, names
 //! and document text, so it depends on nothing else in bulkhead.
 #![forbid(unsafe_code)]
@@ -43,6 +47,7 @@ pub mod migrate;
 mod open;
 mod revision;
 mod time;
+pub mod tokens;
 
 pub use audit::verify::{AnchorCheck, AuditVerification, Tamper, TamperKind, VerifyAuditError};
 pub use audit::{
@@ -56,6 +61,7 @@ pub use keys::{
     CreateTenantKeyError, DestroyTenantKeyError, DestroyedKey, MasterKey, MasterKeyError,
     TenantKey, TenantKeyInfo, UnwrapTenantKeyError,
 };
+pub use tokens::{CreatedToken, NewToken, TOKEN_PREFIX, TokenError, TokenInfo};
 pub use open::{AUDIT_HEAD_SUFFIX, BUSY_TIMEOUT, MigrateError, OpenStoreError, Store};
 pub use revision::{
     GetRevisionError, ListRevisionsError, NewObject, ObjectKey, Revision, RevisionId,

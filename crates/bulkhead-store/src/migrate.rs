@@ -145,6 +145,24 @@ pub const MIGRATIONS: &[Migration] = &[
             );
         ",
     },
+    Migration {
+        // The control plane's bearer tokens. Only the SHA-256 of each token's secret is
+        // kept; `id` is public (it names the token in the audit log and for revocation).
+        version: 6,
+        name: "api tokens",
+        sql: "
+            CREATE TABLE api_tokens (
+                id            TEXT    PRIMARY KEY,
+                secret_sha256 TEXT    NOT NULL CHECK (length(secret_sha256) = 64),
+                subject       TEXT    NOT NULL,
+                role          TEXT    NOT NULL,
+                tenant        TEXT,
+                created_at    TEXT    NOT NULL,
+                expires_at    INTEGER NOT NULL,
+                revoked_at    INTEGER
+            );
+        ",
+    },
 ];
 
 /// The schema version this build writes and understands.
