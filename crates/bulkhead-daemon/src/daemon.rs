@@ -1,0 +1,726 @@
+//! The core: authenticate, authorize (auditing denials), then act through the
+//! [`Backend`]. Everything here is synchronous and blocking; the HTTP layer calls it
+//! on the blocking pool.
+
+use std::collections::BTreeMap;
+use std::io::Read as _;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bulkhead_spec::{Desired, TenantState};
+use bulkhead_store::{AuditEntry, NewToken, Store, TokenError};
+
+use crate::authz::{Authorizer, Permission, Principal, Resource, Role};
+use crate::backend::{Backend, BackendError};
+use crate::command::{
+    ApiError, Command, CreatedTokenView, ExecResult, Health, ReconcileStatus, Reply, TenantDetail,
+    TenantSummary, TokenRequest, TokenView,
+};
+use crate::metrics;
+use crate::supervisor::Supervisor;
+
+/// The audit log's actor for the reconciler's repairs.
+pub const RECONCILER_ACTOR: &str = "bulkhead-daemon/reconciler";
+/// Longest token lifetime.
+pub const MAX_TTL: Duration = Duration::from_secs(366 * 24 * 3600);
+/// Most log lines one request returns.
+pub const MAX_TAIL: usize = 10_000;
+/// Output kept from an exec, per stream.
+const EXEC_OUTPUT: u64 = 1 << 20;
+
+/// The control plane's state.
+pub struct Daemon {
+    backend: Arc<dyn Backend>,
+    store: Mutex<Store>,
+    authz: Authorizer,
+    supervisor: Supervisor,
+    /// Changes (apply, lifecycle, reconcile) one at a time.
+    writes: Mutex<()>,
+    reconcile: Mutex<ReconcileStatus>,
+    repairs: Mutex<BTreeMap<String, u64>>,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("instance", &self.backend.instance())
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Unix seconds now.
+pub fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+impl From<BackendError> for ApiError {
+    fn from(error: BackendError) -> Self {
+        match error {
+            BackendError::Invalid(problems) => ApiError::Invalid(problems),
+            BackendError::NotFound(what) => ApiError::NotFound(what),
+            BackendError::Failed(why) => ApiError::Failed(why),
+        }
+    }
+}
+
+/// The head of one YAML document: enough to know what it is and whose.
+#[derive(Debug, serde::Deserialize)]
+struct Head {
+    kind: String,
+    metadata: HeadMeta,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct HeadMeta {
+    name: String,
+    #[serde(default)]
+    tenant: Option<String>,
+}
+
+/// The documents of a YAML stream, split at `---` lines.
+fn documents(yaml: &str) -> Vec<String> {
+    let mut docs = vec![String::new()];
+    for line in yaml.lines() {
+        if line.trim_end() == "---" {
+            docs.push(String::new());
+        } else if let Some(doc) = docs.last_mut() {
+            doc.push_str(line);
+            doc.push('\n');
+        }
+    }
+    docs.into_iter()
+        .filter(|d| {
+            d.lines()
+                .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        })
+        .collect()
+}
+
+type Key = (String, Option<String>, String);
+
+fn head_key(doc: &str, index: usize) -> Result<Key, ApiError> {
+    let head: Head = serde_saphyr::from_str(doc).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "document {}: expected kind and metadata.name: {e}",
+            index + 1
+        ))
+    })?;
+    Ok((head.kind, head.metadata.tenant, head.metadata.name))
+}
+
+impl Daemon {
+    /// A daemon over `backend`, with the instance's `store` and `supervisor`.
+    pub fn new(
+        backend: Arc<dyn Backend>,
+        store: Store,
+        authz: Authorizer,
+        supervisor: Supervisor,
+    ) -> Daemon {
+        Daemon {
+            backend,
+            store: Mutex::new(store),
+            authz,
+            supervisor,
+            writes: Mutex::new(()),
+            reconcile: Mutex::new(ReconcileStatus::default()),
+            repairs: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &dyn Backend {
+        self.backend.as_ref()
+    }
+
+    /// The supervisor.
+    pub fn supervisor(&self) -> &Supervisor {
+        &self.supervisor
+    }
+
+    /// The caller behind a bearer token. Failures of a token that names a real id
+    /// (expired, revoked, wrong secret) are audited; garbage is not, so that noise
+    /// cannot grow the log.
+    pub fn authenticate(&self, bearer: Option<&str>) -> Result<Principal, ApiError> {
+        let token = bearer.ok_or_else(|| {
+            ApiError::Unauthenticated("expected an Authorization: Bearer bht_… header".to_owned())
+        })?;
+        let mut store = lock(&self.store);
+        match store.authenticate_token(token, now_unix()) {
+            Ok(info) => {
+                let role = Role::parse(&info.role).ok_or_else(|| {
+                    ApiError::Unauthenticated(format!(
+                        "token {} has unknown role {:?}",
+                        info.id, info.role
+                    ))
+                })?;
+                Ok(Principal {
+                    token_id: info.id,
+                    subject: info.subject,
+                    role,
+                    tenant: info.tenant,
+                })
+            }
+            Err(error) => {
+                if let Some(id) = error.token_id() {
+                    let entry = AuditEntry::new(
+                        format!("token {id}"),
+                        "authenticate",
+                        "platform",
+                        "denied",
+                    )
+                    .with_detail(error.to_string());
+                    if let Err(e) = store.append_audit(&entry) {
+                        return Err(ApiError::Failed(format!("cannot audit: {e}")));
+                    }
+                }
+                Err(ApiError::Unauthenticated(match error {
+                    TokenError::Database(_) | TokenError::Random(_) => {
+                        return Err(ApiError::Failed(error.to_string()));
+                    }
+                    other => other.to_string(),
+                }))
+            }
+        }
+    }
+
+    /// Checks one permission; audits and refuses a denial.
+    fn authorize(
+        &self,
+        who: &Principal,
+        permission: Permission,
+        resource: &Resource,
+    ) -> Result<(), ApiError> {
+        let decided = self.authz.decide(who, permission, resource);
+        if decided.allowed {
+            return Ok(());
+        }
+        let detail = if decided.reasons.is_empty() {
+            format!(
+                "no policy permits {} for {}",
+                permission.as_str(),
+                who.role.as_str()
+            )
+        } else {
+            format!("policies: {}", decided.reasons.join(", "))
+        };
+        let entry = AuditEntry::new(
+            who.actor(),
+            permission.as_str(),
+            resource.to_string(),
+            "denied",
+        )
+        .with_detail(detail);
+        lock(&self.store)
+            .append_audit(&entry)
+            .map_err(|e| ApiError::Failed(format!("cannot audit a denial: {e}")))?;
+        Err(ApiError::Forbidden(format!(
+            "{} ({}) may not {} {resource}",
+            who.subject,
+            who.role.as_str(),
+            permission.as_str()
+        )))
+    }
+
+    fn allowed(&self, who: &Principal, permission: Permission, resource: &Resource) -> bool {
+        self.authz.decide(who, permission, resource).allowed
+    }
+
+    fn current(&self) -> Result<Option<Desired>, ApiError> {
+        Ok(self.backend.current()?)
+    }
+
+    fn tenant_exists(desired: Option<&Desired>, tenant: &str) -> Result<(), ApiError> {
+        if desired.is_some_and(|d| d.tenants.keys().any(|n| n.as_str() == tenant)) {
+            Ok(())
+        } else {
+            Err(ApiError::NotFound(format!("no tenant named {tenant:?}")))
+        }
+    }
+
+    /// Answers one command for `who`.
+    pub fn handle(&self, who: &Principal, command: Command) -> Result<Reply, ApiError> {
+        let tenant_of = |t: &str| Resource::Tenant(t.to_owned());
+        match command {
+            Command::ListTenants => {
+                let desired = self.current()?;
+                let mut out = Vec::new();
+                for (name, tenant) in desired.iter().flat_map(|d| d.tenants.iter()) {
+                    if self.allowed(who, Permission::TenantGet, &tenant_of(name.as_str())) {
+                        out.push(summary(desired.as_ref(), name.as_str(), tenant));
+                    }
+                }
+                Ok(Reply::Tenants(out))
+            }
+            Command::GetTenant { tenant } => {
+                self.authorize(who, Permission::TenantGet, &tenant_of(&tenant))?;
+                let desired = self.current()?;
+                Self::tenant_exists(desired.as_ref(), &tenant)?;
+                let Some((name, object)) = desired
+                    .as_ref()
+                    .and_then(|d| d.tenants.iter().find(|(n, _)| n.as_str() == tenant))
+                else {
+                    return Err(ApiError::NotFound(tenant));
+                };
+                let detail = TenantDetail {
+                    summary: summary(desired.as_ref(), name.as_str(), object),
+                    object: serde_json::to_value(object)
+                        .map_err(|e| ApiError::Failed(e.to_string()))?,
+                    workload_status: self
+                        .supervisor
+                        .statuses()
+                        .into_iter()
+                        .filter(|s| s.tenant == tenant)
+                        .collect(),
+                };
+                Ok(Reply::Tenant(detail))
+            }
+            Command::Apply { yaml, message } => self.apply(who, &yaml, &message),
+            Command::Suspend { tenant, evict_key } => {
+                self.authorize(who, Permission::TenantSuspend, &tenant_of(&tenant))?;
+                self.change(|b| b.suspend(&tenant, evict_key, &who.actor()))
+            }
+            Command::Resume { tenant } => {
+                self.authorize(who, Permission::TenantResume, &tenant_of(&tenant))?;
+                self.change(|b| b.resume(&tenant, &who.actor()))
+            }
+            Command::Delete { tenant } => {
+                self.authorize(who, Permission::TenantDelete, &tenant_of(&tenant))?;
+                Self::tenant_exists(self.current()?.as_ref(), &tenant)?;
+                self.supervisor.stop_tenant(&tenant);
+                self.change(|b| b.delete(&tenant, &who.actor()))
+            }
+            Command::ListWorkloads { tenant } => {
+                self.authorize(who, Permission::WorkloadList, &tenant_of(&tenant))?;
+                Self::tenant_exists(self.current()?.as_ref(), &tenant)?;
+                Ok(Reply::Workloads(
+                    self.supervisor
+                        .statuses()
+                        .into_iter()
+                        .filter(|s| s.tenant == tenant)
+                        .collect(),
+                ))
+            }
+            Command::Logs {
+                tenant,
+                workload,
+                tail,
+            } => {
+                self.authorize(who, Permission::WorkloadLogs, &tenant_of(&tenant))?;
+                let desired = self.current()?;
+                self.workload_exists(desired.as_ref(), &tenant, &workload)?;
+                let lines = crate::logs::tail(
+                    self.supervisor.log_dir(),
+                    &tenant,
+                    &workload,
+                    tail.min(MAX_TAIL),
+                )
+                .map_err(|e| ApiError::Failed(format!("cannot read the log: {e}")))?;
+                Ok(Reply::Logs(lines))
+            }
+            Command::Exec {
+                tenant,
+                workload,
+                command,
+                timeout_seconds,
+            } => {
+                self.authorize(who, Permission::WorkloadExec, &tenant_of(&tenant))?;
+                let desired = self.current()?;
+                self.workload_exists(desired.as_ref(), &tenant, &workload)?;
+                if command.is_empty() {
+                    return Err(ApiError::BadRequest(
+                        "expected a command (a non-empty list)".to_owned(),
+                    ));
+                }
+                let entry = AuditEntry::new(
+                    who.actor(),
+                    Permission::WorkloadExec.as_str(),
+                    format!("workload/{tenant}/{workload}"),
+                    "accepted",
+                )
+                .with_detail(format!("{command:?}"));
+                lock(&self.store)
+                    .append_audit(&entry)
+                    .map_err(|e| ApiError::Failed(format!("cannot audit: {e}")))?;
+                self.exec(&tenant, &workload, &command, timeout_seconds)
+            }
+            Command::ListTokens => {
+                self.authorize(who, Permission::TokenList, &Resource::Platform)?;
+                let tokens = lock(&self.store)
+                    .tokens()
+                    .map_err(|e| ApiError::Failed(e.to_string()))?;
+                Ok(Reply::Tokens(tokens.into_iter().map(Into::into).collect()))
+            }
+            Command::CreateToken(request) => {
+                self.authorize(who, Permission::TokenCreate, &Resource::Platform)?;
+                let created = create_token(&mut lock(&self.store), &who.actor(), &request)?;
+                Ok(Reply::Token(created))
+            }
+            Command::RevokeToken { id } => {
+                self.authorize(who, Permission::TokenRevoke, &Resource::Platform)?;
+                let mut store = lock(&self.store);
+                let info = revoke_token(&mut store, &who.actor(), &id)?;
+                Ok(Reply::Revoked(info))
+            }
+            Command::AuditLog { after, limit } => {
+                self.authorize(who, Permission::AuditRead, &Resource::Platform)?;
+                let records = lock(&self.store)
+                    .audit_records(after, limit.min(10_000))
+                    .map_err(|e| ApiError::Failed(e.to_string()))?;
+                Ok(Reply::Audit(records.into_iter().map(Into::into).collect()))
+            }
+            Command::Metrics => {
+                self.authorize(who, Permission::MetricsRead, &Resource::Platform)?;
+                Ok(Reply::Metrics(self.metrics()?))
+            }
+        }
+    }
+
+    fn workload_exists(
+        &self,
+        desired: Option<&Desired>,
+        tenant: &str,
+        workload: &str,
+    ) -> Result<(), ApiError> {
+        Self::tenant_exists(desired, tenant)?;
+        let found = desired.is_some_and(|d| {
+            d.workloads.values().any(|w| {
+                w.metadata.tenant.as_str() == tenant && w.metadata.name.as_str() == workload
+            })
+        });
+        if found {
+            Ok(())
+        } else {
+            Err(ApiError::NotFound(format!(
+                "tenant {tenant:?} has no workload {workload:?}"
+            )))
+        }
+    }
+
+    /// Runs a lifecycle change under the write lock, then re-syncs the supervisor.
+    fn change(
+        &self,
+        f: impl FnOnce(&dyn Backend) -> Result<crate::backend::Applied, BackendError>,
+    ) -> Result<Reply, ApiError> {
+        let _writing = lock(&self.writes);
+        let applied = f(self.backend.as_ref())?;
+        self.supervisor.sync(self.current()?.as_ref());
+        Ok(Reply::Applied(applied))
+    }
+
+    fn apply(&self, who: &Principal, yaml: &str, message: &str) -> Result<Reply, ApiError> {
+        let docs = documents(yaml);
+        if docs.is_empty() {
+            return Err(ApiError::BadRequest(
+                "expected at least one YAML document".to_owned(),
+            ));
+        }
+        let mut incoming: Vec<(Key, String)> = Vec::new();
+        for (index, doc) in docs.into_iter().enumerate() {
+            incoming.push((head_key(&doc, index)?, doc));
+        }
+        for ((kind, tenant, name), _) in &incoming {
+            let (permission, resource) = match (kind.as_str(), tenant) {
+                ("Platform", _) => (Permission::PlatformApply, Resource::Platform),
+                ("Tenant", _) => (Permission::TenantApply, Resource::Tenant(name.clone())),
+                ("Workload", Some(tenant)) => {
+                    (Permission::WorkloadApply, Resource::Tenant(tenant.clone()))
+                }
+                ("Workload", None) => {
+                    return Err(ApiError::BadRequest(format!(
+                        "workload {name:?}: expected metadata.tenant"
+                    )));
+                }
+                (other, _) => {
+                    return Err(ApiError::BadRequest(format!(
+                        "{other:?} is not a kind (expected Platform, Tenant or Workload)"
+                    )));
+                }
+            };
+            self.authorize(who, permission, &resource)?;
+        }
+        let _writing = lock(&self.writes);
+        // Merge into the last revision: same kind, tenant and name replaces.
+        let mut merged: BTreeMap<Key, String> = BTreeMap::new();
+        if let Some(desired) = self.current()? {
+            let objects = desired
+                .canonical_objects()
+                .map_err(|e| ApiError::Failed(e.to_string()))?;
+            for object in objects {
+                merged.insert(
+                    (object.kind.to_owned(), object.tenant, object.name),
+                    object.yaml,
+                );
+            }
+        }
+        for (key, doc) in incoming {
+            merged.insert(key, doc);
+        }
+        let text = merged.into_values().collect::<Vec<_>>().join("---\n");
+        let message = if message.is_empty() {
+            "applied through the API"
+        } else {
+            message
+        };
+        let applied = self.backend.apply(&text, &who.actor(), message)?;
+        self.supervisor.sync(self.current()?.as_ref());
+        Ok(Reply::Applied(applied))
+    }
+
+    fn exec(
+        &self,
+        tenant: &str,
+        workload: &str,
+        command: &[String],
+        timeout_seconds: u64,
+    ) -> Result<Reply, ApiError> {
+        let mut process = self.backend.spawn(tenant, workload, Some(command))?;
+        let (stdout, stderr) = process.take_output();
+        let collect = |stream: Option<Box<dyn std::io::Read + Send>>| {
+            std::thread::spawn(move || {
+                let mut out = Vec::new();
+                if let Some(stream) = stream {
+                    let mut limited = stream.take(EXEC_OUTPUT);
+                    let _ = limited.read_to_end(&mut out);
+                    // Drain the rest so the process is not blocked on a full pipe.
+                    let _ = std::io::copy(&mut limited.into_inner(), &mut std::io::sink());
+                }
+                String::from_utf8_lossy(&out).into_owned()
+            })
+        };
+        let (out, err) = (collect(stdout), collect(stderr));
+        let deadline = Instant::now() + Duration::from_secs(timeout_seconds.clamp(1, 600));
+        let mut timed_out = false;
+        let exit_code = loop {
+            match process.try_wait() {
+                Ok(Some(code)) => break code,
+                Ok(None) if Instant::now() >= deadline && !timed_out => {
+                    timed_out = true;
+                    let _ = process.kill();
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                Err(e) => return Err(ApiError::Failed(format!("cannot wait: {e}"))),
+            }
+        };
+        Ok(Reply::Exec(ExecResult {
+            exit_code,
+            stdout: out.join().unwrap_or_default(),
+            stderr: err.join().unwrap_or_default(),
+            timed_out,
+        }))
+    }
+
+    /// One reconciler pass: converge the host to the last revision (every repair is
+    /// audited by the backend as [`RECONCILER_ACTOR`]), then bring the supervisor in
+    /// line. Returns the repairs.
+    pub fn reconcile_once(&self) -> Result<Vec<String>, ApiError> {
+        let started = Instant::now();
+        let result = {
+            let _writing = lock(&self.writes);
+            self.backend.converge(RECONCILER_ACTOR)
+        };
+        let desired = self.current();
+        if let Ok(desired) = &desired {
+            self.supervisor.sync(desired.as_ref());
+        }
+        let mut status = lock(&self.reconcile);
+        status.passes += 1;
+        status.last_pass_unix_ms = Some(now_unix_ms());
+        status.last_duration_ms = Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(0));
+        match result {
+            Ok(repairs) => {
+                let mut counts = lock(&self.repairs);
+                for repair in &repairs {
+                    *counts.entry(repair.tenant.clone()).or_default() += 1;
+                    if !repair.tenant.is_empty() {
+                        tracing::info!(tenant = %repair.tenant, action = %repair.action, "repaired drift");
+                    }
+                }
+                status.repairs += repairs.len() as u64;
+                status.last_actions = repairs.iter().map(|r| r.action.clone()).collect();
+                status.last_error = None;
+                status.converged = true;
+                Ok(status.last_actions.clone())
+            }
+            Err(error) => {
+                status.failures += 1;
+                status.last_error = Some(error.to_string());
+                status.converged = false;
+                Err(error.into())
+            }
+        }
+    }
+
+    /// Health and the reconciler's last pass (no authentication needed).
+    pub fn health(&self) -> Health {
+        Health {
+            status: "ok".to_owned(),
+            instance: self.backend.instance().to_owned(),
+            reconciler: lock(&self.reconcile).clone(),
+        }
+    }
+
+    fn metrics(&self) -> Result<String, ApiError> {
+        let desired = self.current()?;
+        let mut snapshot = metrics::Snapshot::default();
+        for name in desired.iter().flat_map(|d| d.tenants.keys()) {
+            if let Ok(usage) = self.backend.usage(name.as_str()) {
+                snapshot.usage.push((name.to_string(), usage));
+            }
+        }
+        snapshot.repairs = lock(&self.repairs).clone();
+        snapshot.verify = self.backend.last_verify();
+        snapshot.workloads = self.supervisor.statuses();
+        snapshot.reconcile_failures = lock(&self.reconcile).failures;
+        metrics::render(&snapshot).map_err(|e| ApiError::Failed(e.to_string()))
+    }
+
+    /// Where logs are kept.
+    pub fn log_dir(&self) -> PathBuf {
+        self.supervisor.log_dir().to_path_buf()
+    }
+}
+
+fn summary(desired: Option<&Desired>, name: &str, tenant: &bulkhead_spec::Tenant) -> TenantSummary {
+    TenantSummary {
+        name: name.to_owned(),
+        state: match tenant.spec.state {
+            TenantState::Active => "active",
+            TenantState::Suspended => "suspended",
+        }
+        .to_owned(),
+        profile: serde_json::to_value(tenant.spec.profile)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
+        workloads: desired.map_or(0, |d| {
+            d.workloads
+                .values()
+                .filter(|w| w.metadata.tenant.as_str() == name)
+                .count()
+        }),
+    }
+}
+
+/// Creates a token for `request`, audited as `actor` (shared by the API and the CLI).
+pub fn create_token(
+    store: &mut Store,
+    actor: &str,
+    request: &TokenRequest,
+) -> Result<CreatedTokenView, ApiError> {
+    if request.subject.trim().is_empty() {
+        return Err(ApiError::BadRequest("expected a subject".to_owned()));
+    }
+    match (request.role.is_tenant_role(), &request.tenant) {
+        (true, None) => {
+            return Err(ApiError::BadRequest(format!(
+                "role {} needs a tenant",
+                request.role.as_str()
+            )));
+        }
+        (false, Some(_)) => {
+            return Err(ApiError::BadRequest(
+                "platform-admin is not bound to a tenant (expected no tenant)".to_owned(),
+            ));
+        }
+        _ => {}
+    }
+    let ttl = Duration::from_secs(request.ttl_seconds);
+    if ttl.is_zero() || ttl > MAX_TTL {
+        return Err(ApiError::BadRequest(format!(
+            "ttl of {} s is out of range (expected 1 s to {} days)",
+            request.ttl_seconds,
+            MAX_TTL.as_secs() / 86_400
+        )));
+    }
+    let expires_at = now_unix().saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX));
+    let object = "platform/tokens";
+    let intent = store
+        .audit_intent(
+            AuditEntry::intent(actor, "token.create", object).with_detail(format!(
+                "subject {:?}, role {}, tenant {:?}, expires at unix {expires_at}",
+                request.subject,
+                request.role.as_str(),
+                request.tenant
+            )),
+        )
+        .map_err(|e| ApiError::Failed(format!("cannot audit: {e}")))?;
+    let created = store.create_token(&NewToken {
+        subject: request.subject.clone(),
+        role: request.role.as_str().to_owned(),
+        tenant: request.tenant.clone(),
+        expires_at,
+    });
+    let (outcome, detail) = match &created {
+        Ok(c) => (
+            bulkhead_store::AuditOutcome::Succeeded,
+            format!("token {}", c.info.id),
+        ),
+        Err(e) => (bulkhead_store::AuditOutcome::Failed, e.to_string()),
+    };
+    store
+        .audit_outcome(&intent, outcome, Some(&detail))
+        .map_err(|e| ApiError::Failed(format!("cannot audit: {e}")))?;
+    let created = created.map_err(|e| ApiError::Failed(e.to_string()))?;
+    Ok(CreatedTokenView {
+        info: created.info.into(),
+        token: created.token,
+    })
+}
+
+/// Revokes a token, audited as `actor` (shared by the API and the CLI).
+pub fn revoke_token(store: &mut Store, actor: &str, id: &str) -> Result<TokenView, ApiError> {
+    let info = store
+        .token(id)
+        .map_err(|e| ApiError::Failed(e.to_string()))?
+        .ok_or_else(|| ApiError::NotFound(format!("no token {id:?}")))?;
+    let intent = store
+        .audit_intent(
+            AuditEntry::intent(actor, "token.revoke", format!("token/{id}"))
+                .with_detail(format!("subject {:?}, role {}", info.subject, info.role)),
+        )
+        .map_err(|e| ApiError::Failed(format!("cannot audit: {e}")))?;
+    let revoked = store.revoke_token(id, now_unix());
+    let (outcome, detail) = match &revoked {
+        Ok(true) => (bulkhead_store::AuditOutcome::Succeeded, None),
+        Ok(false) => (
+            bulkhead_store::AuditOutcome::Succeeded,
+            Some("already revoked".to_owned()),
+        ),
+        Err(e) => (bulkhead_store::AuditOutcome::Failed, Some(e.to_string())),
+    };
+    store
+        .audit_outcome(&intent, outcome, detail.as_deref())
+        .map_err(|e| ApiError::Failed(format!("cannot audit: {e}")))?;
+    revoked.map_err(|e| ApiError::Failed(e.to_string()))?;
+    let info = store
+        .token(id)
+        .map_err(|e| ApiError::Failed(e.to_string()))?
+        .ok_or_else(|| ApiError::NotFound(format!("no token {id:?}")))?;
+    Ok(info.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_split_at_separator_lines_and_skip_empty_ones() {
+        let docs = documents("---\n# c\nkind: A\n---\n\n---\nkind: B\n  x: '---'\n");
+        assert_eq!(docs, vec!["# c\nkind: A\n", "kind: B\n  x: '---'\n"]);
+    }
+}

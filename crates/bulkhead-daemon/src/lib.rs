@@ -1,0 +1,162 @@
+//! bulkhead's control plane, `bulkhead serve`.
+//!
+//! ```text
+//!  HTTP (unix socket / TLS) ──api──> Command ──Daemon::handle──> Backend ──> host
+//!          bearer token ──Store──> Principal ──authz (Cedar)──┘      ^
+//!  reconciler (timer) ──Daemon::reconcile_once──> Backend::converge ─┘
+//!  supervisor: a task per workload ──Backend::spawn──> process ──> logs
+//! ```
+//!
+//! - [`backend::Backend`] is what the daemon asks of the host (apply, suspend,
+//!   resume, delete, converge, spawn, usage). The CLI implements it over the same
+//!   functions its verbs use, so the daemon depends on nothing above it.
+//! - [`api`] is the HTTP edge (axum): handlers build a [`command::Command`] and the
+//!   OpenAPI document is generated from them ([`api::openapi`]).
+//! - [`daemon::Daemon`] authenticates bearer tokens (kept hashed by the store),
+//!   authorizes with the checked-in Cedar policies ([`authz`]), audits every denial,
+//!   and acts.
+//! - [`supervisor::Supervisor`] runs each workload with its restart policy and
+//!   exponential [`supervisor::Backoff`]; [`logs`] keeps their output, rotated.
+//! - [`metrics`] renders OpenMetrics per tenant.
+//! - [`listen`] binds the unix socket (mode 0660) and the optional TLS listener.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod authz;
+pub mod backend;
+pub mod command;
+pub mod daemon;
+pub mod listen;
+pub mod logs;
+pub mod metrics;
+pub mod supervisor;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use backend::{Applied, Backend, BackendError, Repair, TenantUsage, WorkloadProcess};
+pub use daemon::Daemon;
+
+/// The TLS listener's settings.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+/// How the daemon runs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The instance's store.
+    pub store: PathBuf,
+    /// The unix socket.
+    pub socket: PathBuf,
+    /// The optional TLS listener.
+    pub tls: Option<TlsConfig>,
+    /// Where workload logs go.
+    pub log_dir: PathBuf,
+    /// Log rotation.
+    pub log_limits: logs::LogLimits,
+    /// Time between reconciler passes (one runs at start).
+    pub reconcile_interval: Duration,
+    /// Restart delays.
+    pub backoff: supervisor::Backoff,
+}
+
+/// Why the daemon could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The store does not open.
+    #[error("cannot open the store")]
+    Store(#[from] bulkhead_store::OpenStoreError),
+    /// The policies do not load (a build defect).
+    #[error("cannot load the authorization policies")]
+    Policies(#[from] authz::LoadPoliciesError),
+    /// A listener could not be set up.
+    #[error("cannot listen")]
+    Listen(#[from] listen::ListenError),
+    /// Serving failed.
+    #[error("serving failed")]
+    Io(#[from] std::io::Error),
+}
+
+/// Runs the daemon until `shutdown` resolves: the reconciler (a pass at start, then
+/// every interval), the supervisor, and the API on the socket (and TLS, if set).
+/// Workloads are stopped on the way out.
+pub async fn serve(
+    config: Config,
+    backend: Arc<dyn Backend>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let store = bulkhead_store::Store::open(&config.store)?;
+    let authz = authz::Authorizer::new()?;
+    let supervisor = supervisor::Supervisor::new(
+        Arc::clone(&backend),
+        tokio::runtime::Handle::current(),
+        config.log_dir.clone(),
+        config.log_limits,
+        config.backoff,
+    );
+    let daemon = Arc::new(Daemon::new(backend, store, authz, supervisor));
+    let unix = listen::unix(&config.socket)?;
+    let tls = match &config.tls {
+        Some(tls) => Some(
+            listen::TlsListener::bind(tls.listen, listen::tls_config(&tls.cert, &tls.key)?).await?,
+        ),
+        None => None,
+    };
+    tracing::info!(socket = %config.socket.display(), "listening");
+
+    let reconciler = {
+        let daemon = Arc::clone(&daemon);
+        let interval = config.reconcile_interval;
+        tokio::spawn(async move {
+            loop {
+                let pass = Arc::clone(&daemon);
+                match tokio::task::spawn_blocking(move || pass.reconcile_once()).await {
+                    Ok(Ok(repairs)) if !repairs.is_empty() => {
+                        tracing::info!(count = repairs.len(), "reconciler repaired drift");
+                    }
+                    Ok(Err(e)) => tracing::warn!("reconciler pass failed: {e}"),
+                    _ => {}
+                }
+                tokio::time::sleep(interval).await;
+            }
+        })
+    };
+
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        stop.send_replace(true);
+    });
+    let wait = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    };
+    let app = api::router(Arc::clone(&daemon));
+    let unix_server = axum::serve(unix, app.clone()).with_graceful_shutdown(wait(stopped.clone()));
+    let result = match tls {
+        Some(tls) => {
+            let tls_server = axum::serve(tls, app).with_graceful_shutdown(wait(stopped.clone()));
+            let (a, b) = tokio::join!(unix_server, tls_server);
+            a.and(b)
+        }
+        None => unix_server.await,
+    };
+    reconciler.abort();
+    let daemon_for_stop = Arc::clone(&daemon);
+    let _ = tokio::task::spawn_blocking(move || {
+        daemon_for_stop.supervisor().sync(None);
+    })
+    .await;
+    // Give the workload tasks a moment to kill and reap.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = std::fs::remove_file(&config.socket);
+    result.map_err(ServeError::Io)
+}
