@@ -314,6 +314,76 @@ Examples:
         action: K8sAction,
     },
 
+    /// Run the control plane: the HTTP API, workload supervision, the reconciler, metrics.
+    #[command(
+        after_help = "Listens on a unix socket (<state>/<instance>/api.sock, mode 0660) and, with
+--tls-listen, on TCP with TLS. Every route but /health needs a bearer token
+(`bulkhead token create`); Cedar policies decide what each role may do and
+denials are audited. Runs each active tenant's workloads with their restart
+policies (exponential backoff) and logs to <state>/<instance>/logs/. A
+reconciler pass runs at start and every --reconcile-interval, repairing drift
+(each repair audited). Needs root. API: docs/openapi.json.
+
+Examples:
+  bulkhead serve
+  bulkhead serve --tls-listen 127.0.0.1:8443 --tls-cert cert.pem --tls-key key.pem
+  curl --unix-socket /var/lib/bulkhead/bh/api.sock -H \"Authorization: Bearer $TOKEN\" http://bulkhead/tenants"
+    )]
+    Serve {
+        /// The unix socket (default <state>/<instance>/api.sock).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Also listen on this address with TLS.
+        #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+        tls_listen: Option<std::net::SocketAddr>,
+        /// PEM certificate chain for --tls-listen.
+        #[arg(long)]
+        tls_cert: Option<PathBuf>,
+        /// PEM private key for --tls-listen.
+        #[arg(long)]
+        tls_key: Option<PathBuf>,
+        /// Seconds between reconciler passes.
+        #[arg(long, default_value_t = 30.0)]
+        reconcile_interval: f64,
+        /// First restart delay of a failing workload, seconds (doubles each restart).
+        #[arg(long, default_value_t = 0.5)]
+        backoff_base: f64,
+        /// Longest restart delay, seconds.
+        #[arg(long, default_value_t = 60.0)]
+        backoff_max: f64,
+        /// Bytes per workload log file before it rotates (3 rotated files are kept).
+        #[arg(long, default_value_t = 4 << 20)]
+        log_file_bytes: u64,
+    },
+
+    /// Bearer tokens for the control plane: create (shown once), list, revoke.
+    #[command(after_help = "Tokens are stored hashed (SHA-256); creating and revoking are audited.
+
+Examples:
+  bulkhead token create --role platform-admin --ttl 12h --subject alice
+  bulkhead token create --role tenant-admin --tenant web --ttl 7d --subject carol
+  bulkhead token list
+  bulkhead token revoke 1f2e3d4c5b6a7980")]
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+
+    /// A supervised workload's output (stdout and stderr), from the daemon's log files.
+    #[command(after_help = "Examples:
+  bulkhead logs web/app
+  bulkhead logs web/app -f --tail 20")]
+    Logs {
+        /// TENANT/WORKLOAD.
+        target: String,
+        /// Lines to print first.
+        #[arg(long, default_value_t = 100)]
+        tail: usize,
+        /// Keep printing what is appended.
+        #[arg(short, long)]
+        follow: bool,
+    },
+
     /// Print shell completions.
     #[command(after_help = "Examples:
   bulkhead completions bash > /etc/bash_completion.d/bulkhead
@@ -533,4 +603,30 @@ pub enum AuditFormat {
     Yaml,
     Sarif,
     Junit,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenAction {
+    /// Create a token; prints it once.
+    Create {
+        /// platform-admin, tenant-admin or tenant-viewer.
+        #[arg(long)]
+        role: String,
+        /// The tenant of a tenant role.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Lifetime: 90s, 30m, 12h, 7d (at most 366d).
+        #[arg(long, default_value = "12h")]
+        ttl: String,
+        /// Who will hold it (default: the actor).
+        #[arg(long)]
+        subject: Option<String>,
+    },
+    /// List tokens (never their secrets).
+    List,
+    /// Revoke a token by id.
+    Revoke {
+        /// The token's id.
+        id: String,
+    },
 }

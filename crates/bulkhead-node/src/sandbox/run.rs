@@ -247,6 +247,12 @@ impl Process {
         self.child.wait().map(exit_code)
     }
 
+    /// The exit code (or 128 + signal) if the workload has ended, without blocking:
+    /// for supervisors that must stay able to kill it meanwhile.
+    pub fn try_wait(&mut self) -> io::Result<Option<i32>> {
+        self.child.try_wait().map(|status| status.map(exit_code))
+    }
+
     /// Waits, collecting piped stdout and stderr.
     pub fn wait_with_output(self) -> io::Result<(i32, Vec<u8>, Vec<u8>)> {
         let output = self.child.wait_with_output()?;

@@ -218,6 +218,65 @@ pub fn apply_desired(
     record_only: bool,
     fail_after: Option<usize>,
 ) -> Outcome {
+    let Recorded {
+        instance,
+        planned,
+        saved,
+        host_actions,
+    } = record(global, desired, message, record_only, fail_after)?;
+    let report = ApplyReport {
+        instance: instance.prefix(),
+        revision: saved.id.0,
+        digest: &saved.digest,
+        unchanged: saved.unchanged,
+        changes: &planned.diff.changes,
+        network: &planned.network,
+        host_actions: &host_actions,
+    };
+    output::emit(global.output, &report, || {
+        let mut text = human_plan(instance.prefix(), &planned);
+        text.push_str(&format!(
+            "Applied as revision {} (digest {}).\n",
+            saved.id,
+            &saved.digest[..12.min(saved.digest.len())]
+        ));
+        if record_only {
+            text.push_str("Recorded only: the host was not changed (--record-only).\n");
+        } else if host_actions.is_empty() {
+            text.push_str("Host: already converged, nothing to do.\n");
+        } else {
+            text.push_str(&format!(
+                "Host ({} actions, each audited):\n",
+                host_actions.len()
+            ));
+            for action in &host_actions {
+                text.push_str(&format!("  ✓ {action}\n"));
+            }
+        }
+        text
+    })?;
+    Ok(EXIT_OK)
+}
+
+/// What [`record`] did.
+pub struct Recorded {
+    instance: bulkhead_node::naming::Instance,
+    planned: Planned,
+    /// The stored revision.
+    pub saved: bulkhead_store::SavedRevision,
+    /// Host actions taken, each audited.
+    pub host_actions: Vec<String>,
+}
+
+/// [`apply_desired`] without printing: records `desired` as a new audited revision and
+/// converges the host (for the daemon's backend).
+pub fn record(
+    global: &Global,
+    desired: &Desired,
+    message: &str,
+    record_only: bool,
+    fail_after: Option<usize>,
+) -> Result<Recorded, Failure> {
     let (instance, planned) = compute(global, desired, message)?;
     let actor = context::actor(global);
     let mut store = context::open_store(&instance)?;
@@ -275,36 +334,10 @@ pub fn apply_desired(
     } else {
         crate::commands::host::converge(&instance, desired, &mut store, &actor, fail_after)?
     };
-    let report = ApplyReport {
-        instance: instance.prefix(),
-        revision: saved.id.0,
-        digest: &saved.digest,
-        unchanged: saved.unchanged,
-        changes: &planned.diff.changes,
-        network: &planned.network,
-        host_actions: &host_actions,
-    };
-    output::emit(global.output, &report, || {
-        let mut text = human_plan(instance.prefix(), &planned);
-        text.push_str(&format!(
-            "Applied as revision {} (digest {}).\n",
-            saved.id,
-            &saved.digest[..12.min(saved.digest.len())]
-        ));
-        if record_only {
-            text.push_str("Recorded only: the host was not changed (--record-only).\n");
-        } else if host_actions.is_empty() {
-            text.push_str("Host: already converged, nothing to do.\n");
-        } else {
-            text.push_str(&format!(
-                "Host ({} actions, each audited):\n",
-                host_actions.len()
-            ));
-            for action in &host_actions {
-                text.push_str(&format!("  ✓ {action}\n"));
-            }
-        }
-        text
-    })?;
-    Ok(EXIT_OK)
+    Ok(Recorded {
+        instance,
+        planned,
+        saved,
+        host_actions,
+    })
 }

@@ -356,6 +356,18 @@ pub fn converge(
     actor: &str,
     fail_after: Option<usize>,
 ) -> Result<Vec<String>, Failure> {
+    converge_by_tenant(instance, desired, store, actor, fail_after)
+        .map(|done| done.into_iter().map(|(_, action)| action).collect())
+}
+
+/// [`converge`], each action with the tenant it was about ("" for instance-wide ones).
+pub fn converge_by_tenant(
+    instance: &Instance,
+    desired: &Desired,
+    store: &mut Store,
+    actor: &str,
+    fail_after: Option<usize>,
+) -> Result<Vec<(String, String)>, Failure> {
     if !is_root() {
         return Err(Failure::Other(anyhow::anyhow!(
             "host enforcement needs root (expected to run as root; `apply --record-only` records the revision without touching the host)"
@@ -405,7 +417,7 @@ pub fn converge(
                 .audit_outcome(&intent, outcome, detail.as_deref())
                 .context("cannot write the audit log")?;
             result.with_context(|| format!("{action} failed"))?;
-            done.push(action.to_string());
+            done.push((action.tenant().to_owned(), action.to_string()));
             if fail_after == Some(done.len()) {
                 eprintln!(
                     "error: injected failure after action {} ({action})",
@@ -502,6 +514,37 @@ pub struct RunRequest<'a> {
 
 /// Runs a command inside a tenant's sandbox, stdio attached; returns its exit code.
 pub fn run(instance: &Instance, request: &RunRequest<'_>) -> Result<i32, Failure> {
+    let (sandbox, command, program) = prepare(instance, request)?;
+    let code = sandbox
+        .run(command)
+        .with_context(|| format!("cannot run {program:?} in tenant {:?}", request.tenant))
+        .map_err(Failure::from);
+    phases::mark("run-and-wait");
+    code
+}
+
+/// Starts a command inside a tenant's sandbox with stdout and stderr piped and
+/// stdin closed (for the daemon's supervisor and exec).
+pub fn spawn(
+    instance: &Instance,
+    request: &RunRequest<'_>,
+) -> Result<bulkhead_node::sandbox::Process, Failure> {
+    let (sandbox, mut command, program) = prepare(instance, request)?;
+    command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    sandbox
+        .spawn(command)
+        .with_context(|| format!("cannot start {program:?} in tenant {:?}", request.tenant))
+        .map_err(Failure::from)
+}
+
+/// The sandbox, the confined command and its program name for a run request.
+fn prepare(
+    instance: &Instance,
+    request: &RunRequest<'_>,
+) -> Result<(Sandbox, sandbox::Command, String), Failure> {
     let desired = request.desired;
     let tenant = desired
         .tenants
@@ -625,10 +668,5 @@ pub fn run(instance: &Instance, request: &RunRequest<'_>) -> Result<i32, Failure
     let hook = std::sync::Arc::clone(&confinement);
     command.pre_exec(move || hook.apply().map_err(Into::into));
     phases::mark("build-command");
-    let code = sandbox
-        .run(command)
-        .with_context(|| format!("cannot run {:?} in tenant {:?}", argv[0], request.tenant))
-        .map_err(Failure::from);
-    phases::mark("run-and-wait");
-    code
+    Ok((sandbox, command, argv[0].clone()))
 }

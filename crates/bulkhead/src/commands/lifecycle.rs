@@ -70,6 +70,12 @@ pub fn run(global: &Global, tenant: &str, workload: Option<&str>, command: &[Str
 }
 
 pub fn suspend(global: &Global, name: &str, evict_key: bool) -> Outcome {
+    let (desired, message) = suspended(global, name, evict_key)?;
+    apply_desired(global, &desired, &message, false, None)
+}
+
+/// The last applied state with `name` suspended, and the revision's message.
+pub fn suspended(global: &Global, name: &str, evict_key: bool) -> Result<(Desired, String), Failure> {
     let mut desired = current(global)?;
     let tenant = tenant_mut(&mut desired, name)?;
     tenant.spec.state = TenantState::Suspended;
@@ -81,17 +87,21 @@ pub fn suspend(global: &Global, name: &str, evict_key: bool) -> Outcome {
     } else {
         tenant.metadata.annotations.remove(EVICT_KEY_ANNOTATION);
     }
-    let desired = revalidated(&desired)?;
-    apply_desired(global, &desired, &format!("suspend {name}"), false, None)
+    Ok((revalidated(&desired)?, format!("suspend {name}")))
 }
 
 pub fn resume(global: &Global, name: &str) -> Outcome {
+    let (desired, message) = resumed(global, name)?;
+    apply_desired(global, &desired, &message, false, None)
+}
+
+/// The last applied state with `name` active again, and the revision's message.
+pub fn resumed(global: &Global, name: &str) -> Result<(Desired, String), Failure> {
     let mut desired = current(global)?;
     let tenant = tenant_mut(&mut desired, name)?;
     tenant.spec.state = TenantState::Active;
     tenant.metadata.annotations.remove(EVICT_KEY_ANNOTATION);
-    let desired = revalidated(&desired)?;
-    apply_desired(global, &desired, &format!("resume {name}"), false, None)
+    Ok((revalidated(&desired)?, format!("resume {name}")))
 }
 
 pub fn delete(global: &Global, name: &str, yes: bool) -> Outcome {
@@ -100,14 +110,19 @@ pub fn delete(global: &Global, name: &str, yes: bool) -> Outcome {
             "deleting tenant {name:?} destroys its data for good (expected --yes to confirm)"
         )));
     }
+    let (desired, message) = without(global, name)?;
+    apply_desired(global, &desired, &message, false, None)
+}
+
+/// The last applied state without tenant `name` (and its workloads).
+pub fn without(global: &Global, name: &str) -> Result<(Desired, String), Failure> {
     let mut desired = current(global)?;
     tenant_mut(&mut desired, name)?;
     desired.tenants.retain(|n, _| n.as_str() != name);
     desired
         .workloads
         .retain(|(tenant, _), _| tenant.as_str() != name);
-    let desired = revalidated(&desired)?;
-    apply_desired(global, &desired, &format!("delete {name}"), false, None)
+    Ok((revalidated(&desired)?, format!("delete {name}")))
 }
 
 pub fn rollback(global: &Global, revision: i64) -> Outcome {

@@ -8,7 +8,10 @@ mod history;
 pub mod host;
 mod k8s;
 mod lifecycle;
+mod logs;
 pub mod net;
+mod serve;
+mod token;
 mod validate;
 mod verify;
 
@@ -88,6 +91,41 @@ pub fn run(cli: Cli) -> Outcome {
         Command::K8s { action } => k8s::k8s(global, action),
         Command::Net { action } => net::net(global, action),
         Command::Doctor { strict } => doctor::doctor(global, strict),
+        Command::Serve {
+            socket,
+            tls_listen,
+            tls_cert,
+            tls_key,
+            reconcile_interval,
+            backoff_base,
+            backoff_max,
+            log_file_bytes,
+        } => {
+            let seconds = |s: f64| std::time::Duration::from_secs_f64(s.clamp(0.01, 86_400.0));
+            let tls = match (tls_listen, tls_cert, tls_key) {
+                (Some(listen), Some(cert), Some(key)) => {
+                    Some(bulkhead_daemon::TlsConfig { listen, cert, key })
+                }
+                _ => None,
+            };
+            serve::serve(
+                global,
+                serve::ServeOptions {
+                    socket,
+                    tls,
+                    reconcile_interval: seconds(reconcile_interval),
+                    backoff_base: seconds(backoff_base),
+                    backoff_max: seconds(backoff_max),
+                    log_file_bytes,
+                },
+            )
+        }
+        Command::Token { action } => token::token(global, action),
+        Command::Logs {
+            target,
+            tail,
+            follow,
+        } => logs::logs(global, &target, tail, follow),
         Command::Completions { shell } => {
             let mut command = Cli::command();
             clap_complete::generate(shell, &mut command, "bulkhead", &mut std::io::stdout());
