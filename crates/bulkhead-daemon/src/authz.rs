@@ -300,10 +300,16 @@ impl Authorizer {
         let response = self
             .cedar
             .is_authorized(&request, &self.policies, &entities);
+        // Name policies by their @id annotation, as written in the file.
         let mut reasons: Vec<String> = response
             .diagnostics()
             .reason()
-            .map(ToString::to_string)
+            .map(|id| {
+                self.policies
+                    .policy(id)
+                    .and_then(|p| p.annotation("id"))
+                    .map_or_else(|| id.to_string(), str::to_owned)
+            })
             .collect();
         reasons.extend(
             response
