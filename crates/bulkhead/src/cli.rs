@@ -357,13 +357,15 @@ Examples:
     },
 
     /// Bearer tokens for the control plane: create (shown once), list, revoke.
-    #[command(after_help = "Tokens are stored hashed (SHA-256); creating and revoking are audited.
+    #[command(
+        after_help = "Tokens are stored hashed (SHA-256); creating and revoking are audited.
 
 Examples:
   bulkhead token create --role platform-admin --ttl 12h --subject alice
   bulkhead token create --role tenant-admin --tenant web --ttl 7d --subject carol
   bulkhead token list
-  bulkhead token revoke 1f2e3d4c5b6a7980")]
+  bulkhead token revoke 1f2e3d4c5b6a7980"
+    )]
     Token {
         #[command(subcommand)]
         action: TokenAction,

@@ -75,7 +75,11 @@ pub fn suspend(global: &Global, name: &str, evict_key: bool) -> Outcome {
 }
 
 /// The last applied state with `name` suspended, and the revision's message.
-pub fn suspended(global: &Global, name: &str, evict_key: bool) -> Result<(Desired, String), Failure> {
+pub fn suspended(
+    global: &Global,
+    name: &str,
+    evict_key: bool,
+) -> Result<(Desired, String), Failure> {
     let mut desired = current(global)?;
     let tenant = tenant_mut(&mut desired, name)?;
     tenant.spec.state = TenantState::Suspended;

@@ -70,7 +70,12 @@ impl CliBackend {
         }
     }
 
-    fn record(&self, actor: &str, desired: &Desired, message: &str) -> Result<Applied, BackendError> {
+    fn record(
+        &self,
+        actor: &str,
+        desired: &Desired,
+        message: &str,
+    ) -> Result<Applied, BackendError> {
         let recorded =
             apply::record(&self.global(actor), desired, message, false, None).map_err(failure)?;
         Ok(Applied {
@@ -124,8 +129,8 @@ impl Backend for CliBackend {
     }
 
     fn apply(&self, yaml: &str, actor: &str, message: &str) -> Result<Applied, BackendError> {
-        let desired = bulkhead_spec::load_str("<api>", yaml)
-            .map_err(|d| failure(Failure::Invalid(d)))?;
+        let desired =
+            bulkhead_spec::load_str("<api>", yaml).map_err(|d| failure(Failure::Invalid(d)))?;
         self.record(actor, &desired, message)
     }
 
@@ -136,12 +141,14 @@ impl Backend for CliBackend {
     }
 
     fn resume(&self, tenant: &str, actor: &str) -> Result<Applied, BackendError> {
-        let (desired, message) = lifecycle::resumed(&self.global(actor), tenant).map_err(failure)?;
+        let (desired, message) =
+            lifecycle::resumed(&self.global(actor), tenant).map_err(failure)?;
         self.record(actor, &desired, &message)
     }
 
     fn delete(&self, tenant: &str, actor: &str) -> Result<Applied, BackendError> {
-        let (desired, message) = lifecycle::without(&self.global(actor), tenant).map_err(failure)?;
+        let (desired, message) =
+            lifecycle::without(&self.global(actor), tenant).map_err(failure)?;
         self.record(actor, &desired, &message)
     }
 
@@ -183,10 +190,9 @@ impl Backend for CliBackend {
     fn stop_workload(&self, tenant: &str, workload: &str) -> Result<(), BackendError> {
         let cgroup = self.instance.workload_cgroup(tenant, workload);
         if self.host.cgroups().exists(&cgroup) {
-            self.host
-                .cgroups()
-                .kill_all(&cgroup)
-                .map_err(|e| BackendError::Failed(format!("cannot stop {tenant}/{workload}: {e}")))?;
+            self.host.cgroups().kill_all(&cgroup).map_err(|e| {
+                BackendError::Failed(format!("cannot stop {tenant}/{workload}: {e}"))
+            })?;
         }
         Ok(())
     }
@@ -194,7 +200,9 @@ impl Backend for CliBackend {
     fn usage(&self, tenant: &str) -> Result<TenantUsage, BackendError> {
         let cgroup = self.instance.tenant_cgroup(tenant);
         if !self.host.cgroups().exists(&cgroup) {
-            return Err(BackendError::NotFound(format!("tenant {tenant:?} has no cgroup")));
+            return Err(BackendError::NotFound(format!(
+                "tenant {tenant:?} has no cgroup"
+            )));
         }
         let usage = self
             .host

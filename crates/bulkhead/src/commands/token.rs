@@ -26,7 +26,11 @@ pub fn parse_ttl(text: &str) -> Result<u64, String> {
         "m" => 60,
         "h" => 3600,
         "d" => 86_400,
-        _ => return Err(format!("{text:?}: unknown unit {unit:?} (expected s, m, h or d)")),
+        _ => {
+            return Err(format!(
+                "{text:?}: unknown unit {unit:?} (expected s, m, h or d)"
+            ));
+        }
     };
     n.checked_mul(scale)
         .ok_or_else(|| format!("{text:?} is too long"))
