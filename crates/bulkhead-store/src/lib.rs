@@ -61,9 +61,9 @@ pub use keys::{
     CreateTenantKeyError, DestroyTenantKeyError, DestroyedKey, MasterKey, MasterKeyError,
     TenantKey, TenantKeyInfo, UnwrapTenantKeyError,
 };
-pub use tokens::{CreatedToken, NewToken, TOKEN_PREFIX, TokenError, TokenInfo};
 pub use open::{AUDIT_HEAD_SUFFIX, BUSY_TIMEOUT, MigrateError, OpenStoreError, Store};
 pub use revision::{
     GetRevisionError, ListRevisionsError, NewObject, ObjectKey, Revision, RevisionId,
     RevisionSummary, SaveRevisionError, SavedRevision, StoredObject, revision_digest,
 };
+pub use tokens::{CreatedToken, NewToken, TOKEN_PREFIX, TokenError, TokenInfo};

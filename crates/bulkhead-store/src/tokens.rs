@@ -120,7 +120,9 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// Splits `bht_<id>_<secret>` into its hex parts.
 fn parse(token: &str) -> Result<(&str, &str), TokenError> {
-    let rest = token.strip_prefix(TOKEN_PREFIX).ok_or(TokenError::Malformed)?;
+    let rest = token
+        .strip_prefix(TOKEN_PREFIX)
+        .ok_or(TokenError::Malformed)?;
     let (id, secret) = rest.split_once('_').ok_or(TokenError::Malformed)?;
     let hex_of = |s: &str, len| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
     if hex_of(id, 16) && hex_of(secret, 64) {
@@ -301,7 +303,10 @@ mod tests {
         ));
         assert!(matches!(
             store.authenticate_token(&created.token, 2_000),
-            Err(TokenError::Expired { expires_at: 2_000, .. })
+            Err(TokenError::Expired {
+                expires_at: 2_000,
+                ..
+            })
         ));
         assert!(store.revoke_token(&id, 1_500).unwrap());
         assert!(!store.revoke_token(&id, 1_600).unwrap(), "revoking twice");

@@ -257,6 +257,9 @@ fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// One call of the matrix: action, method, path, body (content type, text).
+type Case<'a> = (&'a str, String, String, Option<(&'a str, &'a str)>);
+
 /// What every role may do, written out from the issue, not from the policy file.
 fn expected(role: &str, action: &str, own: bool) -> bool {
     match role {
@@ -324,7 +327,7 @@ fn the_authorization_matrix_holds_against_the_live_api() {
             };
             let workload_doc = workload_yaml(target, &format!("extra-{}", role.len()));
             let tenant_doc = tenant(target);
-            let cases: Vec<(&str, String, String, Option<(&str, &str)>)> = vec![
+            let cases: Vec<Case<'_>> = vec![
                 (
                     "tenant.get",
                     "GET".into(),
@@ -401,28 +404,28 @@ fn the_authorization_matrix_holds_against_the_live_api() {
             }
         }
         // Platform objects.
-        let platform_cases: Vec<(&str, &str, String, Option<(&str, &str)>)> = vec![
-            ("token.list", "GET", "/tokens".into(), None),
+        let platform_cases: Vec<Case<'_>> = vec![
+            ("token.list", "GET".into(), "/tokens".into(), None),
             (
                 "token.create",
-                "POST",
+                "POST".into(),
                 "/tokens".into(),
                 Some((
                     "application/json",
                     r#"{"subject": "x", "role": "tenant-viewer", "tenant": "b", "ttl_seconds": 60}"#,
                 )),
             ),
-            ("audit.read", "GET", "/audit?limit=5".into(), None),
-            ("metrics.read", "GET", "/metrics".into(), None),
+            ("audit.read", "GET".into(), "/audit?limit=5".into(), None),
+            ("metrics.read", "GET".into(), "/metrics".into(), None),
             (
                 "token.revoke",
-                "DELETE",
+                "DELETE".into(),
                 "/tokens/0000000000000000".into(),
                 None,
             ),
         ];
         for (action, method, path, body) in platform_cases {
-            let (status, reply) = instance.request(method, &path, token, body);
+            let (status, reply) = instance.request(&method, &path, token, body);
             checked += 1;
             if role == "platform-admin" {
                 // Revoking an unknown id is a 404 after authorization.
