@@ -470,7 +470,8 @@ impl Host {
                 shape::ensure(&self.instance, &tenant, caps).map_err(|e| net_error(&tenant, e))?;
             }
             Action::UnwireTenant { .. } => {
-                shape::remove(&self.instance, &tenant).map_err(|e| net_error(&tenant, e))?;
+                // Deleting the veth and the ifb device takes their qdiscs with them; asking
+                // tc first would fail on a half-wired tenant whose devices are gone.
                 link::remove_tenant(&self.instance, &tenant).map_err(|e| net_error(&tenant, e))?;
             }
             Action::StartResolver => {
