@@ -315,6 +315,17 @@ impl Host {
     /// What the host shows of one tenant (the store fields stay false: the caller
     /// fills them in).
     pub fn observe(&self, tenant: &str) -> Result<TenantSeen, HostError> {
+        let listed = self.cgroups.list(&self.instance).unwrap_or_default();
+        self.observe_listed(tenant, &listed)
+    }
+
+    /// Like [`Host::observe`], with the instance's cgroup listing read once by the
+    /// caller (observing N tenants must not list the cgroup tree N times).
+    fn observe_listed(
+        &self,
+        tenant: &str,
+        listed: &BTreeMap<String, BTreeSet<String>>,
+    ) -> Result<TenantSeen, HostError> {
         let mut seen = TenantSeen::default();
         let volume = self
             .volume(tenant)
@@ -343,7 +354,7 @@ impl Host {
                         })?,
                 );
             seen.frozen = self.is_frozen(&path);
-            if let Ok(listed) = self.cgroups.list(&self.instance) {
+            {
                 for workload in listed.get(tenant).into_iter().flatten() {
                     if workload.starts_with('.') {
                         continue;
@@ -672,7 +683,8 @@ pub fn observe_all(
 ) -> Result<BTreeMap<String, TenantSeen>, HostError> {
     let mut all: BTreeSet<String> = names.into_iter().collect();
     all.extend(host.tenants_on_host());
+    let listed = host.cgroups.list(&host.instance).unwrap_or_default();
     all.into_iter()
-        .map(|name| host.observe(&name).map(|seen| (name, seen)))
+        .map(|name| host.observe_listed(&name, &listed).map(|seen| (name, seen)))
         .collect()
 }

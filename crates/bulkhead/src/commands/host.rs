@@ -106,8 +106,7 @@ impl Secrets for StoreSecrets<'_, '_> {
 
 /// Refuses, naming the feature and pointing at `bulkhead doctor`, when the host lacks
 /// what the desired tenants need and the platform did not opt into running without it.
-pub fn require_host_features(desired: &Desired) -> Result<(), Failure> {
-    let report = doctor::run_system();
+pub fn require_host_features(desired: &Desired, report: &doctor::Report) -> Result<(), Failure> {
     let allowed = &desired.platform.spec.allow_degraded;
     let mut required: Vec<Feature> = vec![
         Feature::Cgroups,
@@ -155,7 +154,14 @@ pub fn require_host_features(desired: &Desired) -> Result<(), Failure> {
 /// The isolation features the platform accepted running without (`spec.allowDegraded`)
 /// that this host indeed lacks: each weakens every tenant, so it is audited and shown.
 pub fn degraded(desired: &Desired) -> Vec<(DegradableFeature, &'static str)> {
-    let report = doctor::run_system();
+    degraded_on(desired, &doctor::run_system())
+}
+
+/// [`degraded`] against a report already read.
+fn degraded_on(
+    desired: &Desired,
+    report: &doctor::Report,
+) -> Vec<(DegradableFeature, &'static str)> {
     let missing = |feature: Feature| {
         report
             .feature(feature)
@@ -373,11 +379,12 @@ pub fn converge_by_tenant(
             "host enforcement needs root (expected to run as root; `apply --record-only` records the revision without touching the host)"
         )));
     }
-    require_host_features(desired)?;
+    let report = doctor::run_system();
+    require_host_features(desired, &report)?;
     let mut master = LazyMaster { desired, key: None };
     let host = host_for(instance, desired)?;
     let mut done = Vec::new();
-    let weakened = degraded(desired);
+    let weakened = degraded_on(desired, &report);
     for (feature, effect) in &weakened {
         let object = format!("platform/{}", desired.platform.metadata.name);
         let entry = AuditEntry::new(actor, "degrade", object, "accepted").with_detail(
