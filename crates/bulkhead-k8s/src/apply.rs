@@ -49,6 +49,10 @@ pub struct ApplyOptions {
     pub timeout: Duration,
     /// How often to look while waiting.
     pub poll: Duration,
+    /// Prune only objects labelled as this tenant's (`bulkhead.dev/tenant`): what the
+    /// controller uses, so one Tenant's reconcile never deletes another's objects.
+    /// `None` prunes everything bulkhead owns that the render lacks.
+    pub tenant: Option<String>,
 }
 
 impl Default for ApplyOptions {
@@ -60,6 +64,7 @@ impl Default for ApplyOptions {
             dry_run: false,
             timeout: Duration::from_secs(60),
             poll: Duration::from_millis(500),
+            tenant: None,
         }
     }
 }
@@ -271,9 +276,39 @@ pub async fn apply(
         report.applied.push(key);
     }
     if options.prune {
-        report.pruned = prune(client, &desired, options).await?;
+        let selector = owner_selector(options.tenant.as_deref());
+        report.pruned = prune(client, &desired, &selector, options.dry_run).await?;
     }
     Ok(report)
+}
+
+/// The label selector of what bulkhead owns: everything, or one tenant's objects.
+pub fn owner_selector(tenant: Option<&str>) -> String {
+    match tenant {
+        Some(tenant) => format!(
+            "{}={},{}={tenant}",
+            labels::MANAGED_BY,
+            labels::MANAGER,
+            labels::TENANT
+        ),
+        None => format!("{}={}", labels::MANAGED_BY, labels::MANAGER),
+    }
+}
+
+/// Deletes every object bulkhead applied for `tenant` (owner and tenant labels), as
+/// pruning does: objects inside the tenant's Namespace go with it. What the Tenant
+/// controller runs before it releases a deleted Tenant's finalizer.
+pub async fn delete_tenant(
+    client: &kube::Client,
+    tenant: &str,
+) -> Result<Vec<ObjectKey>, ApplyError> {
+    prune(
+        client,
+        &BTreeSet::new(),
+        &owner_selector(Some(tenant)),
+        false,
+    )
+    .await
 }
 
 fn phase(object: &DynamicObject) -> Option<String> {
@@ -318,16 +353,16 @@ async fn wait_active(
 async fn prune(
     client: &kube::Client,
     desired: &BTreeSet<ObjectKey>,
-    options: &ApplyOptions,
+    selector: &str,
+    dry_run: bool,
 ) -> Result<Vec<ObjectKey>, ApplyError> {
-    let selector = format!("{}={}", labels::MANAGED_BY, labels::MANAGER);
     let mut stale = Vec::new();
     for (api_version, kind, _, _) in PRUNABLE {
         let Some((resource, _)) = resource_for(api_version, kind) else {
             continue;
         };
         let list = match api(client, &resource, None)
-            .list(&ListParams::default().labels(&selector))
+            .list(&ListParams::default().labels(selector))
             .await
         {
             Ok(list) => list,
@@ -363,7 +398,7 @@ async fn prune(
             .as_ref()
             .is_none_or(|ns| !doomed_namespaces.contains(ns))
     });
-    if options.dry_run {
+    if dry_run {
         return Ok(stale);
     }
     let params = DeleteParams::background();

@@ -36,6 +36,8 @@ pub mod admission;
 #[cfg(feature = "client")]
 pub mod apply;
 pub mod audit;
+#[cfg(feature = "client")]
+pub mod controller;
 pub mod crd;
 pub mod flux;
 pub mod labels;

@@ -540,6 +540,37 @@ Examples:
         #[arg(long, default_value_t = 60)]
         timeout: u64,
     },
+    /// Reconcile Tenant custom resources into the rendered stack (runs until stopped).
+    #[command(
+        after_help = "Watches Tenants (tenants.bulkhead.dev, the CRD of `bulkhead k8s crd`). For each
+change: validates the Tenant like a spec file (an invalid one gets Degraded=True with
+the field and what was expected, and nothing else changes), adds the finalizer
+bulkhead.dev/cleanup, renders the tenant's stack plus the platform's admission
+policies, server-side applies them (field manager `bulkhead`), prunes the tenant's
+objects the render no longer has, and writes status conditions Ready and Degraded
+(observedGeneration) and an event. Deleting a Tenant deletes its objects, then
+releases the finalizer. Errors are retried with backoff (5 s doubling to 5 min);
+every Tenant is re-applied every 10 min to correct drift.
+
+The Platform comes from --platform (a file holding exactly one Platform document),
+else the default platform. The cluster comes from KUBECONFIG (or ~/.kube/config),
+else the in-cluster account. Stops on SIGINT or SIGTERM.
+
+Examples:
+  bulkhead k8s crd | kubectl apply --server-side -f -
+  bulkhead k8s controller --platform examples/platform.yaml"
+    )]
+    Controller {
+        /// The Platform file (one Platform document); the default platform without it.
+        #[arg(long)]
+        platform: Option<PathBuf>,
+        /// Take over fields another field manager owns.
+        #[arg(long)]
+        force_conflicts: bool,
+        /// Seconds to wait for a Namespace to become Active.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
     /// Print the Tenant CustomResourceDefinition (tenants.bulkhead.dev, v1alpha1).
     #[command(
         after_help = "Generated from the same Rust types as `bulkhead schema tenant`, made

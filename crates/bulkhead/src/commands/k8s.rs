@@ -1,4 +1,4 @@
-//! `bulkhead k8s render`, `apply`, `audit`, `reach` and `crd`.
+//! `bulkhead k8s render`, `apply`, `controller`, `audit`, `reach` and `crd`.
 
 use anyhow::Context as _;
 use bulkhead_k8s::apply::ApplyOptions;
@@ -106,6 +106,42 @@ pub fn k8s(global: &Global, action: K8sAction) -> Outcome {
                     if report.dry_run { " (dry run)" } else { "" }
                 ));
                 text
+            })?;
+            Ok(EXIT_OK)
+        }
+        K8sAction::Controller {
+            platform,
+            force_conflicts,
+            timeout,
+        } => {
+            let platform = match &platform {
+                Some(path) => bulkhead_k8s::controller::platform_sources(path)
+                    .with_context(|| format!("cannot use {} as the platform", path.display()))?,
+                None => Vec::new(),
+            };
+            let options = ApplyOptions {
+                force: force_conflicts,
+                timeout: std::time::Duration::from_secs(timeout),
+                ..ApplyOptions::default()
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(async {
+                let client = bulkhead_k8s::apply::connect()
+                    .await
+                    .context("cannot reach a cluster (KUBECONFIG, ~/.kube/config or in-cluster)")?;
+                eprintln!("watching Tenants (tenants.bulkhead.dev); SIGINT or SIGTERM stops");
+                bulkhead_k8s::controller::run(
+                    client,
+                    platform,
+                    K8sOptions::default(),
+                    options,
+                    |line| eprintln!("{line}"),
+                )
+                .await;
+                anyhow::Ok(())
             })?;
             Ok(EXIT_OK)
         }

@@ -1,0 +1,601 @@
+//! `bulkhead k8s controller`: reconciles `Tenant` custom resources (the CRD of
+//! [`crate::crd`]) into the rendered stack, with kube's controller runtime.
+//!
+//! # One reconcile ([`reconcile`])
+//!
+//! 1. **Deleted** (`metadata.deletionTimestamp` set) and holding our finalizer
+//!    [`FINALIZER`]: delete every object labelled as the tenant's
+//!    ([`crate::apply::delete_tenant`]; objects inside its Namespace go with it), then
+//!    remove the finalizer with a JSON patch that first tests it is still at that index.
+//!    A failed delete keeps the finalizer, so the Tenant stays until cleanup succeeds.
+//! 2. **Validate** the Tenant with the spec crate, exactly as a file would be: the
+//!    platform (from the file given to the controller, else the default platform) plus
+//!    this Tenant, other Tenants' names standing for references
+//!    ([`bulkhead_spec::load_sources_within`]). An invalid spec gets `Degraded=True`
+//!    (reason `InvalidSpec`, the diagnostics with field path and what was expected),
+//!    `Ready=False`, a Warning event, and nothing else: no finalizer, no apply.
+//! 3. **Finalizer first**: if [`FINALIZER`] is missing it is added (JSON patch, tested
+//!    against the finalizers seen) before anything is created.
+//! 4. **Render** the desired state of every Tenant that validates on its own (network
+//!    rules need the peers' labels) and keep this Tenant's objects and the platform's
+//!    admission policies; **apply** them with [`crate::apply::apply`] (server-side apply,
+//!    field manager `bulkhead`) and prune this Tenant's objects the render no longer has
+//!    (only objects with its `bulkhead.dev/tenant` label).
+//! 5. **Status** through the status subresource (a merge patch of `.status`):
+//!    `observedGeneration`, conditions `Ready` and `Degraded` (reason and message), and
+//!    the count of objects applied and pruned; an **Event** (`Applied` or `ApplyFailed`)
+//!    on the Tenant, published by kube's event recorder (in `default`, as the Tenant is
+//!    cluster-scoped). Publishing events is best effort: a refused event does not fail
+//!    the reconcile.
+//!
+//! Errors (the API server refusing a patch, an apply that stops) set `Degraded`
+//! (reason `ApplyFailed`) where the status can still be written and return a
+//! [`ReconcileError`]; [`error_policy`] requeues with exponential backoff per Tenant
+//! ([`backoff`]: 5 s doubling to 5 min). A success requeues after [`RESYNC`] to
+//! correct drift.
+//!
+//! The Tenant CRD has no Workload kind: Deployments reach a tenant's namespace through
+//! its GitOps source (Flux, impersonating the tenant's reconciler account).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bulkhead_spec::{Diagnostics, Source};
+use futures::StreamExt as _;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
+use kube::{Resource as _, ResourceExt as _};
+use serde_json::{Value, json};
+
+use crate::apply::{ApplyError, ApplyOptions, ApplyReport, apply, delete_tenant};
+use crate::crd::{GROUP, KIND, PLURAL, VERSION};
+use crate::options::K8sOptions;
+use crate::render::render;
+
+/// The finalizer that holds a deleted Tenant until its objects are deleted.
+pub const FINALIZER: &str = "bulkhead.dev/cleanup";
+/// The name events are reported under.
+pub const CONTROLLER_NAME: &str = "bulkhead-controller";
+/// How long after a successful reconcile a Tenant is reconciled again (drift).
+pub const RESYNC: Duration = Duration::from_secs(600);
+/// The first retry after an error.
+pub const BACKOFF_BASE: Duration = Duration::from_secs(5);
+/// The longest wait between retries.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+/// The `Tenant` resource (`tenants.bulkhead.dev/v1alpha1`, cluster-scoped).
+pub fn tenant_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(GROUP, VERSION, KIND), PLURAL)
+}
+
+/// The wait before retry number `failures` (1 for the first failure).
+pub fn backoff(failures: u32) -> Duration {
+    let factor = 1u32
+        .checked_shl(failures.saturating_sub(1))
+        .unwrap_or(u32::MAX);
+    BACKOFF_BASE.saturating_mul(factor).min(BACKOFF_MAX)
+}
+
+/// What a reconcile needs: the client, the platform, the other Tenants (a reflector
+/// store: the controller's own cache), render and apply options, the event recorder.
+pub struct Context {
+    client: kube::Client,
+    platform: Vec<Source>,
+    tenants: Store<DynamicObject>,
+    render: K8sOptions,
+    apply: ApplyOptions,
+    recorder: Recorder,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("platform", &self.platform.len())
+            .field("render", &self.render)
+            .field("apply", &self.apply)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    /// A context. `platform` holds the Platform document (empty: the default platform);
+    /// `tenants` is the store the other Tenants are read from.
+    pub fn new(
+        client: kube::Client,
+        platform: Vec<Source>,
+        tenants: Store<DynamicObject>,
+        render: K8sOptions,
+        apply: ApplyOptions,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: CONTROLLER_NAME.to_owned(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            platform,
+            tenants,
+            render,
+            apply,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
+        // A poisoned map only holds retry counts: keep using it.
+        self.failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Why a reconcile failed; the controller retries with [`backoff`].
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    /// The Tenant has no name (the API server always sets one).
+    #[error("the Tenant has no metadata.name")]
+    Unnamed,
+    /// A patch of the Tenant (finalizer or status) was refused.
+    #[error("cannot {what} of Tenant {tenant}: {source}")]
+    Patch {
+        /// `add the finalizer`, `remove the finalizer`, `write the status`.
+        what: &'static str,
+        /// The Tenant.
+        tenant: String,
+        /// What the client said.
+        source: Box<kube::Error>,
+    },
+    /// Applying (or deleting) the Tenant's objects stopped.
+    #[error("tenant {tenant}: {source}")]
+    Apply {
+        /// The Tenant.
+        tenant: String,
+        /// The apply error.
+        source: Box<ApplyError>,
+    },
+    /// The rendered objects could not be built (a bug, not input).
+    #[error("tenant {tenant}: {message}")]
+    Render {
+        /// The Tenant.
+        tenant: String,
+        /// The render error.
+        message: String,
+    },
+}
+
+/// Why the platform file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PlatformError {
+    /// The file could not be read.
+    #[error("{0}")]
+    Read(Diagnostics),
+    /// A document is not YAML.
+    #[error("{file}: {message}")]
+    Yaml {
+        /// The file.
+        file: String,
+        /// What the parser said.
+        message: String,
+    },
+    /// The file holds something other than exactly one Platform.
+    #[error(
+        "{file}: holds {found} (expected exactly one document of kind Platform; Tenants come from the cluster)"
+    )]
+    NotOnePlatform {
+        /// The file.
+        file: String,
+        /// The kinds found.
+        found: String,
+    },
+}
+
+/// Reads the Platform the controller renders with: one file holding exactly one
+/// `Platform` document. It is validated with every Tenant on each reconcile (its
+/// references name Tenants); a mistake in it degrades every Tenant, naming the file.
+pub fn platform_sources(path: &std::path::Path) -> Result<Vec<Source>, PlatformError> {
+    let (sources, diagnostics) = bulkhead_spec::read_sources(&[path.to_owned()]);
+    if !diagnostics.is_empty() {
+        return Err(PlatformError::Read(diagnostics));
+    }
+    let mut kinds = Vec::new();
+    for source in &sources {
+        let documents: Vec<Value> =
+            serde_saphyr::from_multiple(&source.text).map_err(|e| PlatformError::Yaml {
+                file: source.name.to_string(),
+                message: e.to_string(),
+            })?;
+        for document in documents.iter().filter(|d| !d.is_null()) {
+            kinds.push(document["kind"].as_str().unwrap_or("no kind").to_owned());
+        }
+    }
+    if kinds != ["Platform"] {
+        return Err(PlatformError::NotOnePlatform {
+            file: path.display().to_string(),
+            found: if kinds.is_empty() {
+                "no document".to_owned()
+            } else {
+                kinds.join(", ")
+            },
+        });
+    }
+    Ok(sources)
+}
+
+/// The spec-crate document for a Tenant object: its name, labels and spec.
+fn tenant_source(tenant: &DynamicObject) -> Result<Source, ReconcileError> {
+    let name = tenant
+        .metadata
+        .name
+        .clone()
+        .ok_or(ReconcileError::Unnamed)?;
+    let mut metadata = json!({ "name": name });
+    if let Some(labels) = tenant.metadata.labels.as_ref().filter(|l| !l.is_empty()) {
+        metadata["labels"] = json!(labels);
+    }
+    let document = json!({
+        "apiVersion": format!("{GROUP}/{VERSION}"),
+        "kind": KIND,
+        "metadata": metadata,
+        "spec": tenant.data.get("spec").cloned().unwrap_or(Value::Null),
+    });
+    let text = serde_saphyr::to_string(&document).map_err(|e| ReconcileError::Render {
+        tenant: name.clone(),
+        message: format!("cannot write the Tenant as YAML: {e}"),
+    })?;
+    Ok(Source {
+        name: Arc::from(format!("Tenant/{name}")),
+        text,
+    })
+}
+
+/// The Tenants of the store other than `name`, by name.
+fn others(ctx: &Context, name: &str) -> BTreeMap<String, Arc<DynamicObject>> {
+    ctx.tenants
+        .state()
+        .into_iter()
+        .filter_map(|t| {
+            let n = t.metadata.name.clone()?;
+            (n != name && t.metadata.deletion_timestamp.is_none()).then_some((n, t))
+        })
+        .collect()
+}
+
+/// Validates one Tenant against the platform, other Tenants standing for references.
+fn validate_alone(
+    ctx: &Context,
+    source: &Source,
+    elsewhere: &BTreeSet<String>,
+) -> Result<(), Diagnostics> {
+    let mut sources = ctx.platform.clone();
+    sources.push(source.clone());
+    bulkhead_spec::load_sources_within(&sources, elsewhere).map(|_| ())
+}
+
+fn condition(
+    kind: &str,
+    status: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    previous: &Value,
+) -> Condition {
+    let status = if status { "True" } else { "False" };
+    // The transition time moves only when the status does.
+    let previous = previous
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .and_then(|c| c.iter().find(|c| c["type"] == kind));
+    let last_transition_time = previous
+        .filter(|c| c["status"] == status)
+        .and_then(|c| serde_json::from_value::<Time>(c["lastTransitionTime"].clone()).ok())
+        .unwrap_or_else(|| Time(k8s_openapi::jiff::Timestamp::now()));
+    Condition {
+        type_: kind.to_owned(),
+        status: status.to_owned(),
+        reason: reason.to_owned(),
+        // The API server caps a condition message at 32 KiB.
+        message: message.chars().take(4096).collect(),
+        observed_generation: generation,
+        last_transition_time,
+    }
+}
+
+/// The status of a Tenant: `Ready` and `Degraded`, with reason and message.
+pub fn status(
+    tenant: &DynamicObject,
+    ready: bool,
+    reason: &str,
+    message: &str,
+    report: Option<&ApplyReport>,
+) -> Value {
+    let generation = tenant.metadata.generation;
+    let previous = &tenant.data;
+    let degraded_reason = if ready { "AsExpected" } else { reason };
+    let mut status = json!({
+        "observedGeneration": generation,
+        "conditions": [
+            condition("Ready", ready, reason, message, generation, previous),
+            condition("Degraded", !ready, degraded_reason, message, generation, previous),
+        ],
+    });
+    if let Some(report) = report {
+        status["applied"] = json!(report.applied.len());
+        status["pruned"] = json!(report.pruned.len());
+    }
+    json!({ "status": status })
+}
+
+async fn write_status(ctx: &Context, name: &str, body: Value) -> Result<(), ReconcileError> {
+    Api::<DynamicObject>::all_with(ctx.client.clone(), &tenant_resource())
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&body))
+        .await
+        .map(|_| ())
+        .map_err(|source| ReconcileError::Patch {
+            what: "write the status",
+            tenant: name.to_owned(),
+            source: Box::new(source),
+        })
+}
+
+async fn event(ctx: &Context, tenant: &DynamicObject, warning: bool, reason: &str, note: &str) {
+    let event = Event {
+        type_: if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: reason.to_owned(),
+        note: Some(note.chars().take(1000).collect()),
+        action: "Reconcile".to_owned(),
+        secondary: None,
+    };
+    // Best effort: a refused event must not fail (or repeat) the reconcile.
+    let _ = ctx
+        .recorder
+        .publish(&event, &tenant.object_ref(&tenant_resource()))
+        .await;
+}
+
+async fn patch_finalizers(
+    ctx: &Context,
+    name: &str,
+    patch: Value,
+    what: &'static str,
+) -> Result<(), ReconcileError> {
+    let patch: json_patch::Patch =
+        serde_json::from_value(patch).map_err(|e| ReconcileError::Render {
+            tenant: name.to_owned(),
+            message: format!("cannot build the finalizer patch: {e}"),
+        })?;
+    Api::<DynamicObject>::all_with(ctx.client.clone(), &tenant_resource())
+        .patch(name, &PatchParams::default(), &Patch::<()>::Json(patch))
+        .await
+        .map(|_| ())
+        .map_err(|source| ReconcileError::Patch {
+            what,
+            tenant: name.to_owned(),
+            source: Box::new(source),
+        })
+}
+
+/// Reconciles one Tenant (see the module documentation for the steps).
+pub async fn reconcile(
+    tenant: Arc<DynamicObject>,
+    ctx: Arc<Context>,
+) -> Result<Action, ReconcileError> {
+    let name = tenant
+        .metadata
+        .name
+        .clone()
+        .ok_or(ReconcileError::Unnamed)?;
+    let finalizers = tenant.finalizers().to_vec();
+    let ours = finalizers.iter().position(|f| f == FINALIZER);
+
+    if tenant.metadata.deletion_timestamp.is_some() {
+        let Some(index) = ours else {
+            return Ok(Action::await_change());
+        };
+        let deleted = match delete_tenant(&ctx.client, &name).await {
+            Ok(deleted) => deleted,
+            Err(source) => {
+                let error = ReconcileError::Apply {
+                    tenant: name.clone(),
+                    source: Box::new(source),
+                };
+                event(&ctx, &tenant, true, "CleanupFailed", &error.to_string()).await;
+                return Err(error);
+            }
+        };
+        let path = format!("/metadata/finalizers/{index}");
+        patch_finalizers(
+            &ctx,
+            &name,
+            json!([
+                { "op": "test", "path": path, "value": FINALIZER },
+                { "op": "remove", "path": path },
+            ]),
+            "remove the finalizer",
+        )
+        .await?;
+        event(
+            &ctx,
+            &tenant,
+            false,
+            "Deleted",
+            &format!("deleted {} objects", deleted.len()),
+        )
+        .await;
+        ctx.failures().remove(&name);
+        return Ok(Action::await_change());
+    }
+
+    // Validate before anything changes on the cluster.
+    let source = tenant_source(&tenant)?;
+    let others = others(&ctx, &name);
+    let elsewhere: BTreeSet<String> = others.keys().cloned().collect();
+    if let Err(diagnostics) = validate_alone(&ctx, &source, &elsewhere) {
+        let message = diagnostics.to_string();
+        write_status(
+            &ctx,
+            &name,
+            status(&tenant, false, "InvalidSpec", &message, None),
+        )
+        .await?;
+        event(&ctx, &tenant, true, "InvalidSpec", &message).await;
+        // Nothing to retry until the spec changes.
+        return Ok(Action::await_change());
+    }
+
+    if ours.is_none() {
+        let patch = if finalizers.is_empty() {
+            json!([
+                { "op": "test", "path": "/metadata/finalizers", "value": null },
+                { "op": "add", "path": "/metadata/finalizers", "value": [FINALIZER] },
+            ])
+        } else {
+            json!([
+                { "op": "test", "path": "/metadata/finalizers", "value": finalizers },
+                { "op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER },
+            ])
+        };
+        patch_finalizers(&ctx, &name, patch, "add the finalizer").await?;
+    }
+
+    // The whole desired state: the platform, every Tenant valid on its own, this one.
+    let mut sources = ctx.platform.clone();
+    for (other, object) in &others {
+        let Ok(other_source) = tenant_source(object) else {
+            continue;
+        };
+        let mut rest = elsewhere.clone();
+        rest.remove(other);
+        rest.insert(name.clone());
+        if validate_alone(&ctx, &other_source, &rest).is_ok() {
+            sources.push(other_source);
+        }
+    }
+    sources.push(source);
+    let desired = match bulkhead_spec::load_sources(&sources) {
+        Ok(desired) => desired,
+        Err(diagnostics) => {
+            let message = diagnostics.to_string();
+            write_status(
+                &ctx,
+                &name,
+                status(&tenant, false, "InvalidSpec", &message, None),
+            )
+            .await?;
+            event(&ctx, &tenant, true, "InvalidSpec", &message).await;
+            return Ok(Action::await_change());
+        }
+    };
+    let objects = match render(&desired, &ctx.render) {
+        Ok(objects) => objects,
+        Err(error) => {
+            let message = error.to_string();
+            write_status(
+                &ctx,
+                &name,
+                status(&tenant, false, "InvalidSpec", &message, None),
+            )
+            .await?;
+            event(&ctx, &tenant, true, "InvalidSpec", &message).await;
+            return Ok(Action::await_change());
+        }
+    };
+    let objects: Vec<_> = objects
+        .into_iter()
+        .filter(|o| o.tenant.as_deref().is_none_or(|t| t == name))
+        .collect();
+    let options = ApplyOptions {
+        tenant: Some(name.clone()),
+        ..ctx.apply.clone()
+    };
+    match apply(&ctx.client, &objects, &options).await {
+        Ok(report) => {
+            let message = format!(
+                "{} objects applied, {} pruned",
+                report.applied.len(),
+                report.pruned.len()
+            );
+            write_status(
+                &ctx,
+                &name,
+                status(&tenant, true, "Applied", &message, Some(&report)),
+            )
+            .await?;
+            event(&ctx, &tenant, false, "Applied", &message).await;
+            ctx.failures().remove(&name);
+            Ok(Action::requeue(RESYNC))
+        }
+        Err(source) => {
+            let error = ReconcileError::Apply {
+                tenant: name.clone(),
+                source: Box::new(source),
+            };
+            let message = error.to_string();
+            event(&ctx, &tenant, true, "ApplyFailed", &message).await;
+            // The apply error is what the caller needs; a failed status write after it
+            // is secondary and retried with it.
+            let _ = write_status(
+                &ctx,
+                &name,
+                status(&tenant, false, "ApplyFailed", &message, None),
+            )
+            .await;
+            Err(error)
+        }
+    }
+}
+
+/// Requeue after an error, with exponential backoff per Tenant.
+pub fn error_policy(
+    tenant: Arc<DynamicObject>,
+    _error: &ReconcileError,
+    ctx: Arc<Context>,
+) -> Action {
+    let name = tenant.name_any();
+    let mut failures = ctx.failures();
+    let count = failures.entry(name).or_insert(0);
+    *count = count.saturating_add(1);
+    Action::requeue(backoff(*count))
+}
+
+/// Runs the controller until SIGINT or SIGTERM: watches Tenants, reconciles each
+/// change. `report` hears every reconcile's outcome, as one line.
+pub async fn run(
+    client: kube::Client,
+    platform: Vec<Source>,
+    render: K8sOptions,
+    apply: ApplyOptions,
+    mut report: impl FnMut(String),
+) {
+    let resource = tenant_resource();
+    let api = Api::<DynamicObject>::all_with(client.clone(), &resource);
+    let controller =
+        Controller::new_with(api, watcher::Config::default(), resource).shutdown_on_signal();
+    let ctx = Arc::new(Context::new(
+        client,
+        platform,
+        controller.store(),
+        render,
+        apply,
+    ));
+    let mut results = std::pin::pin!(controller.run(reconcile, error_policy, ctx));
+    while let Some(result) = results.next().await {
+        match result {
+            Ok((object, action)) => {
+                report(format!("reconciled Tenant {}: {action:?}", object.name))
+            }
+            Err(error) => report(format!("reconcile failed: {error}")),
+        }
+    }
+}

@@ -1,0 +1,613 @@
+//! The Tenant controller's `reconcile` against a fake API server (`tower-test`'s
+//! `mock::pair` behind `kube::Client::new`): the finalizer before anything is created,
+//! the server-side applies (paths, `fieldManager=bulkhead`, bodies), the status written
+//! through the status subresource, events, cleanup on deletion, an invalid spec that
+//! changes nothing, an API error that degrades and backs off; and a live run when
+//! `KUBECONFIG` is set.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bulkhead_k8s::K8sOptions;
+use bulkhead_k8s::apply::ApplyOptions;
+use bulkhead_k8s::controller::{
+    Context, FINALIZER, ReconcileError, backoff, error_policy, reconcile, tenant_resource,
+};
+use http::{Request, Response};
+use kube::api::DynamicObject;
+use kube::client::Body;
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::store::Writer;
+use kube::runtime::watcher;
+use serde_json::{Value, json};
+use tower_test::mock;
+
+/// One request as the fake server saw it.
+#[derive(Clone, Debug)]
+struct Seen {
+    method: String,
+    path: String,
+    query: String,
+    content_type: String,
+    body: Value,
+}
+
+/// What the fake cluster holds: objects returned by label-selected lists, and whether
+/// applies fail.
+#[derive(Clone, Default)]
+struct Cluster {
+    /// `(plural, object)`.
+    owned: Vec<(&'static str, Value)>,
+    /// Answer every server-side apply with this status.
+    apply_status: Option<u16>,
+}
+
+fn respond(status: u16, body: &Value) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Body::from(serde_json::to_vec(body).expect("json")))
+        .expect("response")
+}
+
+fn failure(code: u16, reason: &str) -> Value {
+    json!({ "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": reason, "reason": reason, "code": code })
+}
+
+fn decode(query: &str) -> String {
+    query
+        .replace("%2F", "/")
+        .replace("%3D", "=")
+        .replace("%2C", ",")
+}
+
+/// Whether `object`'s labels satisfy an equality selector `k=v,k=v`.
+fn matches(selector: &str, object: &Value) -> bool {
+    selector.split(',').all(|term| {
+        let (key, value) = term.split_once('=').expect("equality selector");
+        object["metadata"]["labels"][key] == value
+    })
+}
+
+fn selector_of(query: &str) -> Option<String> {
+    decode(query)
+        .split('&')
+        .find_map(|p| p.strip_prefix("labelSelector=").map(str::to_owned))
+}
+
+async fn serve(
+    mut handle: mock::Handle<Request<Body>, Response<Body>>,
+    cluster: Cluster,
+    seen: Arc<Mutex<Vec<Seen>>>,
+) {
+    while let Some((request, send)) = handle.next_request().await {
+        let (parts, body) = request.into_parts();
+        let bytes = body.collect_bytes().await.expect("body");
+        let body: Value = serde_json::from_slice(&bytes)
+            .or_else(|_| serde_saphyr::from_slice::<Value>(&bytes))
+            .unwrap_or(Value::Null);
+        let path = parts.uri.path().to_owned();
+        let query = parts.uri.query().unwrap_or_default().to_owned();
+        let content_type = parts
+            .headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        seen.lock().expect("lock").push(Seen {
+            method: parts.method.to_string(),
+            path: path.clone(),
+            query: query.clone(),
+            content_type: content_type.clone(),
+            body: body.clone(),
+        });
+        let tenant_object = json!({ "apiVersion": "bulkhead.dev/v1alpha1", "kind": "Tenant", "metadata": { "name": "x" } });
+        let not_installed = path.contains("toolkit.fluxcd.io") || path.contains("istio.io");
+        let response = match parts.method.as_str() {
+            "PATCH" if path.contains("/tenants/") => respond(200, &tenant_object),
+            "PATCH" => match cluster.apply_status {
+                Some(code) => respond(code, &failure(code, "InternalError")),
+                None => {
+                    let mut object = body.clone();
+                    object["metadata"]["uid"] = json!("uid-1");
+                    if object["kind"] == "Namespace" {
+                        object["status"] = json!({ "phase": "Active" });
+                    }
+                    respond(200, &object)
+                }
+            },
+            "GET" => match selector_of(&query) {
+                Some(_) if not_installed => respond(404, &failure(404, "NotFound")),
+                Some(selector) => {
+                    let plural = path.rsplit('/').next().unwrap_or_default();
+                    let items: Vec<Value> = cluster
+                        .owned
+                        .iter()
+                        .filter(|(p, o)| *p == plural && matches(&selector, o))
+                        .map(|(_, o)| o.clone())
+                        .collect();
+                    respond(
+                        200,
+                        &json!({ "kind": "List", "apiVersion": "v1", "metadata": {}, "items": items }),
+                    )
+                }
+                None => respond(404, &failure(404, "NotFound")),
+            },
+            "POST" => respond(201, &body),
+            "DELETE" => respond(
+                200,
+                &json!({ "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 200 }),
+            ),
+            _ => respond(405, &failure(405, "MethodNotAllowed")),
+        };
+        send.send_response(response);
+    }
+}
+
+fn tenant(name: &str, spec: Value) -> DynamicObject {
+    serde_json::from_value(json!({
+        "apiVersion": "bulkhead.dev/v1alpha1",
+        "kind": "Tenant",
+        "metadata": { "name": name, "uid": format!("uid-{name}"), "generation": 3,
+                      "resourceVersion": "7", "labels": { "team": name } },
+        "spec": spec,
+    }))
+    .expect("tenant object")
+}
+
+fn alpha() -> DynamicObject {
+    tenant(
+        "alpha",
+        json!({
+            "quota": { "memory": "1Gi", "cpu": "1" },
+            "network": { "egress": [ { "to": [ { "tenant": "beta" } ], "ports": ["5432/tcp"] } ] },
+        }),
+    )
+}
+
+fn beta() -> DynamicObject {
+    tenant(
+        "beta",
+        json!({
+            "quota": { "memory": "1Gi" },
+            "network": { "ingress": [ { "from": [ { "tenant": "alpha" } ], "ports": ["5432/tcp"] } ] },
+        }),
+    )
+}
+
+fn owned(kind: &str, namespace: Option<&str>, name: &str, tenant: &str) -> Value {
+    let mut metadata = json!({ "name": name, "labels": {
+        "app.kubernetes.io/managed-by": "bulkhead", "bulkhead.dev/tenant": tenant } });
+    if let Some(ns) = namespace {
+        metadata["namespace"] = json!(ns);
+    }
+    json!({ "kind": kind, "metadata": metadata })
+}
+
+struct Outcome {
+    result: Result<Action, ReconcileError>,
+    seen: Vec<Seen>,
+    ctx: Arc<Context>,
+}
+
+/// Reconciles `object` once, with `store` as the controller's cache of Tenants.
+async fn run(cluster: Cluster, object: DynamicObject, store: Vec<DynamicObject>) -> Outcome {
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let server = tokio::spawn(serve(handle, cluster, Arc::clone(&seen)));
+    let client = kube::Client::new(service, "default");
+    let mut writer = Writer::new(tenant_resource());
+    for t in store {
+        writer.apply_watcher_event(&watcher::Event::Apply(t));
+    }
+    let apply = ApplyOptions {
+        poll: Duration::from_millis(1),
+        ..ApplyOptions::default()
+    };
+    let ctx = Arc::new(Context::new(
+        client,
+        Vec::new(),
+        writer.as_reader(),
+        K8sOptions::default(),
+        apply,
+    ));
+    let result = reconcile(Arc::new(object), Arc::clone(&ctx)).await;
+    let _ = tokio::time::timeout(Duration::from_millis(200), server).await;
+    let seen = seen.lock().expect("lock").clone();
+    Outcome { result, seen, ctx }
+}
+
+fn is_apply(s: &Seen) -> bool {
+    s.method == "PATCH" && s.content_type == "application/apply-patch+yaml"
+}
+
+fn condition<'a>(status_patch: &'a Value, kind: &str) -> &'a Value {
+    status_patch["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == kind))
+        .unwrap_or_else(|| panic!("no {kind} condition in {status_patch}"))
+}
+
+#[tokio::test]
+async fn a_new_tenant_gets_the_finalizer_first_then_its_objects_then_ready() {
+    let out = run(Cluster::default(), alpha(), vec![alpha(), beta()]).await;
+    assert_eq!(
+        out.result.expect("reconcile"),
+        Action::requeue(bulkhead_k8s::controller::RESYNC)
+    );
+    let seen = &out.seen;
+
+    // 1. The finalizer, before anything else, as a JSON patch tested against the
+    //    finalizers seen (none).
+    let first = &seen[0];
+    assert_eq!(first.method, "PATCH");
+    assert_eq!(first.path, "/apis/bulkhead.dev/v1alpha1/tenants/alpha");
+    assert_eq!(first.content_type, "application/json-patch+json");
+    assert_eq!(
+        first.body,
+        json!([
+            { "op": "test", "path": "/metadata/finalizers", "value": null },
+            { "op": "add", "path": "/metadata/finalizers", "value": [FINALIZER] },
+        ])
+    );
+
+    // 2. Every object of alpha's stack and the platform's admission policies, by
+    //    server-side apply with our field manager; nothing of beta's.
+    let applies: Vec<&Seen> = seen.iter().filter(|s| is_apply(s)).collect();
+    assert!(applies.len() > 5, "{applies:?}");
+    for a in &applies {
+        assert!(a.query.contains("fieldManager=bulkhead"), "{a:?}");
+        assert!(!a.query.contains("force"), "{a:?}");
+        assert_eq!(
+            a.body["metadata"]["labels"]["app.kubernetes.io/managed-by"], "bulkhead",
+            "{a:?}"
+        );
+        assert!(!a.path.contains("/beta"), "another tenant's object: {a:?}");
+    }
+    let paths: Vec<&str> = applies.iter().map(|a| a.path.as_str()).collect();
+    assert_eq!(paths[0], "/api/v1/namespaces/alpha");
+    assert_eq!(
+        applies[0].body["metadata"]["labels"]["bulkhead.dev/tenant"],
+        "alpha"
+    );
+    assert_eq!(
+        applies[0].body["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
+        "restricted"
+    );
+    assert!(paths.contains(&"/api/v1/namespaces/alpha/resourcequotas/bulkhead-quota"));
+    let quota = applies
+        .iter()
+        .find(|a| a.path.ends_with("/resourcequotas/bulkhead-quota"))
+        .expect("quota");
+    assert_eq!(
+        quota.body["spec"]["hard"]["limits.memory"], "1Gi",
+        "{quota:?}"
+    );
+    assert!(paths.contains(
+        &"/apis/networking.k8s.io/v1/namespaces/alpha/networkpolicies/bulkhead-default-deny"
+    ));
+    // The egress rule to beta, on 5432, selecting beta's namespace by its name.
+    let egress = applies
+        .iter()
+        .filter(|a| a.path.contains("/networkpolicies/"))
+        .find(|a| a.body.to_string().contains("\"beta\""))
+        .expect("a policy naming beta");
+    assert!(egress.body.to_string().contains("5432"), "{egress:?}");
+    assert!(paths.iter().any(|p| {
+        p.starts_with("/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies/")
+    }));
+    let finalizer_at = 0;
+    let first_apply = seen.iter().position(is_apply).expect("apply");
+    assert!(finalizer_at < first_apply);
+
+    // 3. Pruning lists only alpha's objects.
+    let lists: Vec<&Seen> = seen
+        .iter()
+        .filter(|s| s.method == "GET" && s.query.contains("labelSelector"))
+        .collect();
+    assert_eq!(lists.len(), bulkhead_k8s::apply::PRUNABLE.len());
+    for l in &lists {
+        assert_eq!(
+            selector_of(&l.query).as_deref(),
+            Some("app.kubernetes.io/managed-by=bulkhead,bulkhead.dev/tenant=alpha"),
+            "{l:?}"
+        );
+    }
+
+    // 4. Status through the status subresource, after the applies: Ready, not Degraded.
+    let status_at = seen
+        .iter()
+        .position(|s| s.path == "/apis/bulkhead.dev/v1alpha1/tenants/alpha/status")
+        .expect("status written");
+    let last_apply = seen.iter().rposition(is_apply).expect("apply");
+    assert!(status_at > last_apply);
+    let status = &seen[status_at];
+    assert_eq!(status.method, "PATCH");
+    assert_eq!(status.content_type, "application/merge-patch+json");
+    assert_eq!(status.body["status"]["observedGeneration"], 3);
+    assert_eq!(status.body["status"]["applied"], applies.len());
+    let ready = condition(&status.body, "Ready");
+    assert_eq!(ready["status"], "True");
+    assert_eq!(ready["reason"], "Applied");
+    assert_eq!(ready["observedGeneration"], 3);
+    assert!(ready["lastTransitionTime"].is_string());
+    assert_eq!(condition(&status.body, "Degraded")["status"], "False");
+
+    // 5. A Normal event on the Tenant.
+    let event = seen
+        .iter()
+        .find(|s| s.method == "POST" && s.path.ends_with("/events"))
+        .expect("event");
+    assert_eq!(
+        event.path,
+        "/apis/events.k8s.io/v1/namespaces/default/events"
+    );
+    assert_eq!(event.body["reason"], "Applied");
+    assert_eq!(event.body["type"], "Normal");
+    assert_eq!(event.body["regarding"]["kind"], "Tenant");
+    assert_eq!(event.body["regarding"]["name"], "alpha");
+    assert_eq!(event.body["reportingController"], "bulkhead-controller");
+}
+
+#[tokio::test]
+async fn a_tenant_with_the_finalizer_is_not_patched_again_and_prunes_only_its_own() {
+    let mut object = alpha();
+    object.metadata.finalizers = Some(vec!["other.example/keep".to_owned(), FINALIZER.to_owned()]);
+    let cluster = Cluster {
+        owned: vec![
+            (
+                "networkpolicies",
+                owned("NetworkPolicy", Some("alpha"), "bulkhead-stale", "alpha"),
+            ),
+            (
+                "networkpolicies",
+                owned("NetworkPolicy", Some("beta"), "bulkhead-stale", "beta"),
+            ),
+            ("namespaces", owned("Namespace", None, "beta", "beta")),
+        ],
+        ..Cluster::default()
+    };
+    let out = run(cluster, object, vec![beta()]).await;
+    out.result.expect("reconcile");
+    assert!(
+        out.seen
+            .iter()
+            .all(|s| s.content_type != "application/json-patch+json"),
+        "the finalizer is there already"
+    );
+    let deletes: Vec<&str> = out
+        .seen
+        .iter()
+        .filter(|s| s.method == "DELETE")
+        .map(|s| s.path.as_str())
+        .collect();
+    assert_eq!(
+        deletes,
+        ["/apis/networking.k8s.io/v1/namespaces/alpha/networkpolicies/bulkhead-stale"],
+        "alpha's stale policy, never beta's objects"
+    );
+}
+
+#[tokio::test]
+async fn a_deleted_tenant_loses_its_objects_then_the_finalizer() {
+    let mut object = alpha();
+    object.metadata.finalizers = Some(vec![FINALIZER.to_owned()]);
+    object.metadata.deletion_timestamp =
+        Some(serde_json::from_value(json!("2026-11-23T10:00:00Z")).expect("time"));
+    let cluster = Cluster {
+        owned: vec![
+            ("namespaces", owned("Namespace", None, "alpha", "alpha")),
+            (
+                "networkpolicies",
+                owned(
+                    "NetworkPolicy",
+                    Some("alpha"),
+                    "bulkhead-default-deny",
+                    "alpha",
+                ),
+            ),
+            (
+                "validatingadmissionpolicies",
+                owned("ValidatingAdmissionPolicy", None, "bulkhead-x", "beta"),
+            ),
+        ],
+        ..Cluster::default()
+    };
+    let out = run(cluster, object, vec![beta()]).await;
+    assert_eq!(out.result.expect("cleanup"), Action::await_change());
+    let seen = &out.seen;
+    assert!(
+        seen.iter().all(|s| !is_apply(s)),
+        "nothing applied on deletion"
+    );
+    let deletes: Vec<usize> = seen
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.method == "DELETE")
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(deletes.len(), 1, "the namespace takes its policy with it");
+    assert_eq!(seen[deletes[0]].path, "/api/v1/namespaces/alpha");
+    let unfinalize = seen
+        .iter()
+        .position(|s| s.content_type == "application/json-patch+json")
+        .expect("finalizer removed");
+    assert!(unfinalize > deletes[0], "objects first, then the finalizer");
+    assert_eq!(
+        seen[unfinalize].path,
+        "/apis/bulkhead.dev/v1alpha1/tenants/alpha"
+    );
+    assert_eq!(
+        seen[unfinalize].body,
+        json!([
+            { "op": "test", "path": "/metadata/finalizers/0", "value": FINALIZER },
+            { "op": "remove", "path": "/metadata/finalizers/0" },
+        ])
+    );
+}
+
+#[tokio::test]
+async fn an_invalid_spec_is_degraded_with_the_field_and_changes_nothing() {
+    let object = tenant(
+        "alpha",
+        json!({ "quota": { "memory": "12Gx" }, "profile": "restricted" }),
+    );
+    let out = run(Cluster::default(), object, vec![]).await;
+    assert_eq!(out.result.expect("reconcile"), Action::await_change());
+    let seen = &out.seen;
+    let patches: Vec<&Seen> = seen.iter().filter(|s| s.method == "PATCH").collect();
+    assert_eq!(patches.len(), 1, "the status alone: {patches:?}");
+    assert_eq!(
+        patches[0].path,
+        "/apis/bulkhead.dev/v1alpha1/tenants/alpha/status"
+    );
+    let degraded = condition(&patches[0].body, "Degraded");
+    assert_eq!(degraded["status"], "True");
+    assert_eq!(degraded["reason"], "InvalidSpec");
+    let message = degraded["message"].as_str().expect("message");
+    assert!(message.contains("Tenant/alpha"), "{message}");
+    assert!(message.contains("spec.quota.memory"), "{message}");
+    assert!(message.contains("12Gx"), "{message}");
+    assert_eq!(condition(&patches[0].body, "Ready")["status"], "False");
+    assert!(
+        seen.iter()
+            .all(|s| s.method != "DELETE" && !s.query.contains("labelSelector")),
+        "no prune either"
+    );
+    let event = seen.iter().find(|s| s.method == "POST").expect("event");
+    assert_eq!(event.body["type"], "Warning");
+    assert_eq!(event.body["reason"], "InvalidSpec");
+}
+
+#[tokio::test]
+async fn a_reference_to_an_unknown_tenant_is_invalid() {
+    // beta is not in the store: alpha's egress names nobody.
+    let out = run(Cluster::default(), alpha(), vec![]).await;
+    out.result.expect("reconcile");
+    assert!(out.seen.iter().all(|s| !is_apply(s)));
+    let status = out
+        .seen
+        .iter()
+        .find(|s| s.path.ends_with("/status"))
+        .expect("status");
+    let degraded = condition(&status.body, "Degraded");
+    assert_eq!(degraded["status"], "True");
+    assert!(
+        degraded["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("beta"),
+        "{degraded}"
+    );
+}
+
+#[tokio::test]
+async fn an_api_error_degrades_and_requeues_with_backoff() {
+    let cluster = Cluster {
+        apply_status: Some(500),
+        ..Cluster::default()
+    };
+    let object = alpha();
+    let out = run(cluster, object.clone(), vec![alpha(), beta()]).await;
+    let error = out.result.expect_err("apply refused");
+    assert!(matches!(error, ReconcileError::Apply { .. }), "{error}");
+    assert!(error.to_string().contains("Namespace alpha"), "{error}");
+    let seen = &out.seen;
+    assert_eq!(
+        seen.iter().filter(|s| is_apply(s)).count(),
+        1,
+        "nothing after the first refusal"
+    );
+    let status = seen
+        .iter()
+        .find(|s| s.path.ends_with("/status"))
+        .expect("status");
+    let degraded = condition(&status.body, "Degraded");
+    assert_eq!(degraded["status"], "True");
+    assert_eq!(degraded["reason"], "ApplyFailed");
+    assert_eq!(condition(&status.body, "Ready")["status"], "False");
+    let event = seen.iter().find(|s| s.method == "POST").expect("event");
+    assert_eq!(event.body["reason"], "ApplyFailed");
+    assert_eq!(event.body["type"], "Warning");
+
+    // The error policy backs off per tenant: 5 s, 10 s, 20 s ... up to 5 min.
+    let object = Arc::new(object);
+    let first = error_policy(Arc::clone(&object), &error, Arc::clone(&out.ctx));
+    let second = error_policy(Arc::clone(&object), &error, Arc::clone(&out.ctx));
+    assert_eq!(first, Action::requeue(Duration::from_secs(5)));
+    assert_eq!(second, Action::requeue(Duration::from_secs(10)));
+    assert_eq!(backoff(3), Duration::from_secs(20));
+    assert_eq!(backoff(40), Duration::from_secs(300));
+}
+
+/// Against a real cluster (when `KUBECONFIG` is set): installs the CRD, creates a
+/// uniquely named Tenant, reconciles it, checks its Namespace and status, deletes it
+/// and reconciles the cleanup.
+#[tokio::test]
+async fn live_reconcile_against_kubeconfig() {
+    if std::env::var_os("KUBECONFIG").is_none() {
+        println!("skipped: KUBECONFIG is not set (live controller test needs a cluster)");
+        return;
+    }
+    use k8s_openapi::api::core::v1::Namespace;
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+
+    let client = bulkhead_k8s::apply::connect()
+        .await
+        .expect("client from KUBECONFIG");
+    let crd = bulkhead_k8s::crd::tenant_crd().expect("crd");
+    Api::<CustomResourceDefinition>::all(client.clone())
+        .patch(
+            "tenants.bulkhead.dev",
+            &PatchParams::apply("bulkhead"),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .expect("install the CRD");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let name = format!("bh-live-{}", std::process::id());
+    let tenants = Api::<DynamicObject>::all_with(client.clone(), &tenant_resource());
+    let mut object = tenant(&name, json!({ "quota": { "memory": "256Mi" } }));
+    object.metadata.uid = None;
+    object.metadata.resource_version = None;
+    object.metadata.generation = None;
+    tenants
+        .create(&PostParams::default(), &object)
+        .await
+        .expect("create the Tenant");
+    let ctx = |client: kube::Client| {
+        Arc::new(Context::new(
+            client,
+            Vec::new(),
+            Writer::new(tenant_resource()).as_reader(),
+            K8sOptions::default(),
+            ApplyOptions::default(),
+        ))
+    };
+    let current = tenants.get(&name).await.expect("get");
+    let result = reconcile(Arc::new(current), ctx(client.clone())).await;
+    let namespace = Api::<Namespace>::all(client.clone()).get(&name).await;
+    let status = tenants.get(&name).await.expect("get").data["status"].clone();
+    // Clean up whatever happened above.
+    let _ = tenants.delete(&name, &DeleteParams::default()).await;
+    if let Ok(current) = tenants.get(&name).await {
+        let _ = reconcile(Arc::new(current), ctx(client.clone())).await;
+    }
+    result.expect("live reconcile");
+    let namespace = namespace.expect("the tenant's namespace exists");
+    assert_eq!(
+        namespace
+            .metadata
+            .labels
+            .unwrap_or_default()
+            .get("bulkhead.dev/tenant"),
+        Some(&name)
+    );
+    assert!(status.to_string().contains("\"Ready\""), "{status}");
+    assert!(
+        tenants.get(&name).await.is_err(),
+        "the finalizer was released and the Tenant is gone"
+    );
+}
