@@ -41,6 +41,8 @@ pub mod controller;
 pub mod crd;
 pub mod flux;
 pub mod labels;
+#[cfg(feature = "client")]
+pub mod live;
 pub mod mesh;
 pub mod namespace;
 pub mod network;

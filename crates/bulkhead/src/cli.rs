@@ -493,15 +493,34 @@ Examples:
         after_help = "Findings have stable IDs (BH-K8S-NNN), a severity, the object and a
 remediation. Exit code 1 when a finding is at or above --fail-on.
 
+With --live the objects come from the cluster (every namespace): Namespaces, Pods
+and workloads, Services, ServiceAccounts, Roles, ClusterRoles and their bindings,
+NetworkPolicies, ResourceQuotas, LimitRanges, ValidatingAdmissionPolicies and
+bindings, and Flux objects if the Flux CRDs are installed. Objects a listed
+controller owns (a Deployment's ReplicaSets and Pods) are audited through their owner.
+A kind the account may not list is an error, never a silent skip.
+
 Examples:
   bulkhead k8s audit -f cluster-dump/
+  bulkhead k8s audit --live --context staging
   bulkhead k8s audit -f cluster-dump/ --format sarif > audit.sarif
   bulkhead k8s audit -f cluster-dump/ --fail-on critical"
     )]
     Audit {
         /// A directory (or file) of manifests.
-        #[arg(short, long = "file", required = true)]
-        file: PathBuf,
+        #[arg(
+            short,
+            long = "file",
+            required_unless_present = "live",
+            conflicts_with = "live"
+        )]
+        file: Option<PathBuf>,
+        /// Read the cluster instead (KUBECONFIG, ~/.kube/config or in-cluster).
+        #[arg(long)]
+        live: bool,
+        /// The kubeconfig context to read with --live (default: the current one).
+        #[arg(long, requires = "live")]
+        context: Option<String>,
         /// Exit 1 when a finding is at or above this severity.
         #[arg(long, value_enum, default_value_t = FailOn::High)]
         fail_on: FailOn,
@@ -595,15 +614,29 @@ ipBlocks do not match pod addresses by default (selectors decide pod-to-pod traf
 --ip-block-matches-pods makes a Pod's status.podIPs match them, as some network
 plugins do. Exit code 1 when a finding is at or above --fail-on.
 
+--live reads the cluster as `bulkhead k8s audit --live` does.
+
 Examples:
   bulkhead k8s reach -f rendered/
+  bulkhead k8s reach --live --spec examples/
   bulkhead k8s reach -f cluster-dump/ --spec examples/ --format sarif > reach.sarif
   bulkhead k8s reach -f cluster-dump/ -o json | jq '.connections | length'"
     )]
     Reach {
         /// A directory of manifests.
-        #[arg(short, long = "file", required = true)]
-        file: PathBuf,
+        #[arg(
+            short,
+            long = "file",
+            required_unless_present = "live",
+            conflicts_with = "live"
+        )]
+        file: Option<PathBuf>,
+        /// Read the cluster instead (KUBECONFIG, ~/.kube/config or in-cluster).
+        #[arg(long)]
+        live: bool,
+        /// The kubeconfig context to read with --live (default: the current one).
+        #[arg(long, requires = "live")]
+        context: Option<String>,
         /// Our spec (files or directories): the cross-tenant paths its tenants allow.
         #[arg(long)]
         spec: Vec<PathBuf>,

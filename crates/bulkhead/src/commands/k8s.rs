@@ -38,11 +38,13 @@ pub fn k8s(global: &Global, action: K8sAction) -> Outcome {
         }
         K8sAction::Audit {
             file,
+            live,
+            context,
             fail_on,
             format,
         } => {
-            let findings = bulkhead_k8s::audit::audit_dir(&file)
-                .with_context(|| format!("cannot audit {}", file.display()))?;
+            let manifests = manifests(file.as_deref(), live, context.as_deref())?;
+            let findings = bulkhead_k8s::audit::audit(&manifests);
             match report_format(global, format) {
                 AuditFormat::Table => print!("{}", table(&findings)),
                 AuditFormat::Json => output::emit(Output::Json, &findings, String::new)?,
@@ -153,6 +155,8 @@ pub fn k8s(global: &Global, action: K8sAction) -> Outcome {
         }
         K8sAction::Reach {
             file,
+            live,
+            context,
             spec,
             ip_block_matches_pods,
             fail_on,
@@ -167,14 +171,13 @@ pub fn k8s(global: &Global, action: K8sAction) -> Outcome {
                         .context("cannot evaluate the spec's network rules")?,
                 )
             };
-            let manifests = bulkhead_k8s::audit::load_dir(&file)
-                .with_context(|| format!("cannot read {}", file.display()))?;
+            let manifests = manifests(file.as_deref(), live, context.as_deref())?;
             let options = ReachOptions {
                 ip_block_matches_pods,
                 allowed,
             };
             let report = bulkhead_k8s::reach::reach(&manifests, &options)
-                .with_context(|| format!("cannot evaluate the policies of {}", file.display()))?;
+                .context("cannot evaluate the NetworkPolicies")?;
             match report_format(global, format) {
                 AuditFormat::Table => print!("{}", reach_table(&report)),
                 AuditFormat::Json => output::emit(Output::Json, &report, String::new)?,
@@ -189,6 +192,30 @@ pub fn k8s(global: &Global, action: K8sAction) -> Outcome {
             Ok(exit_code(&report.findings, fail_on))
         }
     }
+}
+
+/// The manifests to audit: a directory's files, or (`--live`) the cluster's objects.
+fn manifests(
+    file: Option<&std::path::Path>,
+    live: bool,
+    context: Option<&str>,
+) -> anyhow::Result<Vec<bulkhead_k8s::audit::Manifest>> {
+    if !live {
+        let file = file.context("give -f DIR or --live")?;
+        return bulkhead_k8s::audit::load_dir(file)
+            .with_context(|| format!("cannot read {}", file.display()));
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let source = context.unwrap_or("cluster");
+    runtime
+        .block_on(async {
+            let client = bulkhead_k8s::live::connect(context).await?;
+            bulkhead_k8s::live::load(&client, source).await
+        })
+        .context("cannot read the cluster")
 }
 
 fn report_format(global: &Global, format: Option<AuditFormat>) -> AuditFormat {
