@@ -59,6 +59,10 @@ pub const LIMIT_RANGE: &str = "bulkhead-limits";
 /// The tenant's reconciler: its ServiceAccount, Role and RoleBinding share this name.
 pub const RECONCILER: &str = "bulkhead-reconciler";
 
+/// The service account a rendered workload's pods run as (its token is not mounted):
+/// the identity mesh AuthorizationPolicies name.
+pub const WORKLOAD_SERVICE_ACCOUNT: &str = "default";
+
 /// The tenant's Flux GitRepository and Kustomization.
 pub fn flux_source(tenant: &str) -> String {
     format!("{tenant}-gitops")

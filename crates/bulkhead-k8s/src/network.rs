@@ -255,33 +255,3 @@ fn ports(ports: &[policy::PortSpec]) -> Option<Vec<NetworkPolicyPort>> {
             .collect(),
     )
 }
-
-/// The namespaces the ingress rules of `policies` name by [`labels::NAMESPACE_NAME`]
-/// (and the policies' own), sorted: the callers a mesh policy admits.
-pub fn ingress_namespaces(policies: &[NetworkPolicy]) -> Vec<String> {
-    let mut out = Vec::new();
-    for policy in policies {
-        out.extend(policy.metadata.namespace.clone());
-        let rules = policy.spec.iter().flat_map(|s| s.ingress.iter().flatten());
-        for peer in rules.flat_map(|r| r.from.iter().flatten()) {
-            let Some(selector) = &peer.namespace_selector else {
-                continue;
-            };
-            if let Some(name) = selector
-                .match_labels
-                .as_ref()
-                .and_then(|l| l.get(labels::NAMESPACE_NAME))
-            {
-                out.push(name.clone());
-            }
-            for requirement in selector.match_expressions.iter().flatten() {
-                if requirement.key == labels::NAMESPACE_NAME && requirement.operator == "In" {
-                    out.extend(requirement.values.iter().flatten().cloned());
-                }
-            }
-        }
-    }
-    out.sort();
-    out.dedup();
-    out
-}

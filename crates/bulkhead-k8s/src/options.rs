@@ -18,6 +18,9 @@ pub struct K8sOptions {
     pub persistent_volume_claims: u32,
     /// Namespace of the Flux controllers.
     pub flux_namespace: String,
+    /// The mesh's trust domain: the first part of the principals mesh
+    /// AuthorizationPolicies name (`<trust domain>/ns/<namespace>/sa/<account>`).
+    pub mesh_trust_domain: String,
 }
 
 impl Default for K8sOptions {
@@ -30,6 +33,7 @@ impl Default for K8sOptions {
             configmaps: 16,
             persistent_volume_claims: 0,
             flux_namespace: "flux-system".to_owned(),
+            mesh_trust_domain: "cluster.local".to_owned(),
         }
     }
 }

@@ -147,7 +147,8 @@ fn check_labels(desired: &Desired) -> Result<(), RenderError> {
 /// ResourceQuota, LimitRange, NetworkPolicies (translation order), reconciler
 /// ServiceAccount, Role and RoleBinding, Flux GitRepository and Kustomization (if it has
 /// a GitOps source), Deployments by workload name and mesh objects (if the platform
-/// turns the mesh on); then the platform's admission policies and the Flux lockdown
+/// turns the mesh on: PeerAuthentication, the allow-nothing AuthorizationPolicy, then
+/// one per NetworkPolicy with ingress rules, in the same order); then the platform's admission policies and the Flux lockdown
 /// patch. The same input always gives the same output, byte for byte.
 pub fn render(desired: &Desired, options: &K8sOptions) -> Result<Vec<RenderedObject>, RenderError> {
     check_labels(desired)?;
@@ -201,16 +202,23 @@ pub fn render(desired: &Desired, options: &K8sOptions) -> Result<Vec<RenderedObj
                 t,
                 &peer,
             )?;
-            let callers = network::ingress_namespaces(&policies);
-            let authz = mesh::authorization_policy(name.as_str(), callers);
-            out.custom(
-                mesh::SECURITY_API_VERSION,
-                mesh::AuthorizationPolicy::KIND,
-                Some(name.as_str()),
-                &authz.metadata.name,
-                t,
-                &authz,
-            )?;
+            let mut authorization = vec![mesh::allow_nothing(name.as_str())];
+            authorization.extend(mesh::authorization_policies(
+                desired,
+                name.as_str(),
+                &policies,
+                &options.mesh_trust_domain,
+            ));
+            for authz in &authorization {
+                out.custom(
+                    mesh::SECURITY_API_VERSION,
+                    mesh::AuthorizationPolicy::KIND,
+                    Some(name.as_str()),
+                    &authz.metadata.name,
+                    t,
+                    authz,
+                )?;
+            }
         }
     }
     for (policy, binding) in admission::policies(desired) {

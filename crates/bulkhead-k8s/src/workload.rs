@@ -56,15 +56,25 @@ fn protocol(p: Protocol) -> String {
     .to_owned()
 }
 
+/// The labels of a workload's pods: its own, the owner and tenant labels, and
+/// [`labels::WORKLOAD`].
+pub fn pod_labels(tenant: &str, workload: &Workload) -> BTreeMap<String, String> {
+    let mut pod_labels = workload.metadata.labels.clone();
+    pod_labels.extend(labels::owned(tenant));
+    pod_labels.insert(
+        labels::WORKLOAD.to_owned(),
+        workload.metadata.name.to_string(),
+    );
+    pod_labels
+}
+
 /// The workload's Deployment in its tenant's namespace.
 pub fn deployment(tenant: &Tenant, workload: &Workload, options: &K8sOptions) -> Deployment {
     let tenant_name = tenant.metadata.name.as_str();
     let name = workload.metadata.name.as_str();
     let spec = &workload.spec;
     let selector = BTreeMap::from([(labels::WORKLOAD.to_owned(), name.to_owned())]);
-    let mut pod_labels = workload.metadata.labels.clone();
-    pod_labels.extend(labels::owned(tenant_name));
-    pod_labels.extend(selector.clone());
+    let pod_labels = pod_labels(tenant_name, workload);
 
     let mut resources = BTreeMap::new();
     resources.insert(
@@ -145,6 +155,7 @@ pub fn deployment(tenant: &Tenant, workload: &Workload, options: &K8sOptions) ->
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
+                    service_account_name: Some(labels::WORKLOAD_SERVICE_ACCOUNT.to_owned()),
                     automount_service_account_token: Some(false),
                     enable_service_links: Some(false),
                     containers: vec![container],
