@@ -5,34 +5,40 @@
 //!
 //! 1. **Deleted** (`metadata.deletionTimestamp` set) and holding our finalizer
 //!    [`FINALIZER`]: delete every object labelled as the tenant's
-//!    ([`crate::apply::delete_tenant`]; objects inside its Namespace go with it), then
-//!    remove the finalizer with a JSON patch that first tests it is still at that index.
-//!    A failed delete keeps the finalizer, so the Tenant stays until cleanup succeeds.
+//!    ([`crate::apply::delete_tenant`]; objects inside its Namespace go with it),
+//!    re-apply the platform's admission policies for the Tenants that remain (they name
+//!    every tenant), then remove the finalizer with a JSON patch that first tests it is
+//!    still at that index. A failure keeps the finalizer, so the Tenant stays until
+//!    cleanup succeeds.
 //! 2. **Validate** the Tenant with the spec crate, exactly as a file would be: the
 //!    platform (from the file given to the controller, else the default platform) plus
-//!    this Tenant, other Tenants' names standing for references
-//!    ([`bulkhead_spec::load_sources_within`]). An invalid spec gets `Degraded=True`
-//!    (reason `InvalidSpec`, the diagnostics with field path and what was expected),
-//!    `Ready=False`, a Warning event, and nothing else: no finalizer, no apply.
+//!    this Tenant, every other Tenant's name standing for references
+//!    ([`bulkhead_spec::load_sources_within`]); then with the other Tenants that
+//!    validate together (a Tenant naming an invalid one fails too, and is left out of
+//!    the others' render, so one broken Tenant degrades those that refer to it and
+//!    nobody else). An invalid spec gets `Degraded=True` (reason `InvalidSpec`, the
+//!    diagnostics: `Tenant/<name>:line:column: field.path: what was expected`),
+//!    `Ready=False`, a Warning event, and nothing else: no finalizer, no apply, no
+//!    prune. It is looked at again when it changes and at the periodic resync.
 //! 3. **Finalizer first**: if [`FINALIZER`] is missing it is added (JSON patch, tested
 //!    against the finalizers seen) before anything is created.
-//! 4. **Render** the desired state of every Tenant that validates on its own (network
-//!    rules need the peers' labels) and keep this Tenant's objects and the platform's
-//!    admission policies; **apply** them with [`crate::apply::apply`] (server-side apply,
-//!    field manager `bulkhead`) and prune this Tenant's objects the render no longer has
-//!    (only objects with its `bulkhead.dev/tenant` label).
+//! 4. **Render** that desired state and keep this Tenant's objects and the platform's
+//!    admission policies; **apply** them with [`crate::apply::apply`] (server-side
+//!    apply, field manager `bulkhead`) and prune this Tenant's objects the render no
+//!    longer has (only objects with its `bulkhead.dev/tenant` label).
 //! 5. **Status** through the status subresource (a merge patch of `.status`):
 //!    `observedGeneration`, conditions `Ready` and `Degraded` (reason and message), and
-//!    the count of objects applied and pruned; an **Event** (`Applied` or `ApplyFailed`)
-//!    on the Tenant, published by kube's event recorder (in `default`, as the Tenant is
-//!    cluster-scoped). Publishing events is best effort: a refused event does not fail
-//!    the reconcile.
+//!    the count of objects applied and pruned; an **Event** (`Applied`, `InvalidSpec`,
+//!    `ApplyFailed`, `Deleted`, `CleanupFailed`) on the Tenant, published by kube's
+//!    event recorder (in `default`, as the Tenant is cluster-scoped). Publishing events
+//!    is best effort: a refused event does not fail the reconcile.
 //!
 //! Errors (the API server refusing a patch, an apply that stops) set `Degraded`
 //! (reason `ApplyFailed`) where the status can still be written and return a
 //! [`ReconcileError`]; [`error_policy`] requeues with exponential backoff per Tenant
 //! ([`backoff`]: 5 s doubling to 5 min). A success requeues after [`RESYNC`] to
-//! correct drift.
+//! correct drift. [`run`] wires this into kube's controller runtime, whose reflector
+//! store is where a reconcile reads the other Tenants.
 //!
 //! The Tenant CRD has no Workload kind: Deployments reach a tenant's namespace through
 //! its GitOps source (Flux, impersonating the tenant's reconciler account).
@@ -279,6 +285,84 @@ fn validate_alone(
     bulkhead_spec::load_sources_within(&sources, elsewhere).map(|_| ())
 }
 
+/// The Tenants of `candidates` that validate together: each is checked against the
+/// platform with the others' names standing for references, and any that fails is
+/// dropped, until none does (a Tenant referring to a dropped one fails next round).
+fn valid_together(ctx: &Context, candidates: &BTreeMap<String, Source>) -> BTreeSet<String> {
+    let mut valid: BTreeSet<String> = candidates.keys().cloned().collect();
+    loop {
+        let failing: Vec<String> = valid
+            .iter()
+            .filter(|name| {
+                let mut rest = valid.clone();
+                rest.remove(*name);
+                candidates
+                    .get(*name)
+                    .is_none_or(|source| validate_alone(ctx, source, &rest).is_err())
+            })
+            .cloned()
+            .collect();
+        if failing.is_empty() {
+            return valid;
+        }
+        for name in failing {
+            valid.remove(&name);
+        }
+    }
+}
+
+/// The platform and these Tenants' documents, ready for [`bulkhead_spec::load_sources`].
+fn sources_of(
+    ctx: &Context,
+    candidates: &BTreeMap<String, Source>,
+    names: &BTreeSet<String>,
+) -> Vec<Source> {
+    let mut sources = ctx.platform.clone();
+    sources.extend(
+        names
+            .iter()
+            .filter_map(|name| candidates.get(name))
+            .cloned(),
+    );
+    sources
+}
+
+/// The documents of the Tenants in the store other than `name` (objects that cannot be
+/// written as a document are left out: they validate as nothing).
+fn other_sources(ctx: &Context, name: &str) -> BTreeMap<String, Source> {
+    others(ctx, name)
+        .into_iter()
+        .filter_map(|(other, object)| Some((other, tenant_source(&object).ok()?)))
+        .collect()
+}
+
+/// Re-applies the platform's objects (admission policies, which name every tenant)
+/// for the Tenants that remain after `gone` was deleted. Nothing to do when they do
+/// not validate together.
+async fn refresh_platform(ctx: &Context, gone: &str) -> Result<usize, ReconcileError> {
+    let candidates = other_sources(ctx, gone);
+    let valid = valid_together(ctx, &candidates);
+    let Ok(desired) = bulkhead_spec::load_sources(&sources_of(ctx, &candidates, &valid)) else {
+        return Ok(0);
+    };
+    let objects = render(&desired, &ctx.render).map_err(|e| ReconcileError::Render {
+        tenant: gone.to_owned(),
+        message: e.to_string(),
+    })?;
+    let platform: Vec<_> = objects.into_iter().filter(|o| o.tenant.is_none()).collect();
+    let options = ApplyOptions {
+        prune: false,
+        ..ctx.apply.clone()
+    };
+    let report = apply(&ctx.client, &platform, &options)
+        .await
+        .map_err(|source| ReconcileError::Apply {
+            tenant: gone.to_owned(),
+            source: Box::new(source),
+        })?;
+    Ok(report.applied.len())
+}
+
 fn condition(
     kind: &str,
     status: bool,
@@ -414,6 +498,10 @@ pub async fn reconcile(
                 return Err(error);
             }
         };
+        if let Err(error) = refresh_platform(&ctx, &name).await {
+            event(&ctx, &tenant, true, "CleanupFailed", &error.to_string()).await;
+            return Err(error);
+        }
         let path = format!("/metadata/finalizers/{index}");
         patch_finalizers(
             &ctx,
@@ -437,22 +525,41 @@ pub async fn reconcile(
         return Ok(Action::await_change());
     }
 
-    // Validate before anything changes on the cluster.
+    // Validate before anything changes on the cluster: on its own (every other Tenant
+    // standing for references), then with the Tenants that validate together.
     let source = tenant_source(&tenant)?;
-    let others = others(&ctx, &name);
-    let elsewhere: BTreeSet<String> = others.keys().cloned().collect();
-    if let Err(diagnostics) = validate_alone(&ctx, &source, &elsewhere) {
-        let message = diagnostics.to_string();
-        write_status(
-            &ctx,
-            &name,
-            status(&tenant, false, "InvalidSpec", &message, None),
-        )
-        .await?;
-        event(&ctx, &tenant, true, "InvalidSpec", &message).await;
-        // Nothing to retry until the spec changes.
-        return Ok(Action::await_change());
+    let mut candidates = other_sources(&ctx, &name);
+    let elsewhere: BTreeSet<String> = candidates.keys().cloned().collect();
+    let mut problem = validate_alone(&ctx, &source, &elsewhere).err();
+    candidates.insert(name.clone(), source.clone());
+    let valid = valid_together(&ctx, &candidates);
+    if problem.is_none() && !valid.contains(&name) {
+        let mut rest = valid.clone();
+        rest.remove(&name);
+        problem = validate_alone(&ctx, &source, &rest).err();
     }
+    let mut names = valid;
+    names.insert(name.clone());
+    let loaded = match problem {
+        Some(diagnostics) => Err(diagnostics),
+        None => bulkhead_spec::load_sources(&sources_of(&ctx, &candidates, &names)),
+    };
+    let desired = match loaded {
+        Ok(desired) => desired,
+        Err(diagnostics) => {
+            let message = diagnostics.to_string();
+            write_status(
+                &ctx,
+                &name,
+                status(&tenant, false, "InvalidSpec", &message, None),
+            )
+            .await?;
+            event(&ctx, &tenant, true, "InvalidSpec", &message).await;
+            // Nothing to retry until a spec changes (which triggers a reconcile) or the
+            // periodic resync.
+            return Ok(Action::requeue(RESYNC));
+        }
+    };
 
     if ours.is_none() {
         let patch = if finalizers.is_empty() {
@@ -469,34 +576,6 @@ pub async fn reconcile(
         patch_finalizers(&ctx, &name, patch, "add the finalizer").await?;
     }
 
-    // The whole desired state: the platform, every Tenant valid on its own, this one.
-    let mut sources = ctx.platform.clone();
-    for (other, object) in &others {
-        let Ok(other_source) = tenant_source(object) else {
-            continue;
-        };
-        let mut rest = elsewhere.clone();
-        rest.remove(other);
-        rest.insert(name.clone());
-        if validate_alone(&ctx, &other_source, &rest).is_ok() {
-            sources.push(other_source);
-        }
-    }
-    sources.push(source);
-    let desired = match bulkhead_spec::load_sources(&sources) {
-        Ok(desired) => desired,
-        Err(diagnostics) => {
-            let message = diagnostics.to_string();
-            write_status(
-                &ctx,
-                &name,
-                status(&tenant, false, "InvalidSpec", &message, None),
-            )
-            .await?;
-            event(&ctx, &tenant, true, "InvalidSpec", &message).await;
-            return Ok(Action::await_change());
-        }
-    };
     let objects = match render(&desired, &ctx.render) {
         Ok(objects) => objects,
         Err(error) => {

@@ -414,12 +414,30 @@ async fn a_deleted_tenant_loses_its_objects_then_the_finalizer() {
         ],
         ..Cluster::default()
     };
-    let out = run(cluster, object, vec![beta()]).await;
+    let gamma = tenant("gamma", json!({ "quota": { "memory": "1Gi" } }));
+    let out = run(cluster, object, vec![beta(), gamma]).await;
     assert_eq!(out.result.expect("cleanup"), Action::await_change());
     let seen = &out.seen;
+    // Only the platform's admission policies are applied again, for the tenants that
+    // remain valid (gamma; beta named alpha), nothing of a tenant's.
+    let applies: Vec<&Seen> = seen.iter().filter(|s| is_apply(s)).collect();
+    assert!(!applies.is_empty());
+    for a in &applies {
+        assert!(
+            a.path
+                .starts_with("/apis/admissionregistration.k8s.io/v1/validatingadmissionpolic"),
+            "{a:?}"
+        );
+        assert!(
+            !a.body.to_string().contains("'alpha'"),
+            "alpha is gone: {a:?}"
+        );
+    }
     assert!(
-        seen.iter().all(|s| !is_apply(s)),
-        "nothing applied on deletion"
+        applies
+            .iter()
+            .any(|a| a.body.to_string().contains("'gamma'")),
+        "the policies name the remaining tenant"
     );
     let deletes: Vec<usize> = seen
         .iter()
@@ -454,7 +472,10 @@ async fn an_invalid_spec_is_degraded_with_the_field_and_changes_nothing() {
         json!({ "quota": { "memory": "12Gx" }, "profile": "restricted" }),
     );
     let out = run(Cluster::default(), object, vec![]).await;
-    assert_eq!(out.result.expect("reconcile"), Action::await_change());
+    assert_eq!(
+        out.result.expect("reconcile"),
+        Action::requeue(bulkhead_k8s::controller::RESYNC)
+    );
     let seen = &out.seen;
     let patches: Vec<&Seen> = seen.iter().filter(|s| s.method == "PATCH").collect();
     assert_eq!(patches.len(), 1, "the status alone: {patches:?}");
@@ -500,6 +521,50 @@ async fn a_reference_to_an_unknown_tenant_is_invalid() {
             .contains("beta"),
         "{degraded}"
     );
+}
+
+#[tokio::test]
+async fn an_invalid_peer_degrades_those_that_refer_to_it_and_no_one_else() {
+    // beta is invalid; alpha names it, gamma does not.
+    let broken_beta = tenant("beta", json!({ "quota": { "memory": "lots" } }));
+    let gamma = tenant("gamma", json!({ "quota": { "memory": "1Gi" } }));
+    let store = vec![alpha(), broken_beta, gamma.clone()];
+
+    let out = run(Cluster::default(), alpha(), store.clone()).await;
+    out.result.expect("reconcile");
+    assert!(
+        out.seen
+            .iter()
+            .all(|s| !is_apply(s) && s.method != "DELETE")
+    );
+    let status = out
+        .seen
+        .iter()
+        .find(|s| s.path.ends_with("/status"))
+        .expect("status");
+    let degraded = condition(&status.body, "Degraded");
+    assert_eq!(degraded["status"], "True");
+    assert!(
+        degraded["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("beta"),
+        "{degraded}"
+    );
+
+    let out = run(Cluster::default(), gamma, store).await;
+    out.result.expect("reconcile");
+    assert!(
+        out.seen
+            .iter()
+            .any(|s| is_apply(s) && s.path == "/api/v1/namespaces/gamma")
+    );
+    let status = out
+        .seen
+        .iter()
+        .find(|s| s.path.ends_with("/status"))
+        .expect("status");
+    assert_eq!(condition(&status.body, "Ready")["status"], "True");
 }
 
 #[tokio::test]
