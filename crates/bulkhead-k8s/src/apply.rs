@@ -15,7 +15,9 @@
 //!    `status.phase` is `Active` (the API server refuses objects in a namespace that is
 //!    still terminating), up to [`ApplyOptions::timeout`].
 //! 3. **Prune**: list every kind bulkhead renders ([`PRUNABLE`]) with the label
-//!    selector `app.kubernetes.io/managed-by=bulkhead`, subtract what was just applied,
+//!    selector `app.kubernetes.io/managed-by=bulkhead` (plus `bulkhead.dev/tenant=NAME`
+//!    when [`ApplyOptions::tenant`] scopes the apply to one tenant, as the controller
+//!    does; [`owner_selector`]), subtract what was just applied,
 //!    and `DELETE` the rest (background propagation). An object inside a namespace that
 //!    is itself pruned is left to the namespace's deletion. A kind whose API is not
 //!    installed (Flux or Istio absent: 404) has nothing to prune.

@@ -21,6 +21,11 @@
 //!   paths the spec does not allow as findings.
 //! - `apply` (feature `client`, on by default) applies the render to a cluster with
 //!   server-side apply and prunes what bulkhead applied earlier and no longer renders.
+//! - `controller` (feature `client`) reconciles `Tenant` custom resources with kube's
+//!   controller runtime: validate, finalizer, render, apply, prune, status conditions
+//!   and events; cleanup through the finalizer on deletion.
+//! - `live` (feature `client`) reads the objects [`audit`] and [`reach`] check from a
+//!   cluster instead of files.
 //! - [`crd`] generates the `Tenant` CustomResourceDefinition from the spec crate's JSON
 //!   Schema, made structural.
 //! - [`labels`] holds every label key and object name we own, each derived in exactly

@@ -308,7 +308,7 @@ Examples:
         strict: bool,
     },
 
-    /// Kubernetes: render the tenant stack, audit manifests for isolation holes.
+    /// Kubernetes: render and apply the tenant stack, run the Tenant controller, audit clusters.
     K8s {
         #[command(subcommand)]
         action: K8sAction,
