@@ -38,7 +38,8 @@
 //! [`ReconcileError`]; [`error_policy`] requeues with exponential backoff per Tenant
 //! ([`backoff`]: 5 s doubling to 5 min). A success requeues after [`RESYNC`] to
 //! correct drift. [`run`] wires this into kube's controller runtime, whose reflector
-//! store is where a reconcile reads the other Tenants.
+//! store is where a reconcile reads the other Tenants; a change to any Tenant's spec,
+//! labels or deletion reconciles every Tenant, since their renders name each other.
 //!
 //! The Tenant CRD has no Workload kind: Deployments reach a tenant's namespace through
 //! its GitOps source (Flux, impersonating the tenant's reconciler account).
@@ -55,7 +56,7 @@ use kube::core::{ApiResource, GroupVersionKind};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::Store;
-use kube::runtime::watcher;
+use kube::runtime::{PredicateConfig, WatchStreamExt as _, watcher};
 use kube::{Resource as _, ResourceExt as _};
 use serde_json::{Value, json};
 
@@ -648,6 +649,21 @@ pub fn error_policy(
     Action::requeue(backoff(*count))
 }
 
+/// What of a Tenant other Tenants' renders read: its spec (by generation), its labels
+/// (tenant selectors) and whether it is being deleted.
+fn render_inputs(tenant: &DynamicObject) -> Option<u64> {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    tenant.metadata.generation.hash(&mut hasher);
+    tenant.metadata.labels.hash(&mut hasher);
+    tenant
+        .metadata
+        .deletion_timestamp
+        .is_some()
+        .hash(&mut hasher);
+    Some(hasher.finish())
+}
+
 /// Runs the controller until SIGINT or SIGTERM: watches Tenants, reconciles each
 /// change. `report` hears every reconcile's outcome, as one line.
 pub async fn run(
@@ -659,8 +675,17 @@ pub async fn run(
 ) {
     let resource = tenant_resource();
     let api = Api::<DynamicObject>::all_with(client.clone(), &resource);
-    let controller =
-        Controller::new_with(api, watcher::Config::default(), resource).shutdown_on_signal();
+    // A Tenant's render depends on the others (network rules name them, admission
+    // policies list them): when one's spec, labels or deletion changes, reconcile all.
+    // Status writes change none of these, so they trigger nothing.
+    let others_changed = watcher(api.clone(), watcher::Config::default())
+        .default_backoff()
+        .applied_objects()
+        .predicate_filter(render_inputs, PredicateConfig::default())
+        .filter_map(|event| futures::future::ready(event.ok().map(|_| ())));
+    let controller = Controller::new_with(api, watcher::Config::default(), resource)
+        .reconcile_all_on(others_changed)
+        .shutdown_on_signal();
     let ctx = Arc::new(Context::new(
         client,
         platform,

@@ -40,6 +40,8 @@ struct Cluster {
     owned: Vec<(&'static str, Value)>,
     /// Answer every server-side apply with this status.
     apply_status: Option<u16>,
+    /// Tenants a list of tenants returns (watches are held open with no events).
+    tenants: Vec<Value>,
 }
 
 fn respond(status: u16, body: &Value) -> Response<Body> {
@@ -81,6 +83,7 @@ async fn serve(
     cluster: Cluster,
     seen: Arc<Mutex<Vec<Seen>>>,
 ) {
+    let mut held = Vec::new();
     while let Some((request, send)) = handle.next_request().await {
         let (parts, body) = request.into_parts();
         let bytes = body.collect_bytes().await.expect("body");
@@ -104,6 +107,19 @@ async fn serve(
         });
         let tenant_object = json!({ "apiVersion": "bulkhead.dev/v1alpha1", "kind": "Tenant", "metadata": { "name": "x" } });
         let not_installed = path.contains("toolkit.fluxcd.io") || path.contains("istio.io");
+        if parts.method == "GET" && path.ends_with("/tenants") {
+            if query.contains("watch=") {
+                // No changes: the watch stays open until the client goes.
+                held.push(send);
+                continue;
+            }
+            send.send_response(respond(
+                200,
+                &json!({ "apiVersion": "bulkhead.dev/v1alpha1", "kind": "TenantList",
+                         "metadata": { "resourceVersion": "7" }, "items": cluster.tenants }),
+            ));
+            continue;
+        }
         let response = match parts.method.as_str() {
             "PATCH" if path.contains("/tenants/") => respond(200, &tenant_object),
             "PATCH" => match cluster.apply_status {
@@ -604,6 +620,79 @@ async fn an_api_error_degrades_and_requeues_with_backoff() {
     assert_eq!(second, Action::requeue(Duration::from_secs(10)));
     assert_eq!(backoff(3), Duration::from_secs(20));
     assert_eq!(backoff(40), Duration::from_secs(300));
+}
+
+#[tokio::test]
+async fn the_controller_reconciles_what_its_watch_lists() {
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let cluster = Cluster {
+        tenants: vec![
+            serde_json::to_value(alpha()).expect("json"),
+            serde_json::to_value(beta()).expect("json"),
+        ],
+        ..Cluster::default()
+    };
+    let server = tokio::spawn(serve(handle, cluster, Arc::clone(&seen)));
+    let client = kube::Client::new(service, "default");
+    let reports = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&reports);
+    let controller = tokio::spawn(bulkhead_k8s::controller::run(
+        client,
+        Vec::new(),
+        K8sOptions::default(),
+        ApplyOptions::default(),
+        move |line| sink.lock().expect("lock").push(line),
+    ));
+    // Wait (bounded) until both Tenants' status was written.
+    let status_of = |name: &str| format!("/apis/bulkhead.dev/v1alpha1/tenants/{name}/status");
+    let done = |seen: &[Seen]| {
+        ["alpha", "beta"]
+            .iter()
+            .all(|n| seen.iter().any(|s| s.path == status_of(n)))
+    };
+    for _ in 0..500 {
+        if done(&seen.lock().expect("lock")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    controller.abort();
+    let _ = controller.await;
+    server.abort();
+    let seen = seen.lock().expect("lock").clone();
+    assert!(done(&seen), "{seen:#?}");
+    // Listed and watched, then each Tenant: finalizer, its Namespace, status Ready.
+    assert!(
+        seen.iter()
+            .any(|s| s.path == "/apis/bulkhead.dev/v1alpha1/tenants" && s.query.contains("watch="))
+    );
+    for name in ["alpha", "beta"] {
+        let finalizer = seen
+            .iter()
+            .position(|s| {
+                s.path == format!("/apis/bulkhead.dev/v1alpha1/tenants/{name}")
+                    && s.content_type == "application/json-patch+json"
+            })
+            .expect("finalizer");
+        let namespace = seen
+            .iter()
+            .position(|s| is_apply(s) && s.path == format!("/api/v1/namespaces/{name}"))
+            .expect("namespace applied");
+        let status = seen
+            .iter()
+            .position(|s| s.path == status_of(name))
+            .expect("status");
+        assert!(finalizer < namespace && namespace < status);
+        assert_eq!(condition(&seen[status].body, "Ready")["status"], "True");
+    }
+    let reports = reports.lock().expect("lock").clone();
+    assert!(
+        reports
+            .iter()
+            .any(|r| r.contains("reconciled Tenant alpha")),
+        "{reports:?}"
+    );
 }
 
 /// Against a real cluster (when `KUBECONFIG` is set): installs the CRD, creates a
