@@ -519,7 +519,7 @@ Examples:
         #[arg(long)]
         live: bool,
         /// The kubeconfig context to read with --live (default: the current one).
-        #[arg(long, requires = "live")]
+        #[arg(long)]
         context: Option<String>,
         /// Exit 1 when a finding is at or above this severity.
         #[arg(long, value_enum, default_value_t = FailOn::High)]
@@ -635,7 +635,7 @@ Examples:
         #[arg(long)]
         live: bool,
         /// The kubeconfig context to read with --live (default: the current one).
-        #[arg(long, requires = "live")]
+        #[arg(long)]
         context: Option<String>,
         /// Our spec (files or directories): the cross-tenant paths its tenants allow.
         #[arg(long)]

@@ -128,3 +128,75 @@ fn apply_without_a_cluster_says_where_it_looked() {
     let stderr = String::from_utf8(out).expect("utf8");
     assert!(stderr.contains("cannot reach a cluster"), "{stderr}");
 }
+
+#[test]
+fn audit_and_reach_take_a_directory_or_live_but_not_both() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let dir = tempfile::tempdir().expect("tempdir");
+    for command in ["audit", "reach"] {
+        // Neither: a usage error naming the missing argument.
+        let out = bulkhead(state.path())
+            .args(["k8s", command])
+            .assert()
+            .code(2)
+            .get_output()
+            .stderr
+            .clone();
+        assert!(
+            String::from_utf8_lossy(&out).contains("--file"),
+            "{command}"
+        );
+        // Both: a usage error.
+        bulkhead(state.path())
+            .args(["k8s", command, "--live", "-f"])
+            .arg(dir.path())
+            .assert()
+            .code(2);
+        // A context only means something with --live.
+        let out = bulkhead(state.path())
+            .args(["k8s", command, "--context", "prod", "-f"])
+            .arg(dir.path())
+            .assert()
+            .code(1)
+            .get_output()
+            .stderr
+            .clone();
+        assert!(
+            String::from_utf8_lossy(&out).contains("--context"),
+            "{command}"
+        );
+        // --live without any cluster configuration: a clear failure, not a clean report.
+        let out = bulkhead(state.path())
+            .args(["k8s", command, "--live"])
+            .env("KUBECONFIG", dir.path().join("missing"))
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .assert()
+            .code(1)
+            .get_output()
+            .stderr
+            .clone();
+        let stderr = String::from_utf8_lossy(&out);
+        assert!(
+            stderr.contains("cannot read the cluster"),
+            "{command}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn the_controller_refuses_a_platform_file_that_holds_tenants() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let out = bulkhead(state.path())
+        .args(["k8s", "controller", "--platform"])
+        .arg(examples())
+        .assert()
+        .code(1)
+        .get_output()
+        .stderr
+        .clone();
+    let stderr = String::from_utf8_lossy(&out);
+    assert!(
+        stderr.contains("expected exactly one document of kind Platform"),
+        "{stderr}"
+    );
+}

@@ -201,6 +201,11 @@ fn manifests(
     context: Option<&str>,
 ) -> anyhow::Result<Vec<bulkhead_k8s::audit::Manifest>> {
     if !live {
+        if context.is_some() {
+            anyhow::bail!(
+                "--context names the cluster to read with --live; without --live it means nothing"
+            );
+        }
         let file = file.context("give -f DIR or --live")?;
         return bulkhead_k8s::audit::load_dir(file)
             .with_context(|| format!("cannot read {}", file.display()));
