@@ -17,7 +17,7 @@
 //!    validate together (a Tenant naming an invalid one fails too, and is left out of
 //!    the others' render, so one broken Tenant degrades those that refer to it and
 //!    nobody else). An invalid spec gets `Degraded=True` (reason `InvalidSpec`, the
-//!    diagnostics: `Tenant/<name>:line:column: field.path: what was expected`),
+//!    diagnostics: `Tenant/<name>: field.path: what was expected`),
 //!    `Ready=False`, a Warning event, and nothing else: no finalizer, no apply, no
 //!    prune. It is looked at again when it changes and at the periodic resync.
 //! 3. **Finalizer first**: if [`FINALIZER`] is missing it is added (JSON patch, tested
@@ -176,6 +176,28 @@ pub enum ReconcileError {
         /// The render error.
         message: String,
     },
+}
+
+/// Diagnostics as a status message, one per line. A Tenant's are
+/// `Tenant/<name>: field.path: what was expected`, without line and column: those
+/// would count lines of the document the controller wrote from the object, not of
+/// anything the user has. The platform file's keep theirs.
+pub fn diagnostics_text(diagnostics: &Diagnostics) -> String {
+    diagnostics
+        .iter()
+        .map(|d| {
+            if d.pos.file.starts_with(&format!("{KIND}/")) {
+                if d.path.is_empty() {
+                    format!("{}: {}", d.pos.file, d.message)
+                } else {
+                    format!("{}: {}: {}", d.pos.file, d.path, d.message)
+                }
+            } else {
+                d.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Why the platform file cannot be used.
@@ -548,7 +570,7 @@ pub async fn reconcile(
     let desired = match loaded {
         Ok(desired) => desired,
         Err(diagnostics) => {
-            let message = diagnostics.to_string();
+            let message = diagnostics_text(&diagnostics);
             write_status(
                 &ctx,
                 &name,
