@@ -2,7 +2,8 @@
 //! checks read, listed through kube and turned into the same [`Manifest`]s that
 //! `-f DIR` reads from files, so a cluster and a dump of it give the same findings.
 //!
-//! [`LIVE_KINDS`] is what is listed (every namespace): Namespaces, Pods and the workload
+//! [`LIVE_KINDS`] is what is listed (every namespace, [`PAGE`] objects a request):
+//! Namespaces, Pods and the workload
 //! kinds, Services, ServiceAccounts, Roles, ClusterRoles, RoleBindings,
 //! ClusterRoleBindings, NetworkPolicies, ResourceQuotas, LimitRanges,
 //! ValidatingAdmissionPolicies and their bindings, and the Flux sources, Kustomizations
@@ -118,6 +119,9 @@ pub const LIVE_KINDS: [(&str, &str, &str, bool); 26] = [
     ),
 ];
 
+/// Objects per list request; longer lists are read page by page.
+pub const PAGE: u32 = 500;
+
 /// Kinds whose owned children are left out (the owner holds the pod template).
 const OWNER_KINDS: [&str; 6] = [
     "Deployment",
@@ -203,18 +207,31 @@ pub async fn load(client: &kube::Client, source: &str) -> Result<Vec<Manifest>, 
         let resource =
             ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
         let api = Api::<DynamicObject>::all_with(client.clone(), &resource);
-        let list = match api.list(&ListParams::default()).await {
-            Ok(list) => list,
-            Err(kube::Error::Api(status)) if optional && status.code == 404 => continue,
-            Err(source) => {
-                return Err(LiveError::List {
-                    api_version: api_version.to_owned(),
-                    plural: plural.to_owned(),
-                    source: Box::new(source),
-                });
+        let mut items = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut params = ListParams::default().limit(PAGE);
+            if let Some(token) = &token {
+                params = params.continue_token(token);
             }
-        };
-        for mut item in list.items {
+            let page = match api.list(&params).await {
+                Ok(page) => page,
+                Err(kube::Error::Api(status)) if optional && status.code == 404 => break,
+                Err(source) => {
+                    return Err(LiveError::List {
+                        api_version: api_version.to_owned(),
+                        plural: plural.to_owned(),
+                        source: Box::new(source),
+                    });
+                }
+            };
+            items.extend(page.items);
+            token = page.metadata.continue_.filter(|t| !t.is_empty());
+            if token.is_none() {
+                break;
+            }
+        }
+        for mut item in items {
             item.metadata.managed_fields = None;
             let mut value = match serde_json::to_value(&item) {
                 Ok(value) => value,
