@@ -3,11 +3,10 @@
 //! `-f DIR` reads from files, so a cluster and a dump of it give the same findings.
 //!
 //! [`LIVE_KINDS`] is what is listed (every namespace, [`PAGE`] objects a request):
-//! Namespaces, Pods and the workload
-//! kinds, Services, ServiceAccounts, Roles, ClusterRoles, RoleBindings,
-//! ClusterRoleBindings, NetworkPolicies, ResourceQuotas, LimitRanges,
-//! ValidatingAdmissionPolicies and their bindings, and the Flux sources, Kustomizations
-//! and HelmReleases. A kind whose API is not installed (the Flux CRDs, answered with
+//! Namespaces, Pods and the workload kinds, Services, ServiceAccounts, Roles,
+//! ClusterRoles, RoleBindings, ClusterRoleBindings, NetworkPolicies, ResourceQuotas,
+//! LimitRanges, ValidatingAdmissionPolicies and their bindings, and the Flux sources,
+//! Kustomizations and HelmReleases. A kind whose API is not installed (the Flux CRDs, answered with
 //! 404) is skipped; any other refusal (403: the account may not list it) is an error,
 //! since an audit that silently skips what it cannot read would report a hole as clean.
 //!
