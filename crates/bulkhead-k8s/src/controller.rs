@@ -113,7 +113,9 @@ impl std::fmt::Debug for Context {
 
 impl Context {
     /// A context. `platform` holds the Platform document (empty: the default platform);
-    /// `tenants` is the store the other Tenants are read from.
+    /// `tenants` is the store the other Tenants are read from. Events are reported as
+    /// [`CONTROLLER_NAME`], instance `$POD_NAME` when the environment has it (the
+    /// controller's pod, through the downward API).
     pub fn new(
         client: kube::Client,
         platform: Vec<Source>,
