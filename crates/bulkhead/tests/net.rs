@@ -657,3 +657,238 @@ fn suspend_cuts_the_network_and_resume_restores_it() {
     instance.cmd().args(["resume", "db"]).assert().success();
     assert!(instance.connects("web", &db, 5432), "restored");
 }
+
+/// An echo server on `port` (TCP), for a tenant's sandbox.
+const ECHO: &str = r#"
+import socket, sys, threading
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('0.0.0.0', int(sys.argv[1])))
+s.listen(64)
+def serve(c):
+    while True:
+        d = c.recv(4096)
+        if not d:
+            break
+        c.sendall(d)
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
+/// One TCP connection held open: each line on stdin is sent and its echo awaited
+/// (5 s at most); prints `echo LINE` or `failed REASON`.
+const HOLD: &str = r#"
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+print('connected', flush=True)
+for line in sys.stdin:
+    try:
+        s.sendall(line.encode())
+        got = b''
+        while not got.endswith(b'\n'):
+            d = s.recv(4096)
+            if not d:
+                raise EOFError('closed')
+            got += d
+        print('echo ' + got.decode().strip(), flush=True)
+    except Exception as e:
+        print('failed ' + type(e).__name__, flush=True)
+"#;
+
+impl Instance {
+    /// Starts `argv` in `tenant`'s sandbox in the background.
+    fn serve_command(&mut self, tenant: &str, argv: &[&str]) {
+        let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("bulkhead"))
+            .env("BULKHEAD_STATE_ROOT", self.state.path())
+            .env("BULKHEAD_INSTANCE", &self.prefix)
+            .args(["run", tenant, "--"])
+            .args(argv)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("server");
+        self.servers.push(child);
+    }
+
+    /// Waits (10 s at most) until `from` connects to `address:port`.
+    fn wait_until_connects(&self, from: &str, address: &str, port: u16) {
+        for _ in 0..20 {
+            if self.connects(from, address, port) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        panic!("{from} never reached {address}:{port}");
+    }
+
+    /// `apply`, returning what it printed.
+    fn apply_output(&self) -> String {
+        let output = self
+            .cmd()
+            .arg("apply")
+            .arg(self.specs.path())
+            .output()
+            .expect("apply");
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "apply failed:\n{text}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        text
+    }
+
+    fn table(&self) -> String {
+        format!("bulkhead_{}", self.prefix)
+    }
+
+    /// The kernel's `egress_drops` counter element of `address` (packets), if any.
+    fn egress_drops(&self, address: &str) -> Option<u64> {
+        let output = std::process::Command::new("nft")
+            .args(["-j", "list", "set", "inet", &self.table(), "egress_drops"])
+            .output()
+            .expect("nft");
+        let value: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
+        value["nftables"]
+            .as_array()?
+            .iter()
+            .filter_map(|item| item["set"]["elem"].as_array())
+            .flatten()
+            .find(|e| e["elem"]["val"] == address)
+            .and_then(|e| e["elem"]["counter"]["packets"].as_u64())
+    }
+
+    /// Writes a small tenant with DNS only, as `tenants/<name>.yaml`.
+    fn add_tenant(&self, name: &str) {
+        let text = format!(
+            "apiVersion: bulkhead.dev/v1alpha1\nkind: Tenant\nmetadata:\n  name: {name}\nspec:\n  owners: [{name}@example.com]\n  profile: restricted\n  quota: {{ memory: 256Mi, pids: 64, storage: 64Mi }}\n  network:\n    egress:\n      - to: [{{ dns: true }}]\n"
+        );
+        std::fs::write(self.specs.path().join(format!("tenants/{name}.yaml")), text)
+            .expect("write tenant");
+    }
+
+    fn remove_tenant(&self, name: &str) {
+        std::fs::remove_file(self.specs.path().join(format!("tenants/{name}.yaml")))
+            .expect("remove tenant");
+    }
+}
+
+/// A TCP connection held from inside a tenant's network namespace by a process
+/// outside its cgroups (so that suspending the tenant does not freeze it).
+struct Held {
+    child: Child,
+    lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+}
+
+impl Held {
+    fn open(instance: &Instance, from: &str, address: &str, port: u16) -> Held {
+        // nsenter joins the network namespace only: `ip netns exec` would copy the
+        // host's mounts (tenant volumes included) into a mount namespace of its own
+        // and keep their loop devices busy.
+        let netns = format!("--net=/run/netns/{}-{from}", instance.prefix);
+        let mut child = std::process::Command::new("nsenter")
+            .args([&netns, "python3", "-c", HOLD, address])
+            .arg(port.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("client");
+        use std::io::BufRead as _;
+        let mut lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let first = lines.next().and_then(Result::ok).unwrap_or_default();
+        assert_eq!(first, "connected");
+        Held { child, lines }
+    }
+
+    /// Sends `word` and returns the client's verdict (`echo word` or `failed …`).
+    fn exchange(&mut self, word: &str) -> String {
+        use std::io::Write as _;
+        let stdin = self.child.stdin.as_mut().expect("stdin");
+        writeln!(stdin, "{word}").expect("write");
+        stdin.flush().expect("flush");
+        self.lines
+            .next()
+            .and_then(Result::ok)
+            .unwrap_or_else(|| "failed client exited".to_owned())
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn onboarding_and_offboarding_edit_only_their_own_elements() {
+    require_root!();
+    let mut instance = Instance::new();
+    instance.add_tenant("extra1");
+    let first = instance.apply_output();
+    assert!(
+        first.contains("full atomic replacement (nothing loaded yet)"),
+        "the first load is whole:\n{first}"
+    );
+    let (web, db, ingress) = (
+        instance.address_of("web"),
+        instance.address_of("db"),
+        instance.address_of("ingress"),
+    );
+    instance.serve_command("db", &["/usr/bin/python3", "-c", ECHO, "5432"]);
+    instance.wait_until_connects("web", &db, 5432);
+    let mut held = Held::open(&instance, "web", &db, 5432);
+    assert_eq!(held.exchange("one"), "echo one");
+    // Denied attempts from web count in its egress_drops element.
+    assert!(!instance.connects("web", &ingress, 8443));
+    assert!(!instance.connects("web", &ingress, 8443));
+    let drops = instance.egress_drops(&web).expect("web's counter");
+    assert!(drops > 0, "web's denied attempts are counted");
+
+    // Onboard one tenant and offboard another in one apply.
+    instance.remove_tenant("extra1");
+    instance.add_tenant("extra2");
+    let plan = instance.plan();
+    assert!(
+        plan.contains("incremental, set elements only"),
+        "plan says it will edit elements only:\n{plan}"
+    );
+    let second = instance.apply_output();
+    assert!(
+        second.contains("incremental, set elements only (+"),
+        "apply says it edited elements only:\n{second}"
+    );
+    assert!(!second.contains("full atomic replacement"), "{second}");
+    let after = instance.egress_drops(&web).expect("web's counter");
+    assert!(
+        after >= drops,
+        "web's counter survived the edit ({drops} -> {after})"
+    );
+    assert_eq!(
+        held.exchange("two"),
+        "echo two",
+        "the connection between untouched tenants carries data"
+    );
+    assert!(instance.connects("web", &db, 5432), "new connections too");
+    let extra2 = instance.address_of("extra2");
+    assert!(
+        instance.egress_drops(&extra2).is_some(),
+        "the new tenant has its elements"
+    );
+
+    // Drift: a flushed table gets the full repair, and a full load starts the
+    // counters from zero (what the incremental path avoided).
+    let status = std::process::Command::new("nft")
+        .args(["flush", "table", "inet", &instance.table()])
+        .status()
+        .expect("nft");
+    assert!(status.success());
+    let repaired = instance.apply_output();
+    assert!(
+        repaired.contains("full atomic replacement (the loaded rules differ"),
+        "drift is repaired whole:\n{repaired}"
+    );
+    assert_eq!(instance.egress_drops(&web), Some(0), "a full load resets");
+    assert!(!instance.connects("web", &ingress, 8443), "denied again");
+}

@@ -455,7 +455,7 @@ impl Host {
             | Action::ReleaseIds { .. }
             | Action::AllocateAddress { .. }
             | Action::ReleaseAddress { .. }
-            | Action::ApplyFirewall => {
+            | Action::ApplyFirewall { .. } => {
                 return Err(HostError::NotAHostAction(action.verb().to_owned()));
             }
             Action::EnsureBridge => {

@@ -87,6 +87,9 @@ pub struct NetworkSeen {
     /// The resolver runs on the zone the desired state compiles to (or does not run
     /// when the platform names another resolver).
     pub resolver_in_sync: bool,
+    /// How loading the firewall would go: set elements only when the loaded rules
+    /// verify against the last full load, else a full replacement.
+    pub firewall_load: crate::net::firewall::Load,
 }
 
 /// One idempotent step. Store steps (ids, keys) run in the caller, host steps in
@@ -122,7 +125,10 @@ pub enum Action {
         summary: String,
     },
     /// Load the firewall compiled from the policy engine (atomic; element-only when it can).
-    ApplyFirewall,
+    ApplyFirewall {
+        /// Set elements only, or the whole tables (and why).
+        load: crate::net::firewall::Load,
+    },
     /// Remove the tenant's veth and shaping device.
     UnwireTenant {
         /// Tenant.
@@ -241,7 +247,7 @@ impl Action {
     pub fn tenant(&self) -> &str {
         match self {
             Action::EnsureBridge
-            | Action::ApplyFirewall
+            | Action::ApplyFirewall { .. }
             | Action::RemoveNetwork
             | Action::StartResolver
             | Action::StopResolver => "",
@@ -276,7 +282,7 @@ impl Action {
             Action::EnsureBridge => "ensure-bridge",
             Action::WireTenant { .. } => "wire-tenant",
             Action::ShapeTenant { .. } => "shape-tenant",
-            Action::ApplyFirewall => "apply-firewall",
+            Action::ApplyFirewall { .. } => "apply-firewall",
             Action::UnwireTenant { .. } => "unwire-tenant",
             Action::ReleaseAddress { .. } => "release-address",
             Action::RemoveNetwork => "remove-network",
@@ -314,9 +320,9 @@ impl fmt::Display for Action {
             Action::ShapeTenant {
                 tenant, summary, ..
             } => write!(f, "cap {tenant}'s bandwidth: {summary}"),
-            Action::ApplyFirewall => write!(
+            Action::ApplyFirewall { load } => write!(
                 f,
-                "load the default-deny firewall compiled from the policy engine"
+                "load the default-deny firewall compiled from the policy engine: {load}"
             ),
             Action::UnwireTenant { tenant } => write!(f, "remove {tenant}'s network link"),
             Action::ReleaseAddress { tenant } => write!(f, "release {tenant}'s address"),
@@ -545,7 +551,9 @@ pub fn plan(
         )
     });
     if !desired.is_empty() && (!network.firewall_in_sync || tenants_changed || offboarded) {
-        actions.push(Action::ApplyFirewall);
+        actions.push(Action::ApplyFirewall {
+            load: network.firewall_load.clone(),
+        });
     }
     if !desired.is_empty() && !network.resolver_in_sync {
         actions.push(Action::StartResolver);
@@ -629,6 +637,7 @@ mod tests {
             firewall_in_sync: true,
             resolver_running: true,
             resolver_in_sync: true,
+            firewall_load: crate::net::firewall::Load::default(),
         }
     }
 

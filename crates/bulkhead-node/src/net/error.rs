@@ -166,6 +166,15 @@ pub enum FirewallError {
     /// `nft -j` printed something we cannot read.
     #[error("cannot read nft's JSON output: {0}")]
     Json(String),
+    /// The record of the last full load could not be written.
+    #[error("write {}: {source}", path.display())]
+    Record {
+        /// The record file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
     /// Bridged IPv4 would bypass the `inet` table.
     #[error(
         "net.bridge.bridge-nf-call-iptables is {value:?} (expected 1: without it bridged tenant traffic skips the inet table)"

@@ -813,14 +813,7 @@ impl Ruleset {
         let bindings = self
             .ports
             .iter()
-            .map(|p| {
-                format!(
-                    "\"{}\" . {} . {}",
-                    p.interface,
-                    format_mac(p.mac),
-                    p.address
-                )
-            })
+            .map(|p| binding(&p.interface, &format_mac(p.mac), p.address))
             .collect();
         (names, bindings)
     }
@@ -873,37 +866,26 @@ impl Ruleset {
         if !self.same_shape(new) {
             return None;
         }
-        let mut out = String::new();
-        let t = &self.table;
-        let mut edit = |family: &str, set: &str, old: Vec<String>, new: Vec<String>| {
-            let old: BTreeSet<String> = old.into_iter().collect();
-            let new: BTreeSet<String> = new.into_iter().collect();
-            let gone: Vec<&String> = old.difference(&new).collect();
-            let added: Vec<&String> = new.difference(&old).collect();
-            if !gone.is_empty() {
-                let _ = writeln!(
-                    out,
-                    "delete element {family} {t} {set} {{ {} }}",
-                    join(&gone)
-                );
-            }
-            if !added.is_empty() {
-                let _ = writeln!(out, "add element {family} {t} {set} {{ {} }}", join(&added));
-            }
-        };
-        let allow = |r: &Ruleset| r.allow.iter().map(ToString::to_string).collect();
-        edit("inet", "allow", allow(self), allow(new));
-        for s in ["egress_drops", "ingress_drops"] {
-            edit("inet", s, self.addr_elements(), new.addr_elements());
+        Some(Elements::of(self).edits(&Elements::of(new), &self.table).0)
+    }
+
+    /// The `nft -f -` script that turns the elements `loaded` holds into
+    /// `self`'s, in one transaction, with the number of elements it adds and
+    /// deletes. Only for tables whose rules [`how`] verified.
+    pub fn delta_from(&self, loaded: &FirewallState) -> (String, usize, usize) {
+        Elements::of_state(loaded).edits(&Elements::of(self), &self.table)
+    }
+
+    /// Everything of the ruleset except its per-tenant set elements: two
+    /// rulesets with the same shape differ only in elements.
+    pub fn shape(&self) -> String {
+        Ruleset {
+            ports: Vec::new(),
+            allow: BTreeSet::new(),
+            deviations: Vec::new(),
+            ..self.clone()
         }
-        let (old_names, old_bindings) = self.port_elements();
-        let (new_names, new_bindings) = new.port_elements();
-        // Bindings before names on removal and after them on addition
-        // would not matter in one transaction; keep the order readable.
-        edit("bridge", "port_addrs", old_bindings, new_bindings);
-        edit("bridge", "ports", old_names.clone(), new_names.clone());
-        edit("bridge", "spoof_drops", old_names, new_names);
-        Some(out)
+        .render()
     }
 
     /// The rules each chain holds once loaded, by (family, chain): read from
@@ -956,6 +938,95 @@ pub struct RulesetSize {
     pub port_elements: usize,
     /// Per-tenant counter elements (`egress_drops`, `ingress_drops`, `spoof_drops`).
     pub counter_elements: usize,
+}
+
+/// The per-tenant elements of every set, as `nft` spells them.
+#[derive(Debug, Default)]
+struct Elements {
+    allow: BTreeSet<String>,
+    egress_drops: BTreeSet<String>,
+    ingress_drops: BTreeSet<String>,
+    port_addrs: BTreeSet<String>,
+    ports: BTreeSet<String>,
+    spoof_drops: BTreeSet<String>,
+}
+
+fn binding(interface: &str, mac: &str, address: Ipv4Addr) -> String {
+    format!("\"{interface}\" . {mac} . {address}")
+}
+
+impl Elements {
+    fn of(r: &Ruleset) -> Elements {
+        let addresses: BTreeSet<String> = r.addr_elements().into_iter().collect();
+        let (names, bindings) = r.port_elements();
+        let names: BTreeSet<String> = names.into_iter().collect();
+        Elements {
+            allow: r.allow.iter().map(ToString::to_string).collect(),
+            egress_drops: addresses.clone(),
+            ingress_drops: addresses,
+            port_addrs: bindings.into_iter().collect(),
+            ports: names.clone(),
+            spoof_drops: names,
+        }
+    }
+
+    fn of_state(s: &FirewallState) -> Elements {
+        let quoted = |name: &String| format!("\"{name}\"");
+        Elements {
+            allow: s.allow.iter().map(ToString::to_string).collect(),
+            egress_drops: s.egress_drops.keys().map(ToString::to_string).collect(),
+            ingress_drops: s.ingress_drops.keys().map(ToString::to_string).collect(),
+            port_addrs: s
+                .port_addrs
+                .iter()
+                .map(|(name, mac, address)| binding(name, mac, *address))
+                .collect(),
+            ports: s.ports.iter().map(quoted).collect(),
+            spoof_drops: s.spoof_drops.keys().map(quoted).collect(),
+        }
+    }
+
+    /// The script from `self` to `new` in table `t`, with the elements it
+    /// adds and deletes.
+    fn edits(&self, new: &Elements, t: &str) -> (String, usize, usize) {
+        let mut out = String::new();
+        let (mut added, mut deleted) = (0, 0);
+        let sets = [
+            ("inet", "allow", &self.allow, &new.allow),
+            (
+                "inet",
+                "egress_drops",
+                &self.egress_drops,
+                &new.egress_drops,
+            ),
+            (
+                "inet",
+                "ingress_drops",
+                &self.ingress_drops,
+                &new.ingress_drops,
+            ),
+            ("bridge", "port_addrs", &self.port_addrs, &new.port_addrs),
+            ("bridge", "ports", &self.ports, &new.ports),
+            ("bridge", "spoof_drops", &self.spoof_drops, &new.spoof_drops),
+        ];
+        for (family, set, old, new) in sets {
+            let gone: Vec<&String> = old.difference(new).collect();
+            let more: Vec<&String> = new.difference(old).collect();
+            if !gone.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "delete element {family} {t} {set} {{ {} }}",
+                    join(&gone)
+                );
+            }
+            if !more.is_empty() {
+                let _ = writeln!(out, "add element {family} {t} {set} {{ {} }}", join(&more));
+            }
+            added += more.len();
+            deleted += gone.len();
+        }
+        (out, added, deleted)
+    }
 }
 
 fn join<T: std::fmt::Display>(items: &[T]) -> String {
@@ -1028,10 +1099,180 @@ pub fn update(old: &Ruleset, new: &Ruleset) -> Result<bool, FirewallError> {
     }
 }
 
+/// How [`load`] brings the tables to a ruleset.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Load {
+    /// Add and delete set elements only, in one transaction: the other
+    /// tenants' elements, their counters and the connections they track stay
+    /// as they are. The counts are unknown until the addresses are.
+    Elements {
+        /// Elements added.
+        added: Option<usize>,
+        /// Elements deleted.
+        deleted: Option<usize>,
+    },
+    /// Replace both tables in one transaction (counters start from zero).
+    Full {
+        /// Why the elements alone would not do.
+        reason: String,
+    },
+}
+
+impl Default for Load {
+    fn default() -> Self {
+        Load::Full {
+            reason: "nothing loaded yet".to_owned(),
+        }
+    }
+}
+
+impl std::fmt::Display for Load {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Load::Elements {
+                added: Some(added),
+                deleted: Some(deleted),
+            } => write!(
+                f,
+                "incremental, set elements only (+{added} -{deleted}; the loaded rules verified)"
+            ),
+            Load::Elements { .. } => {
+                write!(
+                    f,
+                    "incremental, set elements only (the loaded rules verified)"
+                )
+            }
+            Load::Full { reason } => write!(f, "full atomic replacement ({reason})"),
+        }
+    }
+}
+
+/// What the last full load left in the kernel: the ruleset's shape as we
+/// rendered it and its rules, chains and set declarations as the kernel
+/// listed them right after. Kept in [`Instance::firewall_record`]; trusted
+/// only while the kernel still lists exactly these rules.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LoadRecord {
+    /// [`Ruleset::shape`] of the loaded ruleset.
+    pub shape: String,
+    /// [`FirewallState::rules`] right after the load.
+    pub rules: Vec<serde_json::Value>,
+}
+
+impl LoadRecord {
+    /// The record of `instance`; `None` when there is none or it does not
+    /// read (then the next load is a full one).
+    pub fn read(instance: &Instance) -> Option<LoadRecord> {
+        let text = std::fs::read_to_string(instance.firewall_record()).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    fn write(&self, instance: &Instance) -> Result<(), FirewallError> {
+        let path = instance.firewall_record();
+        let record = |source| FirewallError::Record {
+            path: path.clone(),
+            source,
+        };
+        let text = serde_json::to_string(self).map_err(|e| FirewallError::Json(e.to_string()))?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(record)?;
+        }
+        let scratch = path.with_extension("loaded.new");
+        std::fs::write(&scratch, text).map_err(record)?;
+        std::fs::rename(&scratch, &path).map_err(record)
+    }
+}
+
+/// Whether the tables `state` shows can be moved to `expected` (when the
+/// addresses are known) by editing set elements alone: both tables exist,
+/// their rules are exactly those the last full load left (`record`), and
+/// `expected` has that load's shape. Anything else is a full replacement,
+/// with the reason.
+pub fn how(expected: Option<&Ruleset>, state: &FirewallState, record: Option<&LoadRecord>) -> Load {
+    let full = |reason: &str| Load::Full {
+        reason: reason.to_owned(),
+    };
+    if !state.inet && !state.bridge {
+        return full("nothing loaded yet");
+    }
+    if !state.inet || !state.bridge {
+        return full("a table is missing");
+    }
+    let Some(record) = record else {
+        return full("no record of the last full load");
+    };
+    if record.rules != state.rules {
+        return full("the loaded rules differ from the last full load: drift");
+    }
+    match expected {
+        Some(expected) if expected.shape() != record.shape => {
+            full("more than set elements changed")
+        }
+        Some(expected) => {
+            let (_, added, deleted) = expected.delta_from(state);
+            Load::Elements {
+                added: Some(added),
+                deleted: Some(deleted),
+            }
+        }
+        None => Load::Elements {
+            added: None,
+            deleted: None,
+        },
+    }
+}
+
+/// Brings the kernel's tables to `expected`: set elements only when [`how`]
+/// says the loaded rules can be trusted, else (or when the element
+/// transaction fails) the atomic replacement, recorded for the next load.
+/// Returns what it did.
+pub fn load(instance: &Instance, expected: &Ruleset) -> Result<Load, FirewallError> {
+    check_bridge_netfilter()?;
+    let state = observe(instance)?;
+    let record = LoadRecord::read(instance);
+    let reason = match how(Some(expected), &state, record.as_ref()) {
+        Load::Elements { .. } => {
+            let (script, added, deleted) = expected.delta_from(&state);
+            match if script.is_empty() {
+                Ok(())
+            } else {
+                nft(&script)
+            } {
+                Ok(()) => {
+                    return Ok(Load::Elements {
+                        added: Some(added),
+                        deleted: Some(deleted),
+                    });
+                }
+                Err(e) => format!("the element transaction failed: {e}"),
+            }
+        }
+        Load::Full { reason } => reason,
+    };
+    apply(expected)?;
+    let loaded = observe(instance)?;
+    LoadRecord {
+        shape: expected.shape(),
+        rules: loaded.rules,
+    }
+    .write(instance)?;
+    Ok(Load::Full { reason })
+}
+
 /// Deletes both tables; `false` if neither existed.
 pub fn remove(instance: &Instance) -> Result<bool, FirewallError> {
     let t = instance.nft_table();
     let state = observe(instance)?;
+    match std::fs::remove_file(instance.firewall_record()) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(FirewallError::Record {
+                path: instance.firewall_record(),
+                source: e,
+            });
+        }
+        _ => {}
+    }
     if !state.inet && !state.bridge {
         return Ok(false);
     }
@@ -1061,6 +1302,12 @@ pub struct FirewallState {
     pub allow: BTreeSet<Allow>,
     /// Elements of `port_addrs`: interface, MAC, address.
     pub port_addrs: BTreeSet<(String, String, Ipv4Addr)>,
+    /// Elements of the bridge table's `ports`.
+    pub ports: BTreeSet<String>,
+    /// Tables, chains, rules and set declarations as `nft -j` lists them,
+    /// without handles and without per-tenant elements: what [`LoadRecord`]
+    /// compares.
+    pub rules: Vec<serde_json::Value>,
     /// Dropped new connections (or packets) from a tenant, by address.
     pub egress_drops: BTreeMap<Ipv4Addr, Count>,
     /// Dropped packets from off the host to a tenant, by address.
@@ -1157,6 +1404,9 @@ pub fn observe(instance: &Instance) -> Result<FirewallState, FirewallError> {
             state.bridge = true;
         }
         let items = value["nftables"].as_array().cloned().unwrap_or_default();
+        state
+            .rules
+            .extend(items.iter().filter_map(without_elements));
         for item in items {
             if let Some(chain) = item.get("chain")
                 && let Some(name) = chain["name"].as_str()
@@ -1202,6 +1452,11 @@ pub fn observe(instance: &Instance) -> Result<FirewallState, FirewallError> {
                             state.spoof_drops.insert(key, count);
                         }
                     }
+                    ("bridge", "ports") => {
+                        if let Some(name) = elem.as_str() {
+                            state.ports.insert(name.to_owned());
+                        }
+                    }
                     ("bridge", "port_addrs") => {
                         let parts = elem["concat"].as_array().cloned().unwrap_or_default();
                         if let [name, mac, address] = parts.as_slice()
@@ -1220,6 +1475,22 @@ pub fn observe(instance: &Instance) -> Result<FirewallState, FirewallError> {
         }
     }
     Ok(state)
+}
+
+/// An `nft -j` item without its handle and, for sets, without elements
+/// (except `host_ports`, which belongs to the shape); `None` for metadata.
+fn without_elements(item: &serde_json::Value) -> Option<serde_json::Value> {
+    let object = item.as_object()?;
+    let (kind, body) = object.iter().next()?;
+    if kind == "metainfo" {
+        return None;
+    }
+    let mut body = body.as_object()?.clone();
+    body.remove("handle");
+    if kind == "set" && body.get("name").and_then(|n| n.as_str()) != Some("host_ports") {
+        body.remove("elem");
+    }
+    Some(serde_json::json!({ kind: body }))
 }
 
 /// Per-tenant drop counters from the sets' element counters.

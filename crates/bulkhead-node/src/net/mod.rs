@@ -74,6 +74,23 @@
 //! back (`nft -j`) for drift ([`firewall::FirewallState::drift`]) and the
 //! per-tenant counters.
 //!
+//! `apply` loads through [`firewall::load`], which never trusts a cache the
+//! kernel disagrees with: after each full replacement it records what the
+//! kernel then lists (tables, chains, rules and set declarations, without
+//! handles and per-tenant elements) in
+//! [`Instance::firewall_record`](crate::naming::Instance::firewall_record).
+//! A later load edits set elements only ([`firewall::Ruleset::delta_from`],
+//! computed from the elements the kernel holds, not from what we think we
+//! loaded) when both tables exist, the kernel still lists exactly the
+//! recorded rules and the new ruleset has the recorded shape
+//! ([`firewall::Ruleset::shape`]); otherwise — first load, a changed
+//! range/resolver/`hostPorts`/NAT/link-local, drift such as a flushed table,
+//! or a failed element transaction — it replaces both tables atomically and
+//! records again. [`firewall::how`] says which, with the reason; `plan` and
+//! `apply` print it. Element edits leave the other tenants' counters and
+//! their tracked connections untouched; a full replacement restarts the
+//! counters from zero.
+//!
 //! # What is narrowed, and why
 //!
 //! All workloads of a tenant share its namespace and so its one address:
