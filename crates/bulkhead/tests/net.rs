@@ -892,3 +892,40 @@ fn onboarding_and_offboarding_edit_only_their_own_elements() {
     assert_eq!(instance.egress_drops(&web), Some(0), "a full load resets");
     assert!(!instance.connects("web", &ingress, 8443), "denied again");
 }
+
+#[test]
+fn suspend_cuts_established_connections_and_resume_lets_new_ones_through() {
+    require_root!();
+    let mut instance = Instance::new();
+    instance.apply();
+    let db = instance.address_of("db");
+    instance.serve_command("db", &["/usr/bin/python3", "-c", ECHO, "5432"]);
+    instance.wait_until_connects("web", &db, 5432);
+    // Held from web's namespace by a process outside web's cgroups: suspending web
+    // freezes its workloads, not this client, so only the network can stop it.
+    let mut held = Held::open(&instance, "web", &db, 5432);
+    assert_eq!(held.exchange("before"), "echo before");
+    let output = instance
+        .cmd()
+        .args(["suspend", "web"])
+        .output()
+        .expect("suspend");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}");
+    assert!(
+        text.contains("cut web's"),
+        "suspend cuts web's tracked connections:\n{text}"
+    );
+    let after = held.exchange("after");
+    assert!(
+        after.starts_with("failed"),
+        "the established connection is cut (5 s at most), got {after:?}"
+    );
+    instance.cmd().args(["resume", "web"]).assert().success();
+    let mut fresh = Held::open(&instance, "web", &db, 5432);
+    assert_eq!(
+        fresh.exchange("resumed"),
+        "echo resumed",
+        "new connections pass"
+    );
+}

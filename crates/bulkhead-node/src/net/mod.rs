@@ -1,5 +1,6 @@
 //! Tenant networks on one host: wiring ([`link`]), the firewall
-//! ([`firewall`]), bandwidth caps ([`shape`]) and the DNS view ([`dns`]). Library only: `apply`
+//! ([`firewall`]), bandwidth caps ([`shape`]), the DNS view ([`dns`]) and
+//! cutting a tenant's tracked connections ([`conntrack`]). Library only: `apply`
 //! calls these idempotent functions, `observe` reads back what is there.
 //!
 //! # Wiring ([`link`])
@@ -116,6 +117,7 @@
 //! from the firewall's sets.
 
 mod addr;
+pub mod conntrack;
 pub mod dns;
 mod error;
 pub mod firewall;

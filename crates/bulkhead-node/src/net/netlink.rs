@@ -1,5 +1,6 @@
-//! A small rtnetlink client: just the requests tenant wiring needs (links,
-//! IPv4 addresses, the default route), encoded by hand.
+//! A small netlink client: just the requests tenant wiring needs (links,
+//! IPv4 addresses, the default route) and the conntrack table's dump and
+//! delete (nfnetlink), encoded by hand.
 //!
 //! Why not `rtnetlink`: it needs an async runtime for what is, per tenant, a
 //! handful of request/acknowledge exchanges, and a socket in a *tenant's*
@@ -59,6 +60,17 @@ const RTPROT_STATIC: u8 = 4;
 const RT_SCOPE_UNIVERSE: u8 = 0;
 const RTN_UNICAST: u8 = 1;
 
+// <linux/netfilter/nfnetlink.h>, <linux/netfilter/nfnetlink_conntrack.h>
+const NFNL_SUBSYS_CTNETLINK: u16 = 1;
+const IPCTNL_MSG_CT_NEW: u16 = 0;
+const IPCTNL_MSG_CT_GET: u16 = 1;
+const IPCTNL_MSG_CT_DELETE: u16 = 2;
+const CTA_TUPLE_ORIG: u16 = 1;
+const CTA_ZONE: u16 = 18;
+const CTA_TUPLE_IP: u16 = 1;
+const CTA_IP_V4_SRC: u16 = 1;
+const CTA_IP_V4_DST: u16 = 2;
+
 const AF_UNSPEC: u8 = 0;
 const AF_INET: u8 = 2;
 /// `IFF_UP`.
@@ -101,6 +113,19 @@ pub(crate) struct Route {
     pub oif: Option<u32>,
 }
 
+/// One entry of the conntrack table (IPv4), as the kernel dumped it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Tracked {
+    /// Source of the original direction.
+    pub src: Ipv4Addr,
+    /// Destination of the original direction.
+    pub dst: Ipv4Addr,
+    /// `CTA_TUPLE_ORIG` as dumped: enough to name the entry in a delete.
+    orig: Vec<u8>,
+    /// `CTA_ZONE`, when the entry has one.
+    zone: Option<Vec<u8>>,
+}
+
 /// A request under construction: header, fixed part, attributes.
 struct Message {
     buf: Vec<u8>,
@@ -127,6 +152,12 @@ impl Message {
         self.buf.extend_from_slice(&index.to_ne_bytes());
         self.buf.extend_from_slice(&flags.to_ne_bytes());
         self.buf.extend_from_slice(&change.to_ne_bytes());
+        self
+    }
+
+    /// `struct nfgenmsg` for IPv4, version 0, resource id 0.
+    fn nfgen(mut self) -> Self {
+        self.buf.extend_from_slice(&[AF_INET, 0, 0, 0]);
         self
     }
 
@@ -228,6 +259,46 @@ impl Netlink {
         )?;
         rustix::net::bind(&fd, &SocketAddrNetlink::new(0, 0))?;
         Ok(Netlink { fd, seq: 1 })
+    }
+
+    /// A `NETLINK_NETFILTER` socket in the calling thread's network
+    /// namespace (for the conntrack table).
+    pub fn open_netfilter() -> io::Result<Self> {
+        let fd = rustix::net::socket_with(
+            AddressFamily::NETLINK,
+            SocketType::RAW,
+            SocketFlags::CLOEXEC,
+            Some(rustix::net::netlink::NETFILTER),
+        )?;
+        rustix::net::bind(&fd, &SocketAddrNetlink::new(0, 0))?;
+        Ok(Netlink { fd, seq: 1 })
+    }
+
+    /// Every IPv4 entry of the conntrack table (a `NETLINK_NETFILTER` socket).
+    pub fn conntrack(&mut self) -> io::Result<Vec<Tracked>> {
+        let kind = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET;
+        let replies = self.exchange(Message::new(kind, NLM_F_DUMP).nfgen())?;
+        let new = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW;
+        Ok(replies
+            .iter()
+            .filter(|(kind, _)| *kind == new)
+            .filter_map(|(_, payload)| parse_tracked(payload.get(4..)?))
+            .collect())
+    }
+
+    /// Deletes one conntrack entry; `false` when it was already gone.
+    pub fn delete_tracked(&mut self, entry: &Tracked) -> io::Result<bool> {
+        let kind = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_DELETE;
+        let mut message = Message::new(kind, NLM_F_ACK).nfgen();
+        message.attr(CTA_TUPLE_ORIG | NLA_F_NESTED, &entry.orig);
+        if let Some(zone) = &entry.zone {
+            message.attr(CTA_ZONE, zone);
+        }
+        match self.request(message) {
+            Ok(()) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// A socket in the network namespace `netns` (a namespace file). A
@@ -480,6 +551,27 @@ impl RawFdU32 for BorrowedFd<'_> {
         use std::os::fd::AsRawFd;
         self.as_raw_fd() as u32
     }
+}
+
+fn parse_tracked(data: &[u8]) -> Option<Tracked> {
+    let top = attrs(data);
+    let orig = top.iter().find(|(k, _)| *k == CTA_TUPLE_ORIG)?.1;
+    let ip = attrs(orig).into_iter().find(|(k, _)| *k == CTA_TUPLE_IP)?.1;
+    let ip = attrs(ip);
+    let get = |kind| {
+        ip.iter()
+            .find(|(k, _)| *k == kind)
+            .and_then(|(_, v)| ipv4_of(v))
+    };
+    Some(Tracked {
+        src: get(CTA_IP_V4_SRC)?,
+        dst: get(CTA_IP_V4_DST)?,
+        orig: orig.to_vec(),
+        zone: top
+            .iter()
+            .find(|(k, _)| *k == CTA_ZONE)
+            .map(|(_, v)| v.to_vec()),
+    })
 }
 
 fn parse_link(payload: &[u8]) -> Option<Link> {

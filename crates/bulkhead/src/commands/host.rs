@@ -226,6 +226,28 @@ fn observe(
             .unwrap_or_default();
         (state.wired, state.link_exists, state.shaped) = host.observe_link(tenant, address, &caps);
     }
+    // Tracked connections matter only for tenants whose network is being cut: suspended
+    // or offboarded ones. One dump of the conntrack table serves them all.
+    let cut: BTreeMap<std::net::Ipv4Addr, String> = seen
+        .keys()
+        .filter(|tenant| {
+            desired
+                .tenants
+                .iter()
+                .find(|(name, _)| name.as_str() == tenant.as_str())
+                .is_none_or(|(_, t)| t.spec.state == bulkhead_spec::TenantState::Suspended)
+        })
+        .filter_map(|tenant| Some((*addresses.get(tenant)?, tenant.clone())))
+        .collect();
+    if !cut.is_empty() {
+        let counts = bulkhead_node::net::conntrack::count(&cut.keys().copied().collect())
+            .context("cannot read the conntrack table")?;
+        for (address, tenant) in &cut {
+            if let Some(state) = seen.get_mut(tenant) {
+                state.connections = counts.get(address).copied().unwrap_or(0);
+            }
+        }
+    }
     Ok(seen)
 }
 
