@@ -929,3 +929,115 @@ fn suspend_cuts_established_connections_and_resume_lets_new_ones_through() {
         "new connections pass"
     );
 }
+
+/// Opens `count` TCP connections to `address:port` and holds them; prints how many
+/// opened, were refused or failed otherwise; after a line on stdin closes them,
+/// waits for conntrack to see them closed and prints whether one more opens.
+const FLOOD: &str = r#"
+import socket, sys, time
+address, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+held, refused, other = [], 0, 0
+for _ in range(count):
+    s = socket.socket()
+    s.settimeout(3)
+    try:
+        s.connect((address, port))
+        held.append(s)
+    except ConnectionRefusedError:
+        refused += 1
+    except Exception:
+        other += 1
+print(len(held), refused, other, flush=True)
+sys.stdin.readline()
+for s in held:
+    s.close()
+time.sleep(1)
+s = socket.socket()
+s.settimeout(3)
+try:
+    s.connect((address, port))
+    print('open', flush=True)
+except Exception as e:
+    print('closed', type(e).__name__, flush=True)
+"#;
+
+#[test]
+fn a_tenant_beyond_its_connection_share_is_refused_and_others_still_connect() {
+    require_root!();
+    const CAP: usize = 20;
+    let mut instance = Instance::with_platform(|text| {
+        text.replacen(
+            "connectionsPerTenant: 16384",
+            &format!("connectionsPerTenant: {CAP}"),
+            1,
+        )
+    });
+    instance.apply();
+    let (web, db) = (instance.address_of("web"), instance.address_of("db"));
+    instance.serve_command("db", &["/usr/bin/python3", "-c", ECHO, "5432"]);
+    instance.serve("web", "app");
+    instance.wait_until_connects("web", &db, 5432);
+    instance.wait_until_connects("ingress", &web, 8080);
+
+    // The rule is in the kernel, with the platform's number.
+    let listed = std::process::Command::new("nft")
+        .args(["list", "chain", "inet", &instance.table(), "from_tenant"])
+        .output()
+        .expect("nft");
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.contains(&format!("ct count over {CAP}")),
+        "the cap is loaded:\n{listed}"
+    );
+
+    let mut flood = std::process::Command::new(assert_cmd::cargo::cargo_bin("bulkhead"))
+        .env("BULKHEAD_STATE_ROOT", instance.state.path())
+        .env("BULKHEAD_INSTANCE", &instance.prefix)
+        .args([
+            "run",
+            "web",
+            "--",
+            "/usr/bin/python3",
+            "-c",
+            FLOOD,
+            &db,
+            "5432",
+        ])
+        .arg((CAP + 10).to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("flood");
+    use std::io::{BufRead as _, Write as _};
+    let mut lines = std::io::BufReader::new(flood.stdout.take().expect("stdout")).lines();
+    let counts: Vec<usize> = lines
+        .next()
+        .and_then(Result::ok)
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    let [opened, refused, other] = counts[..] else {
+        panic!("unexpected flood output {counts:?}");
+    };
+    eprintln!("web with a share of {CAP}: {opened} opened, {refused} refused, {other} other");
+    // The probes before may still hold an entry or two on their way to TIME_WAIT.
+    assert!(
+        opened <= CAP && opened + 2 >= CAP,
+        "web opens at most its share: {opened} of {}",
+        CAP + 10
+    );
+    assert!(
+        refused >= 10 && other == 0,
+        "the excess is refused: {refused} refused, {other} other failures"
+    );
+    // While web holds its share, another tenant still connects (to web, even).
+    assert!(
+        instance.connects("ingress", &web, 8080),
+        "ingress still connects"
+    );
+    writeln!(flood.stdin.as_mut().expect("stdin")).expect("release");
+    let again = lines.next().and_then(Result::ok).unwrap_or_default();
+    assert_eq!(again, "open", "closing frees the share");
+    let _ = flood.wait();
+}

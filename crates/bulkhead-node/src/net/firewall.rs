@@ -199,6 +199,9 @@ pub struct Ruleset {
     pub nat: bool,
     /// Let 169.254.0.0/16 through where rules allow it.
     pub allow_link_local: bool,
+    /// New connections from a tenant beyond this many tracked ones are refused
+    /// (`platform.spec.network.connectionsPerTenant`).
+    pub connections_per_tenant: u32,
     /// Where the firewall is narrower than the engine, or cannot enforce it.
     pub deviations: Vec<Deviation>,
 }
@@ -584,6 +587,7 @@ pub fn compile(
         host_ports,
         nat: network.nat,
         allow_link_local: network.allow_link_local,
+        connections_per_tenant: network.connections_per_tenant,
         deviations,
     })
 }
@@ -748,11 +752,24 @@ impl Ruleset {
             true,
             &self.addr_elements(),
         );
+        // One connection count per tenant address, kept by the kernel in the
+        // dynamic set's elements (nft_connlimit): the rule is the same for every
+        // tenant, only the elements grow.
+        let tenants = 1u64 << (32 - u32::from(self.range.prefix_len()));
+        let _ = writeln!(
+            o,
+            "\tset tenant_conns {{\n\t\ttype ipv4_addr\n\t\tsize {}\n\t\tflags dynamic\n\t}}",
+            tenants.clamp(1, 1 << 24)
+        );
         let link_local = if self.allow_link_local {
             String::new()
         } else {
             format!("\t\tip daddr {LINK_LOCAL} drop\n")
         };
+        let cap = format!(
+            "\t\tct state new add @tenant_conns {{ ip saddr ct count over {} }} reject\n",
+            self.connections_per_tenant
+        );
         let _ = write!(
             o,
             "\tchain forward {{\n\
@@ -764,6 +781,7 @@ impl Ruleset {
              \t\tct state established,related accept\n\
              \t\tmeta nfproto != ipv4 drop\n\
              {link_local}\
+             {cap}\
              \t\tip saddr . ip daddr . meta l4proto . th dport @allow accept\n\
              \t\tip saddr @egress_drops drop\n\
              \t\tdrop\n\
@@ -783,6 +801,7 @@ impl Ruleset {
              \t\tct state established,related accept\n\
              \t\tmeta nfproto != ipv4 drop\n\
              {link_local}\
+             {cap}\
              \t\tip daddr {resolver} ip saddr . ip daddr . meta l4proto . th dport @allow accept\n\
              \t\tmeta l4proto . th dport @host_ports accept\n\
              \t\tip saddr @egress_drops drop\n\
@@ -856,6 +875,7 @@ impl Ruleset {
             && self.host_ports == new.host_ports
             && self.nat == new.nat
             && self.allow_link_local == new.allow_link_local
+            && self.connections_per_tenant == new.connections_per_tenant
     }
 
     /// The `nft -f -` script that turns `self` (what is loaded) into `new`
@@ -1602,16 +1622,17 @@ mod tests {
             host_ports: BTreeSet::new(),
             nat: false,
             allow_link_local: false,
+            connections_per_tenant: 100,
             deviations: Vec::new(),
         };
         let counts = ruleset.chain_rules();
-        assert_eq!(counts.values().sum::<usize>(), 26);
+        assert_eq!(counts.values().sum::<usize>(), 28);
         assert_eq!(counts[&("bridge".to_owned(), "prerouting".to_owned())], 5);
         let with_nat = Ruleset {
             nat: true,
             ..ruleset
         };
-        assert_eq!(with_nat.size().rules, 27);
+        assert_eq!(with_nat.size().rules, 29);
     }
 
     #[test]

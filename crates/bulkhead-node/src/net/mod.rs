@@ -51,6 +51,18 @@
 //!   (forwarding off the bridge is the per-interface switch
 //!   [`link::BridgeConfig::forwarding`], never the host-wide one).
 //!
+//! The conntrack table is one kernel table for the whole host. So that no
+//! tenant fills it for the others, `from_tenant` and `tenant_to_host` refuse
+//! (`reject`: ICMP port unreachable, a TCP client sees ECONNREFUSED) a new
+//! connection from a tenant address that already has
+//! `platform.spec.network.connectionsPerTenant` tracked connections (default
+//! 16,384): `ct state new add @tenant_conns { ip saddr ct count over N }`,
+//! one rule per chain, the count kept per tenant in the dynamic set's
+//! elements (`nft_connlimit`; closed and TIME_WAIT connections do not count).
+//! One value for every tenant, because a connlimit's number belongs to the
+//! rule: per-tenant values would make the rules grow with the distinct
+//! values. Connections from off the host to a tenant are not counted here.
+//!
 //! `allow` is an interval set of (source, destination, protocol, port
 //! range). Tenant-to-tenant entries are single addresses; addresses outside
 //! the range are cut into *classes* at every ipBlock and `except` boundary
@@ -58,7 +70,7 @@
 //! asked of the engine once through a representative external endpoint and
 //! written as an address range. So each packet costs one set lookup
 //! whatever the number of tenants and rules (a pipapo lookup, not a rule
-//! walk), the rule count is constant (26: 24 with
+//! walk), the rule count is constant (28: 26 with
 //! `allowLinkLocal`, one more with NAT; [`firewall::Ruleset::chain_rules`]), and only elements
 //! grow: per tenant 3 anti-spoofing/counter elements in each table plus one
 //! `allow` element per allowed (peer, port range). The examples' four
