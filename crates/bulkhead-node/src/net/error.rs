@@ -166,6 +166,15 @@ pub enum FirewallError {
     /// `nft -j` printed something we cannot read.
     #[error("cannot read nft's JSON output: {0}")]
     Json(String),
+    /// A set element batch over nfnetlink failed (the kernel applied none of it).
+    #[error("editing the set elements of table {table} over nfnetlink: {source}")]
+    Netlink {
+        /// The table.
+        table: String,
+        /// The kernel's answer.
+        #[source]
+        source: io::Error,
+    },
     /// The record of the last full load could not be written.
     #[error("write {}: {source}", path.display())]
     Record {

@@ -832,7 +832,7 @@ impl Ruleset {
         let bindings = self
             .ports
             .iter()
-            .map(|p| binding(&p.interface, &format_mac(p.mac), p.address))
+            .map(|p| Element::Binding(p.interface.clone(), format_mac(p.mac), p.address).text())
             .collect();
         (names, bindings)
     }
@@ -886,13 +886,22 @@ impl Ruleset {
         if !self.same_shape(new) {
             return None;
         }
-        Some(Elements::of(self).edits(&Elements::of(new), &self.table).0)
+        Some(
+            Elements::of(self)
+                .edits(&Elements::of(new), &self.table)
+                .script,
+        )
     }
 
     /// The `nft -f -` script that turns the elements `loaded` holds into
     /// `self`'s, in one transaction, with the number of elements it adds and
     /// deletes. Only for tables whose rules [`how`] verified.
     pub fn delta_from(&self, loaded: &FirewallState) -> (String, usize, usize) {
+        let edits = self.edits_from(loaded);
+        (edits.script, edits.added, edits.deleted)
+    }
+
+    fn edits_from(&self, loaded: &FirewallState) -> Edits {
         Elements::of_state(loaded).edits(&Elements::of(self), &self.table)
     }
 
@@ -960,57 +969,173 @@ pub struct RulesetSize {
     pub counter_elements: usize,
 }
 
-/// The per-tenant elements of every set, as `nft` spells them.
-#[derive(Debug, Default)]
-struct Elements {
-    allow: BTreeSet<String>,
-    egress_drops: BTreeSet<String>,
-    ingress_drops: BTreeSet<String>,
-    port_addrs: BTreeSet<String>,
-    ports: BTreeSet<String>,
-    spoof_drops: BTreeSet<String>,
+/// One per-tenant set element.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Element {
+    /// Of `allow`.
+    Allow(Allow),
+    /// Of `egress_drops`, `ingress_drops`.
+    Address(Ipv4Addr),
+    /// Of `ports`, `spoof_drops`: an interface name.
+    Name(String),
+    /// Of `port_addrs`: interface, MAC (as `nft` prints it), address.
+    Binding(String, String, Ipv4Addr),
 }
 
-fn binding(interface: &str, mac: &str, address: Ipv4Addr) -> String {
-    format!("\"{interface}\" . {mac} . {address}")
+/// `NFPROTO_INET`, `NFPROTO_BRIDGE`.
+const NFPROTO_INET: u8 = 1;
+const NFPROTO_BRIDGE: u8 = 7;
+/// Netlink batches up to this many elements; `nft` beyond (the kernel takes
+/// a batch in one datagram of at most the socket's send buffer).
+const NETLINK_ELEMENTS: usize = 2_000;
+
+fn ifname_key(name: &str) -> Option<[u8; 16]> {
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes.len() >= 16 {
+        return None;
+    }
+    let mut key = [0u8; 16];
+    key[..bytes.len()].copy_from_slice(bytes);
+    Some(key)
+}
+
+fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for byte in &mut mac {
+        *byte = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+impl Element {
+    /// As `nft` spells it.
+    fn text(&self) -> String {
+        match self {
+            Element::Allow(a) => a.to_string(),
+            Element::Address(a) => a.to_string(),
+            Element::Name(n) => format!("\"{n}\""),
+            Element::Binding(n, mac, a) => format!("\"{n}\" . {mac} . {a}"),
+        }
+    }
+
+    /// As the kernel stores it: the key (and the interval's end for
+    /// `allow`), each field of a concatenation padded to 4 bytes, integers
+    /// in network order. `None` when it cannot be encoded.
+    fn key(&self) -> Option<(Vec<u8>, Option<Vec<u8>>)> {
+        match self {
+            Element::Allow(a) => {
+                let protocol = match a.protocol {
+                    Protocol::Tcp => 6u8,
+                    Protocol::Udp => 17,
+                    Protocol::Sctp => 132,
+                };
+                let key = |src: Ipv4Addr, dst: Ipv4Addr, port: u16| {
+                    let mut k = Vec::with_capacity(16);
+                    k.extend_from_slice(&src.octets());
+                    k.extend_from_slice(&dst.octets());
+                    k.extend_from_slice(&[protocol, 0, 0, 0]);
+                    k.extend_from_slice(&port.to_be_bytes());
+                    k.extend_from_slice(&[0, 0]);
+                    k
+                };
+                Some((
+                    key(a.src.first, a.dst.first, a.ports.0),
+                    Some(key(a.src.last, a.dst.last, a.ports.1)),
+                ))
+            }
+            Element::Address(a) => Some((a.octets().to_vec(), None)),
+            Element::Name(n) => Some((ifname_key(n)?.to_vec(), None)),
+            Element::Binding(n, mac, a) => {
+                let mut k = ifname_key(n)?.to_vec();
+                k.extend_from_slice(&parse_mac(mac)?);
+                k.extend_from_slice(&[0, 0]);
+                k.extend_from_slice(&a.octets());
+                Some((k, None))
+            }
+        }
+    }
+}
+
+/// The per-tenant elements of every set.
+#[derive(Debug, Default)]
+struct Elements {
+    allow: BTreeSet<Element>,
+    egress_drops: BTreeSet<Element>,
+    ingress_drops: BTreeSet<Element>,
+    port_addrs: BTreeSet<Element>,
+    ports: BTreeSet<Element>,
+    spoof_drops: BTreeSet<Element>,
+}
+
+/// What moves the loaded elements to the new ones.
+#[derive(Debug, Default)]
+struct Edits {
+    /// The `nft -f -` script.
+    script: String,
+    /// The same, for netlink; `None` when an element does not encode.
+    sets: Option<Vec<super::netlink::SetEdit>>,
+    added: usize,
+    deleted: usize,
 }
 
 impl Elements {
     fn of(r: &Ruleset) -> Elements {
-        let addresses: BTreeSet<String> = r.addr_elements().into_iter().collect();
-        let (names, bindings) = r.port_elements();
-        let names: BTreeSet<String> = names.into_iter().collect();
+        let addresses: BTreeSet<Element> = r
+            .ports
+            .iter()
+            .map(|p| Element::Address(p.address))
+            .collect();
+        let names: BTreeSet<Element> = r
+            .ports
+            .iter()
+            .map(|p| Element::Name(p.interface.clone()))
+            .collect();
         Elements {
-            allow: r.allow.iter().map(ToString::to_string).collect(),
+            allow: r.allow.iter().copied().map(Element::Allow).collect(),
             egress_drops: addresses.clone(),
             ingress_drops: addresses,
-            port_addrs: bindings.into_iter().collect(),
+            port_addrs: r
+                .ports
+                .iter()
+                .map(|p| Element::Binding(p.interface.clone(), format_mac(p.mac), p.address))
+                .collect(),
             ports: names.clone(),
             spoof_drops: names,
         }
     }
 
     fn of_state(s: &FirewallState) -> Elements {
-        let quoted = |name: &String| format!("\"{name}\"");
         Elements {
-            allow: s.allow.iter().map(ToString::to_string).collect(),
-            egress_drops: s.egress_drops.keys().map(ToString::to_string).collect(),
-            ingress_drops: s.ingress_drops.keys().map(ToString::to_string).collect(),
+            allow: s.allow.iter().copied().map(Element::Allow).collect(),
+            egress_drops: s
+                .egress_drops
+                .keys()
+                .copied()
+                .map(Element::Address)
+                .collect(),
+            ingress_drops: s
+                .ingress_drops
+                .keys()
+                .copied()
+                .map(Element::Address)
+                .collect(),
             port_addrs: s
                 .port_addrs
                 .iter()
-                .map(|(name, mac, address)| binding(name, mac, *address))
+                .map(|(name, mac, address)| Element::Binding(name.clone(), mac.clone(), *address))
                 .collect(),
-            ports: s.ports.iter().map(quoted).collect(),
-            spoof_drops: s.spoof_drops.keys().map(quoted).collect(),
+            ports: s.ports.iter().cloned().map(Element::Name).collect(),
+            spoof_drops: s.spoof_drops.keys().cloned().map(Element::Name).collect(),
         }
     }
 
-    /// The script from `self` to `new` in table `t`, with the elements it
-    /// adds and deletes.
-    fn edits(&self, new: &Elements, t: &str) -> (String, usize, usize) {
-        let mut out = String::new();
-        let (mut added, mut deleted) = (0, 0);
+    /// What moves `self` to `new` in table `t`.
+    fn edits(&self, new: &Elements, t: &str) -> Edits {
+        let mut out = Edits {
+            sets: Some(Vec::new()),
+            ..Edits::default()
+        };
         let sets = [
             ("inet", "allow", &self.allow, &new.allow),
             (
@@ -1030,31 +1155,75 @@ impl Elements {
             ("bridge", "spoof_drops", &self.spoof_drops, &new.spoof_drops),
         ];
         for (family, set, old, new) in sets {
-            let gone: Vec<&String> = old.difference(new).collect();
-            let more: Vec<&String> = new.difference(old).collect();
+            let gone: Vec<&Element> = old.difference(new).collect();
+            let more: Vec<&Element> = new.difference(old).collect();
+            let text = |items: &[&Element]| {
+                items
+                    .iter()
+                    .map(|e| e.text())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
             if !gone.is_empty() {
                 let _ = writeln!(
-                    out,
+                    out.script,
                     "delete element {family} {t} {set} {{ {} }}",
-                    join(&gone)
+                    text(&gone)
                 );
             }
             if !more.is_empty() {
-                let _ = writeln!(out, "add element {family} {t} {set} {{ {} }}", join(&more));
+                let _ = writeln!(
+                    out.script,
+                    "add element {family} {t} {set} {{ {} }}",
+                    text(&more)
+                );
             }
-            added += more.len();
-            deleted += gone.len();
+            out.added += more.len();
+            out.deleted += gone.len();
+            if gone.is_empty() && more.is_empty() {
+                continue;
+            }
+            let keys =
+                |items: &[&Element]| items.iter().map(|e| e.key()).collect::<Option<Vec<_>>>();
+            out.sets = match (out.sets.take(), keys(&gone), keys(&more)) {
+                (Some(mut sets), Some(delete), Some(add)) => {
+                    sets.push(super::netlink::SetEdit {
+                        family: if family == "inet" {
+                            NFPROTO_INET
+                        } else {
+                            NFPROTO_BRIDGE
+                        },
+                        set,
+                        delete,
+                        add,
+                    });
+                    Some(sets)
+                }
+                _ => None,
+            };
         }
-        (out, added, deleted)
+        out
     }
 }
 
-fn join<T: std::fmt::Display>(items: &[T]) -> String {
-    items
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
+/// Applies `edits` to `table` in one transaction: over nfnetlink (no `nft`
+/// exec, no cache fetch) when every element encodes and the batch is small,
+/// else with `nft -f -`.
+fn push(table: &str, edits: &Edits) -> Result<(), FirewallError> {
+    if edits.script.is_empty() {
+        return Ok(());
+    }
+    match &edits.sets {
+        Some(sets) if edits.added + edits.deleted <= NETLINK_ELEMENTS => {
+            super::netlink::Netlink::open_netfilter()
+                .and_then(|mut socket| socket.edit_set_elements(table, sets))
+                .map_err(|source| FirewallError::Netlink {
+                    table: table.to_owned(),
+                    source,
+                })
+        }
+        _ => nft(&edits.script),
+    }
 }
 
 fn set(
@@ -1112,11 +1281,14 @@ pub fn apply(ruleset: &Ruleset) -> Result<(), FirewallError> {
 /// is all that changed, else a full atomic replacement. Returns whether it
 /// was incremental.
 pub fn update(old: &Ruleset, new: &Ruleset) -> Result<bool, FirewallError> {
-    match old.delta(new) {
-        Some(script) if script.is_empty() => Ok(true),
-        Some(script) => nft(&script).map(|()| true),
-        None => apply(new).map(|()| false),
+    if !old.same_shape(new) {
+        return apply(new).map(|()| false);
     }
+    push(
+        &new.table,
+        &Elements::of(old).edits(&Elements::of(new), &new.table),
+    )
+    .map(|()| true)
 }
 
 /// How [`load`] brings the tables to a ruleset.
@@ -1253,16 +1425,12 @@ pub fn load(instance: &Instance, expected: &Ruleset) -> Result<Load, FirewallErr
     let record = LoadRecord::read(instance);
     let reason = match how(Some(expected), &state, record.as_ref()) {
         Load::Elements { .. } => {
-            let (script, added, deleted) = expected.delta_from(&state);
-            match if script.is_empty() {
-                Ok(())
-            } else {
-                nft(&script)
-            } {
+            let edits = expected.edits_from(&state);
+            match push(&expected.table, &edits) {
                 Ok(()) => {
                     return Ok(Load::Elements {
-                        added: Some(added),
-                        deleted: Some(deleted),
+                        added: Some(edits.added),
+                        deleted: Some(edits.deleted),
                     });
                 }
                 Err(e) => format!("the element transaction failed: {e}"),
