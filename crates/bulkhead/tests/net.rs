@@ -1041,3 +1041,47 @@ fn a_tenant_beyond_its_connection_share_is_refused_and_others_still_connect() {
     assert_eq!(again, "open", "closing frees the share");
     let _ = flood.wait();
 }
+
+/// Tracked connections from or to `address` in the host's conntrack table.
+fn tracked(address: &str) -> usize {
+    let address: std::net::Ipv4Addr = address.parse().expect("address");
+    bulkhead_node::net::conntrack::count(&[address].into_iter().collect())
+        .expect("conntrack")
+        .get(&address)
+        .copied()
+        .unwrap_or(0)
+}
+
+#[test]
+fn offboarding_deletes_the_tenants_tracked_connections() {
+    require_root!();
+    let mut instance = Instance::new();
+    // A tenant that uses the shared `edge` service: nobody else names it, so it can go.
+    std::fs::write(
+        instance.specs.path().join("tenants/client.yaml"),
+        "apiVersion: bulkhead.dev/v1alpha1\nkind: Tenant\nmetadata:\n  name: client\nspec:\n  owners: [client@example.com]\n  quota: { memory: 256Mi, pids: 64, storage: 64Mi }\n  network:\n    egress:\n      - to: [{ service: edge }]\n",
+    )
+    .expect("write tenant");
+    instance.apply();
+    let (client, ingress) = (
+        instance.address_of("client"),
+        instance.address_of("ingress"),
+    );
+    instance.serve_command("ingress", &["/usr/bin/python3", "-c", ECHO, "8443"]);
+    instance.wait_until_connects("client", &ingress, 8443);
+    let mut held = Held::open(&instance, "client", &ingress, 8443);
+    assert_eq!(held.exchange("hello"), "echo hello");
+    assert!(tracked(&client) >= 1, "the connection is tracked");
+    instance.remove_tenant("client");
+    let output = instance.apply_output();
+    assert!(
+        output.contains("cut client's"),
+        "offboarding cuts the tracked connections:\n{output}"
+    );
+    assert_eq!(
+        tracked(&client),
+        0,
+        "no entry of the released address is left for a later tenant to inherit"
+    );
+    drop(held);
+}
