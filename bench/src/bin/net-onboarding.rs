@@ -1,6 +1,6 @@
 //! Benchmark: network onboarding per tenant at N = 10, 100, 1,000 tenants, through
 //! the library (`link::ensure_tenant` over netlink, then the tenant's own firewall
-//! elements with `firewall::update`, one `nft` transaction) against the equivalent
+//! elements with `firewall::update`, one nfnetlink batch) against the equivalent
 //! shell commands (one `ip` exec per step, the same `nft -f -` script), each on a
 //! fresh instance. Plain network namespaces stand in for sandboxes (made with one
 //! `ip -batch` before the clock starts); the firewall is the one the policy engine
@@ -91,7 +91,7 @@ fn run() -> Result<(), String> {
             "| {} | {} | {} | {} | {} | {} | {:.2} s | {} |",
             r.n,
             if r.method == Method::Library {
-                "library (netlink + nft delta)"
+                "library (netlink + nfnetlink elements)"
             } else {
                 "shell (ip per step + nft)"
             },

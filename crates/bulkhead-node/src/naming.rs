@@ -175,6 +175,13 @@ impl Instance {
         self.state_dir.join("resolver").join("resolver.log")
     }
 
+    /// What the last full firewall load left in the kernel (rules, chains, set
+    /// declarations), so that later loads can verify the tables before editing
+    /// only their elements.
+    pub fn firewall_record(&self) -> PathBuf {
+        self.state_dir.join("firewall.loaded")
+    }
+
     /// The instance bridge's name.
     pub fn bridge(&self) -> String {
         format!("{}-br", self.prefix)

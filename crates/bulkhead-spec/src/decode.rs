@@ -1437,6 +1437,12 @@ fn platform_spec(cx: &mut Cx<'_>, node: Option<(&Node, String)>) -> PlatformSpec
         if let Some(v) = net.get(cx, "nat").and_then(|(n, p)| boolean(cx, n, &p)) {
             spec.network.nat = v;
         }
+        if let Some(v) = net
+            .get(cx, "connectionsPerTenant")
+            .and_then(|(n, p)| u32_in(cx, n, &p, 1, 100_000_000))
+        {
+            spec.network.connections_per_tenant = v;
+        }
         net.finish(cx);
     }
     spec.shared_services = fields
@@ -1488,6 +1494,7 @@ pub fn default_platform_spec() -> PlatformSpec {
             host_ports: Vec::new(),
             allow_link_local: false,
             nat: false,
+            connections_per_tenant: defaults::CONNECTIONS_PER_TENANT,
         },
         shared_services: Vec::new(),
         admins: Vec::new(),

@@ -26,6 +26,11 @@ pub fn key_source() -> KeySource {
 /// DNS resolver when the platform file names none: none (the bridge address is used).
 pub const DNS: Option<IpAddr> = None;
 
+/// Connections each tenant may have tracked at once (the host's conntrack table
+/// is shared; `nf_conntrack_max` is often 262,144): what a platform that names no
+/// `network.connectionsPerTenant` gets.
+pub const CONNECTIONS_PER_TENANT: u32 = 16_384;
+
 /// Tenant CPU weight (cgroup v2 scale; v1 shares are derived from it).
 pub const CPU_WEIGHT: u32 = 100;
 /// Tenant memory ceiling.

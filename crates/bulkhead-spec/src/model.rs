@@ -547,6 +547,11 @@ pub struct PlatformNetwork {
     pub allow_link_local: bool,
     /// Masquerade traffic that leaves the host (only where a tenant rule allows it).
     pub nat: bool,
+    /// Connections each tenant may have tracked at once (new ones beyond are
+    /// refused), so that no tenant fills the host's shared conntrack table. One
+    /// value for all tenants (the host firewall's rule count stays constant);
+    /// default 16384.
+    pub connections_per_tenant: u32,
 }
 
 /// A service tenants may be granted with a `service:` peer.

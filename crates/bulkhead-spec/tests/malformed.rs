@@ -864,3 +864,25 @@ fn kubernetes_settings_and_gitops_round_trip() {
         bulkhead_spec::load_str("canonical.yaml", &yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
     assert_eq!(again, desired);
 }
+
+#[test]
+fn connections_per_tenant_out_of_range() {
+    let platform = |value: &str| {
+        one(format!(
+            "apiVersion: bulkhead.dev/v1alpha1\nkind: Platform\nmetadata:\n  name: p\nspec:\n  network:\n    connectionsPerTenant: {value}\n"
+        ))
+    };
+    expect(
+        platform("0"),
+        &[
+            "t.yaml:7:27: spec.network.connectionsPerTenant: 0 is out of range (expected 1-100000000)",
+        ],
+    );
+    expect(
+        platform("many"),
+        &[
+            "spec.network.connectionsPerTenant: found",
+            "(expected an integer 1-100000000)",
+        ],
+    );
+}

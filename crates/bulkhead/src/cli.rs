@@ -172,7 +172,9 @@ Examples:
         all_rows: bool,
     },
 
-    /// Freeze every process of a tenant (a new revision with state: suspended).
+    /// Freeze every process of a tenant and cut its network: the firewall drops its
+    /// elements and its tracked connections are deleted (a new revision with state:
+    /// suspended).
     #[command(after_help = "Examples:
   bulkhead suspend web
   bulkhead suspend web --evict-key   # also remove the volume key from the kernel")]

@@ -657,3 +657,431 @@ fn suspend_cuts_the_network_and_resume_restores_it() {
     instance.cmd().args(["resume", "db"]).assert().success();
     assert!(instance.connects("web", &db, 5432), "restored");
 }
+
+/// An echo server on `port` (TCP), for a tenant's sandbox.
+const ECHO: &str = r#"
+import socket, sys, threading
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('0.0.0.0', int(sys.argv[1])))
+s.listen(64)
+def serve(c):
+    while True:
+        d = c.recv(4096)
+        if not d:
+            break
+        c.sendall(d)
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
+/// One TCP connection held open: each line on stdin is sent and its echo awaited
+/// (5 s at most); prints `echo LINE` or `failed REASON`.
+const HOLD: &str = r#"
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+print('connected', flush=True)
+for line in sys.stdin:
+    try:
+        s.sendall(line.encode())
+        got = b''
+        while not got.endswith(b'\n'):
+            d = s.recv(4096)
+            if not d:
+                raise EOFError('closed')
+            got += d
+        print('echo ' + got.decode().strip(), flush=True)
+    except Exception as e:
+        print('failed ' + type(e).__name__, flush=True)
+"#;
+
+impl Instance {
+    /// Starts `argv` in `tenant`'s sandbox in the background.
+    fn serve_command(&mut self, tenant: &str, argv: &[&str]) {
+        let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("bulkhead"))
+            .env("BULKHEAD_STATE_ROOT", self.state.path())
+            .env("BULKHEAD_INSTANCE", &self.prefix)
+            .args(["run", tenant, "--"])
+            .args(argv)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("server");
+        self.servers.push(child);
+    }
+
+    /// Waits (10 s at most) until `from` connects to `address:port`.
+    fn wait_until_connects(&self, from: &str, address: &str, port: u16) {
+        for _ in 0..20 {
+            if self.connects(from, address, port) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        panic!("{from} never reached {address}:{port}");
+    }
+
+    /// `apply`, returning what it printed.
+    fn apply_output(&self) -> String {
+        let output = self
+            .cmd()
+            .arg("apply")
+            .arg(self.specs.path())
+            .output()
+            .expect("apply");
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "apply failed:\n{text}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        text
+    }
+
+    fn table(&self) -> String {
+        format!("bulkhead_{}", self.prefix)
+    }
+
+    /// The kernel's `egress_drops` counter element of `address` (packets), if any.
+    fn egress_drops(&self, address: &str) -> Option<u64> {
+        let output = std::process::Command::new("nft")
+            .args(["-j", "list", "set", "inet", &self.table(), "egress_drops"])
+            .output()
+            .expect("nft");
+        let value: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
+        value["nftables"]
+            .as_array()?
+            .iter()
+            .filter_map(|item| item["set"]["elem"].as_array())
+            .flatten()
+            .find(|e| e["elem"]["val"] == address)
+            .and_then(|e| e["elem"]["counter"]["packets"].as_u64())
+    }
+
+    /// Writes a small tenant with DNS only, as `tenants/<name>.yaml`.
+    fn add_tenant(&self, name: &str) {
+        let text = format!(
+            "apiVersion: bulkhead.dev/v1alpha1\nkind: Tenant\nmetadata:\n  name: {name}\nspec:\n  owners: [{name}@example.com]\n  profile: restricted\n  quota: {{ memory: 256Mi, pids: 64, storage: 64Mi }}\n  network:\n    egress:\n      - to: [{{ dns: true }}]\n"
+        );
+        std::fs::write(self.specs.path().join(format!("tenants/{name}.yaml")), text)
+            .expect("write tenant");
+    }
+
+    fn remove_tenant(&self, name: &str) {
+        std::fs::remove_file(self.specs.path().join(format!("tenants/{name}.yaml")))
+            .expect("remove tenant");
+    }
+}
+
+/// A TCP connection held from inside a tenant's network namespace by a process
+/// outside its cgroups (so that suspending the tenant does not freeze it).
+struct Held {
+    child: Child,
+    lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+}
+
+impl Held {
+    fn open(instance: &Instance, from: &str, address: &str, port: u16) -> Held {
+        // nsenter joins the network namespace only: `ip netns exec` would copy the
+        // host's mounts (tenant volumes included) into a mount namespace of its own
+        // and keep their loop devices busy.
+        let netns = format!("--net=/run/netns/{}-{from}", instance.prefix);
+        let mut child = std::process::Command::new("nsenter")
+            .args([&netns, "python3", "-c", HOLD, address])
+            .arg(port.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("client");
+        use std::io::BufRead as _;
+        let mut lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let first = lines.next().and_then(Result::ok).unwrap_or_default();
+        assert_eq!(first, "connected");
+        Held { child, lines }
+    }
+
+    /// Sends `word` and returns the client's verdict (`echo word` or `failed …`).
+    fn exchange(&mut self, word: &str) -> String {
+        use std::io::Write as _;
+        let stdin = self.child.stdin.as_mut().expect("stdin");
+        writeln!(stdin, "{word}").expect("write");
+        stdin.flush().expect("flush");
+        self.lines
+            .next()
+            .and_then(Result::ok)
+            .unwrap_or_else(|| "failed client exited".to_owned())
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn onboarding_and_offboarding_edit_only_their_own_elements() {
+    require_root!();
+    let mut instance = Instance::new();
+    instance.add_tenant("extra1");
+    let first = instance.apply_output();
+    assert!(
+        first.contains("full atomic replacement (nothing loaded yet)"),
+        "the first load is whole:\n{first}"
+    );
+    let (web, db, ingress) = (
+        instance.address_of("web"),
+        instance.address_of("db"),
+        instance.address_of("ingress"),
+    );
+    instance.serve_command("db", &["/usr/bin/python3", "-c", ECHO, "5432"]);
+    instance.wait_until_connects("web", &db, 5432);
+    let mut held = Held::open(&instance, "web", &db, 5432);
+    assert_eq!(held.exchange("one"), "echo one");
+    // Denied attempts from web count in its egress_drops element.
+    assert!(!instance.connects("web", &ingress, 8443));
+    assert!(!instance.connects("web", &ingress, 8443));
+    let drops = instance.egress_drops(&web).expect("web's counter");
+    assert!(drops > 0, "web's denied attempts are counted");
+
+    // Onboard one tenant and offboard another in one apply.
+    instance.remove_tenant("extra1");
+    instance.add_tenant("extra2");
+    let plan = instance.plan();
+    assert!(
+        plan.contains("incremental, set elements only"),
+        "plan says it will edit elements only:\n{plan}"
+    );
+    let second = instance.apply_output();
+    assert!(
+        second.contains("incremental, set elements only (+"),
+        "apply says it edited elements only:\n{second}"
+    );
+    assert!(!second.contains("full atomic replacement"), "{second}");
+    let after = instance.egress_drops(&web).expect("web's counter");
+    assert!(
+        after >= drops,
+        "web's counter survived the edit ({drops} -> {after})"
+    );
+    assert_eq!(
+        held.exchange("two"),
+        "echo two",
+        "the connection between untouched tenants carries data"
+    );
+    assert!(instance.connects("web", &db, 5432), "new connections too");
+    let extra2 = instance.address_of("extra2");
+    assert!(
+        instance.egress_drops(&extra2).is_some(),
+        "the new tenant has its elements"
+    );
+
+    // Drift: a flushed table gets the full repair, and a full load starts the
+    // counters from zero (what the incremental path avoided).
+    let status = std::process::Command::new("nft")
+        .args(["flush", "table", "inet", &instance.table()])
+        .status()
+        .expect("nft");
+    assert!(status.success());
+    let repaired = instance.apply_output();
+    assert!(
+        repaired.contains("full atomic replacement (the loaded rules differ"),
+        "drift is repaired whole:\n{repaired}"
+    );
+    assert_eq!(instance.egress_drops(&web), Some(0), "a full load resets");
+    assert!(!instance.connects("web", &ingress, 8443), "denied again");
+}
+
+#[test]
+fn suspend_cuts_established_connections_and_resume_lets_new_ones_through() {
+    require_root!();
+    let mut instance = Instance::new();
+    instance.apply();
+    let db = instance.address_of("db");
+    instance.serve_command("db", &["/usr/bin/python3", "-c", ECHO, "5432"]);
+    instance.wait_until_connects("web", &db, 5432);
+    // Held from web's namespace by a process outside web's cgroups: suspending web
+    // freezes its workloads, not this client, so only the network can stop it.
+    let mut held = Held::open(&instance, "web", &db, 5432);
+    assert_eq!(held.exchange("before"), "echo before");
+    let output = instance
+        .cmd()
+        .args(["suspend", "web"])
+        .output()
+        .expect("suspend");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}");
+    assert!(
+        text.contains("cut web's"),
+        "suspend cuts web's tracked connections:\n{text}"
+    );
+    let after = held.exchange("after");
+    assert!(
+        after.starts_with("failed"),
+        "the established connection is cut (5 s at most), got {after:?}"
+    );
+    instance.cmd().args(["resume", "web"]).assert().success();
+    let mut fresh = Held::open(&instance, "web", &db, 5432);
+    assert_eq!(
+        fresh.exchange("resumed"),
+        "echo resumed",
+        "new connections pass"
+    );
+}
+
+/// Opens `count` TCP connections to `address:port` and holds them; prints how many
+/// opened, were refused or failed otherwise; after a line on stdin closes them,
+/// waits for conntrack to see them closed and prints whether one more opens.
+const FLOOD: &str = r#"
+import socket, sys, time
+address, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+held, refused, other = [], 0, 0
+for _ in range(count):
+    s = socket.socket()
+    s.settimeout(3)
+    try:
+        s.connect((address, port))
+        held.append(s)
+    except ConnectionRefusedError:
+        refused += 1
+    except Exception:
+        other += 1
+print(len(held), refused, other, flush=True)
+sys.stdin.readline()
+for s in held:
+    s.close()
+time.sleep(1)
+s = socket.socket()
+s.settimeout(3)
+try:
+    s.connect((address, port))
+    print('open', flush=True)
+except Exception as e:
+    print('closed', type(e).__name__, flush=True)
+"#;
+
+#[test]
+fn a_tenant_beyond_its_connection_share_is_refused_and_others_still_connect() {
+    require_root!();
+    const CAP: usize = 20;
+    let mut instance = Instance::with_platform(|text| {
+        text.replacen(
+            "connectionsPerTenant: 16384",
+            &format!("connectionsPerTenant: {CAP}"),
+            1,
+        )
+    });
+    instance.apply();
+    let (web, db) = (instance.address_of("web"), instance.address_of("db"));
+    instance.serve_command("db", &["/usr/bin/python3", "-c", ECHO, "5432"]);
+    instance.serve("web", "app");
+    instance.wait_until_connects("web", &db, 5432);
+    instance.wait_until_connects("ingress", &web, 8080);
+
+    // The rule is in the kernel, with the platform's number.
+    let listed = std::process::Command::new("nft")
+        .args(["list", "chain", "inet", &instance.table(), "from_tenant"])
+        .output()
+        .expect("nft");
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.contains(&format!("ct count over {CAP}")),
+        "the cap is loaded:\n{listed}"
+    );
+
+    let mut flood = std::process::Command::new(assert_cmd::cargo::cargo_bin("bulkhead"))
+        .env("BULKHEAD_STATE_ROOT", instance.state.path())
+        .env("BULKHEAD_INSTANCE", &instance.prefix)
+        .args([
+            "run",
+            "web",
+            "--",
+            "/usr/bin/python3",
+            "-c",
+            FLOOD,
+            &db,
+            "5432",
+        ])
+        .arg((CAP + 10).to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("flood");
+    use std::io::{BufRead as _, Write as _};
+    let mut lines = std::io::BufReader::new(flood.stdout.take().expect("stdout")).lines();
+    let counts: Vec<usize> = lines
+        .next()
+        .and_then(Result::ok)
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    let [opened, refused, other] = counts[..] else {
+        panic!("unexpected flood output {counts:?}");
+    };
+    eprintln!("web with a share of {CAP}: {opened} opened, {refused} refused, {other} other");
+    // The probes before may still hold an entry or two on their way to TIME_WAIT.
+    assert!(
+        opened <= CAP && opened + 2 >= CAP,
+        "web opens at most its share: {opened} of {}",
+        CAP + 10
+    );
+    assert!(
+        refused >= 10 && other == 0,
+        "the excess is refused: {refused} refused, {other} other failures"
+    );
+    // While web holds its share, another tenant still connects (to web, even).
+    assert!(
+        instance.connects("ingress", &web, 8080),
+        "ingress still connects"
+    );
+    writeln!(flood.stdin.as_mut().expect("stdin")).expect("release");
+    let again = lines.next().and_then(Result::ok).unwrap_or_default();
+    assert_eq!(again, "open", "closing frees the share");
+    let _ = flood.wait();
+}
+
+/// Tracked connections from or to `address` in the host's conntrack table.
+fn tracked(address: &str) -> usize {
+    let address: std::net::Ipv4Addr = address.parse().expect("address");
+    bulkhead_node::net::conntrack::count(&[address].into_iter().collect())
+        .expect("conntrack")
+        .get(&address)
+        .copied()
+        .unwrap_or(0)
+}
+
+#[test]
+fn offboarding_deletes_the_tenants_tracked_connections() {
+    require_root!();
+    let mut instance = Instance::new();
+    // A tenant that uses the shared `edge` service: nobody else names it, so it can go.
+    std::fs::write(
+        instance.specs.path().join("tenants/client.yaml"),
+        "apiVersion: bulkhead.dev/v1alpha1\nkind: Tenant\nmetadata:\n  name: client\nspec:\n  owners: [client@example.com]\n  quota: { memory: 256Mi, pids: 64, storage: 64Mi }\n  network:\n    egress:\n      - to: [{ service: edge }]\n",
+    )
+    .expect("write tenant");
+    instance.apply();
+    let (client, ingress) = (
+        instance.address_of("client"),
+        instance.address_of("ingress"),
+    );
+    instance.serve_command("ingress", &["/usr/bin/python3", "-c", ECHO, "8443"]);
+    instance.wait_until_connects("client", &ingress, 8443);
+    let mut held = Held::open(&instance, "client", &ingress, 8443);
+    assert_eq!(held.exchange("hello"), "echo hello");
+    assert!(tracked(&client) >= 1, "the connection is tracked");
+    instance.remove_tenant("client");
+    let output = instance.apply_output();
+    assert!(
+        output.contains("cut client's"),
+        "offboarding cuts the tracked connections:\n{output}"
+    );
+    assert_eq!(
+        tracked(&client),
+        0,
+        "no entry of the released address is left for a later tenant to inherit"
+    );
+    drop(held);
+}

@@ -455,7 +455,7 @@ impl Host {
             | Action::ReleaseIds { .. }
             | Action::AllocateAddress { .. }
             | Action::ReleaseAddress { .. }
-            | Action::ApplyFirewall => {
+            | Action::ApplyFirewall { .. } => {
                 return Err(HostError::NotAHostAction(action.verb().to_owned()));
             }
             Action::EnsureBridge => {
@@ -479,6 +479,15 @@ impl Host {
             }
             Action::ShapeTenant { caps, .. } => {
                 shape::ensure(&self.instance, &tenant, caps).map_err(|e| net_error(&tenant, e))?;
+            }
+            Action::CutConnections { .. } => {
+                let address = secrets
+                    .address(&tenant)
+                    .map_err(|message| HostError::Secret {
+                        tenant: tenant.clone(),
+                        message,
+                    })?;
+                crate::net::conntrack::cut(address).map_err(|e| net_error(&tenant, e))?;
             }
             Action::UnwireTenant { .. } => {
                 // Deleting the veth and the ifb device takes their qdiscs with them; asking

@@ -71,6 +71,9 @@ pub struct TenantSeen {
     pub link_exists: bool,
     /// The bandwidth caps in force equal the desired ones.
     pub shaped: bool,
+    /// Connections the host's conntrack table tracks from or to its address (read
+    /// only for tenants that are suspended or offboarded; 0 otherwise).
+    pub connections: usize,
 }
 
 /// What the host shows of the instance's shared network objects.
@@ -87,6 +90,9 @@ pub struct NetworkSeen {
     /// The resolver runs on the zone the desired state compiles to (or does not run
     /// when the platform names another resolver).
     pub resolver_in_sync: bool,
+    /// How loading the firewall would go: set elements only when the loaded rules
+    /// verify against the last full load, else a full replacement.
+    pub firewall_load: crate::net::firewall::Load,
 }
 
 /// One idempotent step. Store steps (ids, keys) run in the caller, host steps in
@@ -122,7 +128,19 @@ pub enum Action {
         summary: String,
     },
     /// Load the firewall compiled from the policy engine (atomic; element-only when it can).
-    ApplyFirewall,
+    ApplyFirewall {
+        /// Set elements only, or the whole tables (and why).
+        load: crate::net::firewall::Load,
+    },
+    /// Delete the conntrack entries from or to the tenant's address, so that its
+    /// established connections meet the firewall's default deny (suspension,
+    /// offboarding).
+    CutConnections {
+        /// Tenant.
+        tenant: String,
+        /// How many were tracked when observed.
+        connections: usize,
+    },
     /// Remove the tenant's veth and shaping device.
     UnwireTenant {
         /// Tenant.
@@ -241,7 +259,7 @@ impl Action {
     pub fn tenant(&self) -> &str {
         match self {
             Action::EnsureBridge
-            | Action::ApplyFirewall
+            | Action::ApplyFirewall { .. }
             | Action::RemoveNetwork
             | Action::StartResolver
             | Action::StopResolver => "",
@@ -249,6 +267,7 @@ impl Action {
             | Action::WireTenant { tenant }
             | Action::ShapeTenant { tenant, .. }
             | Action::UnwireTenant { tenant }
+            | Action::CutConnections { tenant, .. }
             | Action::ReleaseAddress { tenant } => tenant,
             Action::AllocateIds { tenant }
             | Action::CreateKey { tenant }
@@ -276,8 +295,9 @@ impl Action {
             Action::EnsureBridge => "ensure-bridge",
             Action::WireTenant { .. } => "wire-tenant",
             Action::ShapeTenant { .. } => "shape-tenant",
-            Action::ApplyFirewall => "apply-firewall",
+            Action::ApplyFirewall { .. } => "apply-firewall",
             Action::UnwireTenant { .. } => "unwire-tenant",
+            Action::CutConnections { .. } => "cut-connections",
             Action::ReleaseAddress { .. } => "release-address",
             Action::RemoveNetwork => "remove-network",
             Action::StartResolver => "start-resolver",
@@ -314,11 +334,18 @@ impl fmt::Display for Action {
             Action::ShapeTenant {
                 tenant, summary, ..
             } => write!(f, "cap {tenant}'s bandwidth: {summary}"),
-            Action::ApplyFirewall => write!(
+            Action::ApplyFirewall { load } => write!(
                 f,
-                "load the default-deny firewall compiled from the policy engine"
+                "load the default-deny firewall compiled from the policy engine: {load}"
             ),
             Action::UnwireTenant { tenant } => write!(f, "remove {tenant}'s network link"),
+            Action::CutConnections {
+                tenant,
+                connections,
+            } => write!(
+                f,
+                "cut {tenant}'s {connections} tracked connection(s) (conntrack entries from or to its address)"
+            ),
             Action::ReleaseAddress { tenant } => write!(f, "release {tenant}'s address"),
             Action::RemoveNetwork => write!(f, "remove the instance bridge and firewall"),
             Action::StartResolver => write!(
@@ -545,7 +572,21 @@ pub fn plan(
         )
     });
     if !desired.is_empty() && (!network.firewall_in_sync || tenants_changed || offboarded) {
-        actions.push(Action::ApplyFirewall);
+        actions.push(Action::ApplyFirewall {
+            load: network.firewall_load.clone(),
+        });
+    }
+    // After the firewall has dropped a suspended tenant's elements: its tracked
+    // connections would otherwise keep flowing (`ct state established` comes first).
+    for target in desired.iter().filter(|t| t.suspended) {
+        if let Some(seen) = seen.get(&target.name)
+            && seen.connections > 0
+        {
+            actions.push(Action::CutConnections {
+                tenant: target.name.clone(),
+                connections: seen.connections,
+            });
+        }
     }
     if !desired.is_empty() && !network.resolver_in_sync {
         actions.push(Action::StartResolver);
@@ -577,6 +618,14 @@ pub fn offboard(tenant: &str, seen: &TenantSeen) -> Vec<Action> {
     if seen.link_exists {
         actions.push(Action::UnwireTenant {
             tenant: tenant.clone(),
+        });
+    }
+    // Before the address is released: a tenant given it later must not inherit
+    // these entries.
+    if seen.connections > 0 {
+        actions.push(Action::CutConnections {
+            tenant: tenant.clone(),
+            connections: seen.connections,
         });
     }
     if seen.limits.is_some() || !seen.workloads.is_empty() {
@@ -629,6 +678,7 @@ mod tests {
             firewall_in_sync: true,
             resolver_running: true,
             resolver_in_sync: true,
+            firewall_load: crate::net::firewall::Load::default(),
         }
     }
 
@@ -649,6 +699,7 @@ mod tests {
             wired: true,
             link_exists: true,
             shaped: true,
+            connections: 0,
         }
     }
 
@@ -719,6 +770,30 @@ mod tests {
             .map(Action::verb)
             .collect();
         assert_eq!(verbs, ["freeze", "lock-volume", "apply-firewall"]);
+    }
+
+    #[test]
+    fn suspension_cuts_tracked_connections_after_the_firewall() {
+        let mut t = target("web");
+        t.suspended = true;
+        let mut seen = converged(&t);
+        seen.connections = 3;
+        let verbs: Vec<&str> = plan(&[t], &BTreeMap::from([("web".to_owned(), seen)]), &net_ok())
+            .iter()
+            .map(Action::verb)
+            .collect();
+        assert_eq!(verbs, ["freeze", "apply-firewall", "cut-connections"]);
+    }
+
+    #[test]
+    fn offboarding_cuts_tracked_connections_before_releasing_the_address() {
+        let t = target("old");
+        let mut seen = converged(&t);
+        seen.connections = 1;
+        let verbs: Vec<&str> = offboard("old", &seen).iter().map(Action::verb).collect();
+        let cut = verbs.iter().position(|v| *v == "cut-connections");
+        let release = verbs.iter().position(|v| *v == "release-address");
+        assert!(cut.is_some() && cut < release, "{verbs:?}");
     }
 
     #[test]

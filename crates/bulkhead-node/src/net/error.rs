@@ -166,6 +166,24 @@ pub enum FirewallError {
     /// `nft -j` printed something we cannot read.
     #[error("cannot read nft's JSON output: {0}")]
     Json(String),
+    /// A set element batch over nfnetlink failed (the kernel applied none of it).
+    #[error("editing the set elements of table {table} over nfnetlink: {source}")]
+    Netlink {
+        /// The table.
+        table: String,
+        /// The kernel's answer.
+        #[source]
+        source: io::Error,
+    },
+    /// The record of the last full load could not be written.
+    #[error("write {}: {source}", path.display())]
+    Record {
+        /// The record file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
     /// Bridged IPv4 would bypass the `inet` table.
     #[error(
         "net.bridge.bridge-nf-call-iptables is {value:?} (expected 1: without it bridged tenant traffic skips the inet table)"

@@ -199,6 +199,9 @@ pub struct Ruleset {
     pub nat: bool,
     /// Let 169.254.0.0/16 through where rules allow it.
     pub allow_link_local: bool,
+    /// New connections from a tenant beyond this many tracked ones are refused
+    /// (`platform.spec.network.connectionsPerTenant`).
+    pub connections_per_tenant: u32,
     /// Where the firewall is narrower than the engine, or cannot enforce it.
     pub deviations: Vec<Deviation>,
 }
@@ -584,6 +587,7 @@ pub fn compile(
         host_ports,
         nat: network.nat,
         allow_link_local: network.allow_link_local,
+        connections_per_tenant: network.connections_per_tenant,
         deviations,
     })
 }
@@ -748,11 +752,24 @@ impl Ruleset {
             true,
             &self.addr_elements(),
         );
+        // One connection count per tenant address, kept by the kernel in the
+        // dynamic set's elements (nft_connlimit): the rule is the same for every
+        // tenant, only the elements grow.
+        let tenants = 1u64 << (32 - u32::from(self.range.prefix_len()));
+        let _ = writeln!(
+            o,
+            "\tset tenant_conns {{\n\t\ttype ipv4_addr\n\t\tsize {}\n\t\tflags dynamic\n\t}}",
+            tenants.clamp(1, 1 << 24)
+        );
         let link_local = if self.allow_link_local {
             String::new()
         } else {
             format!("\t\tip daddr {LINK_LOCAL} drop\n")
         };
+        let cap = format!(
+            "\t\tct state new add @tenant_conns {{ ip saddr ct count over {} }} reject\n",
+            self.connections_per_tenant
+        );
         let _ = write!(
             o,
             "\tchain forward {{\n\
@@ -764,6 +781,7 @@ impl Ruleset {
              \t\tct state established,related accept\n\
              \t\tmeta nfproto != ipv4 drop\n\
              {link_local}\
+             {cap}\
              \t\tip saddr . ip daddr . meta l4proto . th dport @allow accept\n\
              \t\tip saddr @egress_drops drop\n\
              \t\tdrop\n\
@@ -783,6 +801,7 @@ impl Ruleset {
              \t\tct state established,related accept\n\
              \t\tmeta nfproto != ipv4 drop\n\
              {link_local}\
+             {cap}\
              \t\tip daddr {resolver} ip saddr . ip daddr . meta l4proto . th dport @allow accept\n\
              \t\tmeta l4proto . th dport @host_ports accept\n\
              \t\tip saddr @egress_drops drop\n\
@@ -813,14 +832,7 @@ impl Ruleset {
         let bindings = self
             .ports
             .iter()
-            .map(|p| {
-                format!(
-                    "\"{}\" . {} . {}",
-                    p.interface,
-                    format_mac(p.mac),
-                    p.address
-                )
-            })
+            .map(|p| Element::Binding(p.interface.clone(), format_mac(p.mac), p.address).text())
             .collect();
         (names, bindings)
     }
@@ -863,6 +875,7 @@ impl Ruleset {
             && self.host_ports == new.host_ports
             && self.nat == new.nat
             && self.allow_link_local == new.allow_link_local
+            && self.connections_per_tenant == new.connections_per_tenant
     }
 
     /// The `nft -f -` script that turns `self` (what is loaded) into `new`
@@ -873,37 +886,35 @@ impl Ruleset {
         if !self.same_shape(new) {
             return None;
         }
-        let mut out = String::new();
-        let t = &self.table;
-        let mut edit = |family: &str, set: &str, old: Vec<String>, new: Vec<String>| {
-            let old: BTreeSet<String> = old.into_iter().collect();
-            let new: BTreeSet<String> = new.into_iter().collect();
-            let gone: Vec<&String> = old.difference(&new).collect();
-            let added: Vec<&String> = new.difference(&old).collect();
-            if !gone.is_empty() {
-                let _ = writeln!(
-                    out,
-                    "delete element {family} {t} {set} {{ {} }}",
-                    join(&gone)
-                );
-            }
-            if !added.is_empty() {
-                let _ = writeln!(out, "add element {family} {t} {set} {{ {} }}", join(&added));
-            }
-        };
-        let allow = |r: &Ruleset| r.allow.iter().map(ToString::to_string).collect();
-        edit("inet", "allow", allow(self), allow(new));
-        for s in ["egress_drops", "ingress_drops"] {
-            edit("inet", s, self.addr_elements(), new.addr_elements());
+        Some(
+            Elements::of(self)
+                .edits(&Elements::of(new), &self.table)
+                .script,
+        )
+    }
+
+    /// The `nft -f -` script that turns the elements `loaded` holds into
+    /// `self`'s, in one transaction, with the number of elements it adds and
+    /// deletes. Only for tables whose rules [`how`] verified.
+    pub fn delta_from(&self, loaded: &FirewallState) -> (String, usize, usize) {
+        let edits = self.edits_from(loaded);
+        (edits.script, edits.added, edits.deleted)
+    }
+
+    fn edits_from(&self, loaded: &FirewallState) -> Edits {
+        Elements::of_state(loaded).edits(&Elements::of(self), &self.table)
+    }
+
+    /// Everything of the ruleset except its per-tenant set elements: two
+    /// rulesets with the same shape differ only in elements.
+    pub fn shape(&self) -> String {
+        Ruleset {
+            ports: Vec::new(),
+            allow: BTreeSet::new(),
+            deviations: Vec::new(),
+            ..self.clone()
         }
-        let (old_names, old_bindings) = self.port_elements();
-        let (new_names, new_bindings) = new.port_elements();
-        // Bindings before names on removal and after them on addition
-        // would not matter in one transaction; keep the order readable.
-        edit("bridge", "port_addrs", old_bindings, new_bindings);
-        edit("bridge", "ports", old_names.clone(), new_names.clone());
-        edit("bridge", "spoof_drops", old_names, new_names);
-        Some(out)
+        .render()
     }
 
     /// The rules each chain holds once loaded, by (family, chain): read from
@@ -958,12 +969,261 @@ pub struct RulesetSize {
     pub counter_elements: usize,
 }
 
-fn join<T: std::fmt::Display>(items: &[T]) -> String {
-    items
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
+/// One per-tenant set element.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Element {
+    /// Of `allow`.
+    Allow(Allow),
+    /// Of `egress_drops`, `ingress_drops`.
+    Address(Ipv4Addr),
+    /// Of `ports`, `spoof_drops`: an interface name.
+    Name(String),
+    /// Of `port_addrs`: interface, MAC (as `nft` prints it), address.
+    Binding(String, String, Ipv4Addr),
+}
+
+/// `NFPROTO_INET`, `NFPROTO_BRIDGE`.
+const NFPROTO_INET: u8 = 1;
+const NFPROTO_BRIDGE: u8 = 7;
+/// Netlink batches up to this many elements; `nft` beyond (the kernel takes
+/// a batch in one datagram of at most the socket's send buffer).
+const NETLINK_ELEMENTS: usize = 2_000;
+
+fn ifname_key(name: &str) -> Option<[u8; 16]> {
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes.len() >= 16 {
+        return None;
+    }
+    let mut key = [0u8; 16];
+    key[..bytes.len()].copy_from_slice(bytes);
+    Some(key)
+}
+
+fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for byte in &mut mac {
+        *byte = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+impl Element {
+    /// As `nft` spells it.
+    fn text(&self) -> String {
+        match self {
+            Element::Allow(a) => a.to_string(),
+            Element::Address(a) => a.to_string(),
+            Element::Name(n) => format!("\"{n}\""),
+            Element::Binding(n, mac, a) => format!("\"{n}\" . {mac} . {a}"),
+        }
+    }
+
+    /// As the kernel stores it: the key (and the interval's end for
+    /// `allow`), each field of a concatenation padded to 4 bytes, integers
+    /// in network order. `None` when it cannot be encoded.
+    fn key(&self) -> Option<(Vec<u8>, Option<Vec<u8>>)> {
+        match self {
+            Element::Allow(a) => {
+                let protocol = match a.protocol {
+                    Protocol::Tcp => 6u8,
+                    Protocol::Udp => 17,
+                    Protocol::Sctp => 132,
+                };
+                let key = |src: Ipv4Addr, dst: Ipv4Addr, port: u16| {
+                    let mut k = Vec::with_capacity(16);
+                    k.extend_from_slice(&src.octets());
+                    k.extend_from_slice(&dst.octets());
+                    k.extend_from_slice(&[protocol, 0, 0, 0]);
+                    k.extend_from_slice(&port.to_be_bytes());
+                    k.extend_from_slice(&[0, 0]);
+                    k
+                };
+                Some((
+                    key(a.src.first, a.dst.first, a.ports.0),
+                    Some(key(a.src.last, a.dst.last, a.ports.1)),
+                ))
+            }
+            Element::Address(a) => Some((a.octets().to_vec(), None)),
+            Element::Name(n) => Some((ifname_key(n)?.to_vec(), None)),
+            Element::Binding(n, mac, a) => {
+                let mut k = ifname_key(n)?.to_vec();
+                k.extend_from_slice(&parse_mac(mac)?);
+                k.extend_from_slice(&[0, 0]);
+                k.extend_from_slice(&a.octets());
+                Some((k, None))
+            }
+        }
+    }
+}
+
+/// The per-tenant elements of every set.
+#[derive(Debug, Default)]
+struct Elements {
+    allow: BTreeSet<Element>,
+    egress_drops: BTreeSet<Element>,
+    ingress_drops: BTreeSet<Element>,
+    port_addrs: BTreeSet<Element>,
+    ports: BTreeSet<Element>,
+    spoof_drops: BTreeSet<Element>,
+}
+
+/// What moves the loaded elements to the new ones.
+#[derive(Debug, Default)]
+struct Edits {
+    /// The `nft -f -` script.
+    script: String,
+    /// The same, for netlink; `None` when an element does not encode.
+    sets: Option<Vec<super::netlink::SetEdit>>,
+    added: usize,
+    deleted: usize,
+}
+
+impl Elements {
+    fn of(r: &Ruleset) -> Elements {
+        let addresses: BTreeSet<Element> = r
+            .ports
+            .iter()
+            .map(|p| Element::Address(p.address))
+            .collect();
+        let names: BTreeSet<Element> = r
+            .ports
+            .iter()
+            .map(|p| Element::Name(p.interface.clone()))
+            .collect();
+        Elements {
+            allow: r.allow.iter().copied().map(Element::Allow).collect(),
+            egress_drops: addresses.clone(),
+            ingress_drops: addresses,
+            port_addrs: r
+                .ports
+                .iter()
+                .map(|p| Element::Binding(p.interface.clone(), format_mac(p.mac), p.address))
+                .collect(),
+            ports: names.clone(),
+            spoof_drops: names,
+        }
+    }
+
+    fn of_state(s: &FirewallState) -> Elements {
+        Elements {
+            allow: s.allow.iter().copied().map(Element::Allow).collect(),
+            egress_drops: s
+                .egress_drops
+                .keys()
+                .copied()
+                .map(Element::Address)
+                .collect(),
+            ingress_drops: s
+                .ingress_drops
+                .keys()
+                .copied()
+                .map(Element::Address)
+                .collect(),
+            port_addrs: s
+                .port_addrs
+                .iter()
+                .map(|(name, mac, address)| Element::Binding(name.clone(), mac.clone(), *address))
+                .collect(),
+            ports: s.ports.iter().cloned().map(Element::Name).collect(),
+            spoof_drops: s.spoof_drops.keys().cloned().map(Element::Name).collect(),
+        }
+    }
+
+    /// What moves `self` to `new` in table `t`.
+    fn edits(&self, new: &Elements, t: &str) -> Edits {
+        let mut out = Edits {
+            sets: Some(Vec::new()),
+            ..Edits::default()
+        };
+        let sets = [
+            ("inet", "allow", &self.allow, &new.allow),
+            (
+                "inet",
+                "egress_drops",
+                &self.egress_drops,
+                &new.egress_drops,
+            ),
+            (
+                "inet",
+                "ingress_drops",
+                &self.ingress_drops,
+                &new.ingress_drops,
+            ),
+            ("bridge", "port_addrs", &self.port_addrs, &new.port_addrs),
+            ("bridge", "ports", &self.ports, &new.ports),
+            ("bridge", "spoof_drops", &self.spoof_drops, &new.spoof_drops),
+        ];
+        for (family, set, old, new) in sets {
+            let gone: Vec<&Element> = old.difference(new).collect();
+            let more: Vec<&Element> = new.difference(old).collect();
+            let text = |items: &[&Element]| {
+                items
+                    .iter()
+                    .map(|e| e.text())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            if !gone.is_empty() {
+                let _ = writeln!(
+                    out.script,
+                    "delete element {family} {t} {set} {{ {} }}",
+                    text(&gone)
+                );
+            }
+            if !more.is_empty() {
+                let _ = writeln!(
+                    out.script,
+                    "add element {family} {t} {set} {{ {} }}",
+                    text(&more)
+                );
+            }
+            out.added += more.len();
+            out.deleted += gone.len();
+            if gone.is_empty() && more.is_empty() {
+                continue;
+            }
+            let keys =
+                |items: &[&Element]| items.iter().map(|e| e.key()).collect::<Option<Vec<_>>>();
+            out.sets = match (out.sets.take(), keys(&gone), keys(&more)) {
+                (Some(mut sets), Some(delete), Some(add)) => {
+                    sets.push(super::netlink::SetEdit {
+                        family: if family == "inet" {
+                            NFPROTO_INET
+                        } else {
+                            NFPROTO_BRIDGE
+                        },
+                        set,
+                        delete,
+                        add,
+                    });
+                    Some(sets)
+                }
+                _ => None,
+            };
+        }
+        out
+    }
+}
+
+/// Applies `edits` to `table` in one transaction: over nfnetlink (no `nft`
+/// exec, no cache fetch) when every element encodes and the batch is small,
+/// else with `nft -f -`.
+fn push(table: &str, edits: &Edits) -> Result<(), FirewallError> {
+    if edits.script.is_empty() {
+        return Ok(());
+    }
+    match &edits.sets {
+        Some(sets) if edits.added + edits.deleted <= NETLINK_ELEMENTS => {
+            super::netlink::Netlink::open_netfilter()
+                .and_then(|mut socket| socket.edit_set_elements(table, sets))
+                .map_err(|source| FirewallError::Netlink {
+                    table: table.to_owned(),
+                    source,
+                })
+        }
+        _ => nft(&edits.script),
+    }
 }
 
 fn set(
@@ -1021,17 +1281,186 @@ pub fn apply(ruleset: &Ruleset) -> Result<(), FirewallError> {
 /// is all that changed, else a full atomic replacement. Returns whether it
 /// was incremental.
 pub fn update(old: &Ruleset, new: &Ruleset) -> Result<bool, FirewallError> {
-    match old.delta(new) {
-        Some(script) if script.is_empty() => Ok(true),
-        Some(script) => nft(&script).map(|()| true),
-        None => apply(new).map(|()| false),
+    if !old.same_shape(new) {
+        return apply(new).map(|()| false);
     }
+    push(
+        &new.table,
+        &Elements::of(old).edits(&Elements::of(new), &new.table),
+    )
+    .map(|()| true)
+}
+
+/// How [`load`] brings the tables to a ruleset.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Load {
+    /// Add and delete set elements only, in one transaction: the other
+    /// tenants' elements, their counters and the connections they track stay
+    /// as they are. The counts are unknown until the addresses are.
+    Elements {
+        /// Elements added.
+        added: Option<usize>,
+        /// Elements deleted.
+        deleted: Option<usize>,
+    },
+    /// Replace both tables in one transaction (counters start from zero).
+    Full {
+        /// Why the elements alone would not do.
+        reason: String,
+    },
+}
+
+impl Default for Load {
+    fn default() -> Self {
+        Load::Full {
+            reason: "nothing loaded yet".to_owned(),
+        }
+    }
+}
+
+impl std::fmt::Display for Load {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Load::Elements {
+                added: Some(added),
+                deleted: Some(deleted),
+            } => write!(
+                f,
+                "incremental, set elements only (+{added} -{deleted}; the loaded rules verified)"
+            ),
+            Load::Elements { .. } => {
+                write!(
+                    f,
+                    "incremental, set elements only (the loaded rules verified)"
+                )
+            }
+            Load::Full { reason } => write!(f, "full atomic replacement ({reason})"),
+        }
+    }
+}
+
+/// What the last full load left in the kernel: the ruleset's shape as we
+/// rendered it and its rules, chains and set declarations as the kernel
+/// listed them right after. Kept in [`Instance::firewall_record`]; trusted
+/// only while the kernel still lists exactly these rules.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LoadRecord {
+    /// [`Ruleset::shape`] of the loaded ruleset.
+    pub shape: String,
+    /// [`FirewallState::rules`] right after the load.
+    pub rules: Vec<serde_json::Value>,
+}
+
+impl LoadRecord {
+    /// The record of `instance`; `None` when there is none or it does not
+    /// read (then the next load is a full one).
+    pub fn read(instance: &Instance) -> Option<LoadRecord> {
+        let text = std::fs::read_to_string(instance.firewall_record()).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    fn write(&self, instance: &Instance) -> Result<(), FirewallError> {
+        let path = instance.firewall_record();
+        let record = |source| FirewallError::Record {
+            path: path.clone(),
+            source,
+        };
+        let text = serde_json::to_string(self).map_err(|e| FirewallError::Json(e.to_string()))?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(record)?;
+        }
+        let scratch = path.with_extension("loaded.new");
+        std::fs::write(&scratch, text).map_err(record)?;
+        std::fs::rename(&scratch, &path).map_err(record)
+    }
+}
+
+/// Whether the tables `state` shows can be moved to `expected` (when the
+/// addresses are known) by editing set elements alone: both tables exist,
+/// their rules are exactly those the last full load left (`record`), and
+/// `expected` has that load's shape. Anything else is a full replacement,
+/// with the reason.
+pub fn how(expected: Option<&Ruleset>, state: &FirewallState, record: Option<&LoadRecord>) -> Load {
+    let full = |reason: &str| Load::Full {
+        reason: reason.to_owned(),
+    };
+    if !state.inet && !state.bridge {
+        return full("nothing loaded yet");
+    }
+    if !state.inet || !state.bridge {
+        return full("a table is missing");
+    }
+    let Some(record) = record else {
+        return full("no record of the last full load");
+    };
+    if record.rules != state.rules {
+        return full("the loaded rules differ from the last full load: drift");
+    }
+    match expected {
+        Some(expected) if expected.shape() != record.shape => {
+            full("more than set elements changed")
+        }
+        Some(expected) => {
+            let (_, added, deleted) = expected.delta_from(state);
+            Load::Elements {
+                added: Some(added),
+                deleted: Some(deleted),
+            }
+        }
+        None => Load::Elements {
+            added: None,
+            deleted: None,
+        },
+    }
+}
+
+/// Brings the kernel's tables to `expected`: set elements only when [`how`]
+/// says the loaded rules can be trusted, else (or when the element
+/// transaction fails) the atomic replacement, recorded for the next load.
+/// Returns what it did.
+pub fn load(instance: &Instance, expected: &Ruleset) -> Result<Load, FirewallError> {
+    check_bridge_netfilter()?;
+    let state = observe(instance)?;
+    let record = LoadRecord::read(instance);
+    let reason = match how(Some(expected), &state, record.as_ref()) {
+        Load::Elements { .. } => {
+            let edits = expected.edits_from(&state);
+            match push(&expected.table, &edits) {
+                Ok(()) => {
+                    return Ok(Load::Elements {
+                        added: Some(edits.added),
+                        deleted: Some(edits.deleted),
+                    });
+                }
+                Err(e) => format!("the element transaction failed: {e}"),
+            }
+        }
+        Load::Full { reason } => reason,
+    };
+    apply(expected)?;
+    let loaded = observe(instance)?;
+    LoadRecord {
+        shape: expected.shape(),
+        rules: loaded.rules,
+    }
+    .write(instance)?;
+    Ok(Load::Full { reason })
 }
 
 /// Deletes both tables; `false` if neither existed.
 pub fn remove(instance: &Instance) -> Result<bool, FirewallError> {
     let t = instance.nft_table();
     let state = observe(instance)?;
+    match std::fs::remove_file(instance.firewall_record()) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(FirewallError::Record {
+                path: instance.firewall_record(),
+                source: e,
+            });
+        }
+        _ => {}
+    }
     if !state.inet && !state.bridge {
         return Ok(false);
     }
@@ -1061,6 +1490,12 @@ pub struct FirewallState {
     pub allow: BTreeSet<Allow>,
     /// Elements of `port_addrs`: interface, MAC, address.
     pub port_addrs: BTreeSet<(String, String, Ipv4Addr)>,
+    /// Elements of the bridge table's `ports`.
+    pub ports: BTreeSet<String>,
+    /// Tables, chains, rules and set declarations as `nft -j` lists them,
+    /// without handles and without per-tenant elements: what [`LoadRecord`]
+    /// compares.
+    pub rules: Vec<serde_json::Value>,
     /// Dropped new connections (or packets) from a tenant, by address.
     pub egress_drops: BTreeMap<Ipv4Addr, Count>,
     /// Dropped packets from off the host to a tenant, by address.
@@ -1157,6 +1592,9 @@ pub fn observe(instance: &Instance) -> Result<FirewallState, FirewallError> {
             state.bridge = true;
         }
         let items = value["nftables"].as_array().cloned().unwrap_or_default();
+        state
+            .rules
+            .extend(items.iter().filter_map(without_elements));
         for item in items {
             if let Some(chain) = item.get("chain")
                 && let Some(name) = chain["name"].as_str()
@@ -1202,6 +1640,11 @@ pub fn observe(instance: &Instance) -> Result<FirewallState, FirewallError> {
                             state.spoof_drops.insert(key, count);
                         }
                     }
+                    ("bridge", "ports") => {
+                        if let Some(name) = elem.as_str() {
+                            state.ports.insert(name.to_owned());
+                        }
+                    }
                     ("bridge", "port_addrs") => {
                         let parts = elem["concat"].as_array().cloned().unwrap_or_default();
                         if let [name, mac, address] = parts.as_slice()
@@ -1220,6 +1663,22 @@ pub fn observe(instance: &Instance) -> Result<FirewallState, FirewallError> {
         }
     }
     Ok(state)
+}
+
+/// An `nft -j` item without its handle and, for sets, without elements
+/// (except `host_ports`, which belongs to the shape); `None` for metadata.
+fn without_elements(item: &serde_json::Value) -> Option<serde_json::Value> {
+    let object = item.as_object()?;
+    let (kind, body) = object.iter().next()?;
+    if kind == "metainfo" {
+        return None;
+    }
+    let mut body = body.as_object()?.clone();
+    body.remove("handle");
+    if kind == "set" && body.get("name").and_then(|n| n.as_str()) != Some("host_ports") {
+        body.remove("elem");
+    }
+    Some(serde_json::json!({ kind: body }))
 }
 
 /// Per-tenant drop counters from the sets' element counters.
@@ -1331,16 +1790,17 @@ mod tests {
             host_ports: BTreeSet::new(),
             nat: false,
             allow_link_local: false,
+            connections_per_tenant: 100,
             deviations: Vec::new(),
         };
         let counts = ruleset.chain_rules();
-        assert_eq!(counts.values().sum::<usize>(), 26);
+        assert_eq!(counts.values().sum::<usize>(), 28);
         assert_eq!(counts[&("bridge".to_owned(), "prerouting".to_owned())], 5);
         let with_nat = Ruleset {
             nat: true,
             ..ruleset
         };
-        assert_eq!(with_nat.size().rules, 27);
+        assert_eq!(with_nat.size().rules, 29);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Tenant networks on one host: wiring ([`link`]), the firewall
-//! ([`firewall`]), bandwidth caps ([`shape`]) and the DNS view ([`dns`]). Library only: `apply`
+//! ([`firewall`]), bandwidth caps ([`shape`]), the DNS view ([`dns`]) and
+//! cutting a tenant's tracked connections ([`conntrack`]). Library only: `apply`
 //! calls these idempotent functions, `observe` reads back what is there.
 //!
 //! # Wiring ([`link`])
@@ -50,6 +51,18 @@
 //!   (forwarding off the bridge is the per-interface switch
 //!   [`link::BridgeConfig::forwarding`], never the host-wide one).
 //!
+//! The conntrack table is one kernel table for the whole host. So that no
+//! tenant fills it for the others, `from_tenant` and `tenant_to_host` refuse
+//! (`reject`: ICMP port unreachable, a TCP client sees ECONNREFUSED) a new
+//! connection from a tenant address that already has
+//! `platform.spec.network.connectionsPerTenant` tracked connections (default
+//! 16,384): `ct state new add @tenant_conns { ip saddr ct count over N }`,
+//! one rule per chain, the count kept per tenant in the dynamic set's
+//! elements (`nft_connlimit`; closed and TIME_WAIT connections do not count).
+//! One value for every tenant, because a connlimit's number belongs to the
+//! rule: per-tenant values would make the rules grow with the distinct
+//! values. Connections from off the host to a tenant are not counted here.
+//!
 //! `allow` is an interval set of (source, destination, protocol, port
 //! range). Tenant-to-tenant entries are single addresses; addresses outside
 //! the range are cut into *classes* at every ipBlock and `except` boundary
@@ -57,7 +70,7 @@
 //! asked of the engine once through a representative external endpoint and
 //! written as an address range. So each packet costs one set lookup
 //! whatever the number of tenants and rules (a pipapo lookup, not a rule
-//! walk), the rule count is constant (26: 24 with
+//! walk), the rule count is constant (28: 26 with
 //! `allowLinkLocal`, one more with NAT; [`firewall::Ruleset::chain_rules`]), and only elements
 //! grow: per tenant 3 anti-spoofing/counter elements in each table plus one
 //! `allow` element per allowed (peer, port range). The examples' four
@@ -70,9 +83,34 @@
 //! [`firewall::update`] moves from the loaded ruleset to a new one by
 //! adding and deleting elements only ([`firewall::Ruleset::delta`]: adding a
 //! tenant is its own elements, nothing else), falling back to the atomic
-//! replacement when more changed. [`firewall::observe`] reads the tables
+//! replacement when more changed. Element edits go to the kernel directly
+//! over nfnetlink (`netlink.rs`: `NFT_MSG_DELSETELEM` then
+//! `NFT_MSG_NEWSETELEM` for both tables between one batch begin and end,
+//! so one transaction, each message acknowledged; keys encoded as the kernel
+//! stores them): no `nft` process and no fetch of the table and its
+//! elements first, which made each edit cost grow with the tenants. Deltas
+//! over 2,000 elements still go through `nft -f -` (a batch is one datagram).
+//! A root test adds and deletes every kind of element this way and reads
+//! them back with `nft -j`. [`firewall::observe`] reads the tables
 //! back (`nft -j`) for drift ([`firewall::FirewallState::drift`]) and the
 //! per-tenant counters.
+//!
+//! `apply` loads through [`firewall::load`], which never trusts a cache the
+//! kernel disagrees with: after each full replacement it records what the
+//! kernel then lists (tables, chains, rules and set declarations, without
+//! handles and per-tenant elements) in
+//! [`Instance::firewall_record`](crate::naming::Instance::firewall_record).
+//! A later load edits set elements only ([`firewall::Ruleset::delta_from`],
+//! computed from the elements the kernel holds, not from what we think we
+//! loaded) when both tables exist, the kernel still lists exactly the
+//! recorded rules and the new ruleset has the recorded shape
+//! ([`firewall::Ruleset::shape`]); otherwise — first load, a changed
+//! range/resolver/`hostPorts`/NAT/link-local, drift such as a flushed table,
+//! or a failed element transaction — it replaces both tables atomically and
+//! records again. [`firewall::how`] says which, with the reason; `plan` and
+//! `apply` print it. Element edits leave the other tenants' counters and
+//! their tracked connections untouched; a full replacement restarts the
+//! counters from zero.
 //!
 //! # What is narrowed, and why
 //!
@@ -99,6 +137,7 @@
 //! from the firewall's sets.
 
 mod addr;
+pub mod conntrack;
 pub mod dns;
 mod error;
 pub mod firewall;

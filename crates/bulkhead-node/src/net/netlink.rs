@@ -1,5 +1,6 @@
-//! A small rtnetlink client: just the requests tenant wiring needs (links,
-//! IPv4 addresses, the default route), encoded by hand.
+//! A small netlink client: just the requests tenant wiring needs (links,
+//! IPv4 addresses, the default route) and the conntrack table's dump and
+//! delete (nfnetlink), encoded by hand.
 //!
 //! Why not `rtnetlink`: it needs an async runtime for what is, per tenant, a
 //! handful of request/acknowledge exchanges, and a socket in a *tenant's*
@@ -59,6 +60,33 @@ const RTPROT_STATIC: u8 = 4;
 const RT_SCOPE_UNIVERSE: u8 = 0;
 const RTN_UNICAST: u8 = 1;
 
+// <linux/netfilter/nfnetlink.h>, <linux/netfilter/nfnetlink_conntrack.h>
+const NFNL_SUBSYS_CTNETLINK: u16 = 1;
+const IPCTNL_MSG_CT_NEW: u16 = 0;
+const IPCTNL_MSG_CT_GET: u16 = 1;
+const IPCTNL_MSG_CT_DELETE: u16 = 2;
+const CTA_TUPLE_ORIG: u16 = 1;
+const CTA_ZONE: u16 = 18;
+const CTA_TUPLE_IP: u16 = 1;
+const CTA_IP_V4_SRC: u16 = 1;
+const CTA_IP_V4_DST: u16 = 2;
+
+// <linux/netfilter/nfnetlink.h>, <linux/netfilter/nf_tables.h>
+const NFNL_MSG_BATCH_BEGIN: u16 = 16;
+const NFNL_MSG_BATCH_END: u16 = 17;
+const NFNL_SUBSYS_NFTABLES: u16 = 10;
+const NFT_MSG_NEWSETELEM: u16 = 12;
+const NFT_MSG_DELSETELEM: u16 = 14;
+const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
+const NFTA_SET_ELEM_LIST_SET: u16 = 2;
+const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
+const NFTA_LIST_ELEM: u16 = 1;
+const NFTA_SET_ELEM_KEY: u16 = 1;
+const NFTA_SET_ELEM_KEY_END: u16 = 10;
+const NFTA_DATA_VALUE: u16 = 1;
+/// Elements per message: the element list is one attribute, whose length is 16 bits.
+const ELEMENTS_PER_MESSAGE: usize = 256;
+
 const AF_UNSPEC: u8 = 0;
 const AF_INET: u8 = 2;
 /// `IFF_UP`.
@@ -101,6 +129,34 @@ pub(crate) struct Route {
     pub oif: Option<u32>,
 }
 
+/// One entry of the conntrack table (IPv4), as the kernel dumped it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Tracked {
+    /// Source of the original direction.
+    pub src: Ipv4Addr,
+    /// Destination of the original direction.
+    pub dst: Ipv4Addr,
+    /// `CTA_TUPLE_ORIG` as dumped: enough to name the entry in a delete.
+    orig: Vec<u8>,
+    /// `CTA_ZONE`, when the entry has one.
+    zone: Option<Vec<u8>>,
+}
+
+/// Set elements to add or delete in one nftables set, keys encoded as the
+/// kernel stores them (each field of a concatenation padded to 4 bytes,
+/// integers in network order).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct SetEdit {
+    /// `NFPROTO_INET` (1) or `NFPROTO_BRIDGE` (7).
+    pub family: u8,
+    /// The set.
+    pub set: &'static str,
+    /// Elements to delete: key, and key end for interval sets.
+    pub delete: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// Elements to add.
+    pub add: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
 /// A request under construction: header, fixed part, attributes.
 struct Message {
     buf: Vec<u8>,
@@ -127,6 +183,18 @@ impl Message {
         self.buf.extend_from_slice(&index.to_ne_bytes());
         self.buf.extend_from_slice(&flags.to_ne_bytes());
         self.buf.extend_from_slice(&change.to_ne_bytes());
+        self
+    }
+
+    /// `struct nfgenmsg` for IPv4, version 0, resource id 0.
+    fn nfgen(self) -> Self {
+        self.nfgen_with(AF_INET, 0)
+    }
+
+    /// `struct nfgenmsg`: family, version 0, resource id (network order).
+    fn nfgen_with(mut self, family: u8, res_id: u16) -> Self {
+        self.buf.extend_from_slice(&[family, 0]);
+        self.buf.extend_from_slice(&res_id.to_be_bytes());
         self
     }
 
@@ -228,6 +296,136 @@ impl Netlink {
         )?;
         rustix::net::bind(&fd, &SocketAddrNetlink::new(0, 0))?;
         Ok(Netlink { fd, seq: 1 })
+    }
+
+    /// A `NETLINK_NETFILTER` socket in the calling thread's network
+    /// namespace (for the conntrack table).
+    pub fn open_netfilter() -> io::Result<Self> {
+        let fd = rustix::net::socket_with(
+            AddressFamily::NETLINK,
+            SocketType::RAW,
+            SocketFlags::CLOEXEC,
+            Some(rustix::net::netlink::NETFILTER),
+        )?;
+        rustix::net::bind(&fd, &SocketAddrNetlink::new(0, 0))?;
+        Ok(Netlink { fd, seq: 1 })
+    }
+
+    /// Every IPv4 entry of the conntrack table (a `NETLINK_NETFILTER` socket).
+    pub fn conntrack(&mut self) -> io::Result<Vec<Tracked>> {
+        let kind = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET;
+        let replies = self.exchange(Message::new(kind, NLM_F_DUMP).nfgen())?;
+        let new = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW;
+        Ok(replies
+            .iter()
+            .filter(|(kind, _)| *kind == new)
+            .filter_map(|(_, payload)| parse_tracked(payload.get(4..)?))
+            .collect())
+    }
+
+    /// Deletes one conntrack entry; `false` when it was already gone.
+    pub fn delete_tracked(&mut self, entry: &Tracked) -> io::Result<bool> {
+        let kind = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_DELETE;
+        let mut message = Message::new(kind, NLM_F_ACK).nfgen();
+        message.attr(CTA_TUPLE_ORIG | NLA_F_NESTED, &entry.orig);
+        if let Some(zone) = &entry.zone {
+            message.attr(CTA_ZONE, zone);
+        }
+        match self.request(message) {
+            Ok(()) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Adds and deletes nftables set elements of `table` in one batch (one
+    /// transaction: all of it or none of it), deletions first. A
+    /// `NETLINK_NETFILTER` socket; no table or set cache is fetched.
+    pub fn edit_set_elements(&mut self, table: &str, edits: &[SetEdit]) -> io::Result<()> {
+        let kind = |msg: u16| (NFNL_SUBSYS_NFTABLES << 8) | msg;
+        let mut messages = Vec::new();
+        for (msg, flags) in [(NFT_MSG_DELSETELEM, 0), (NFT_MSG_NEWSETELEM, NLM_F_CREATE)] {
+            for edit in edits {
+                let elements = if msg == NFT_MSG_DELSETELEM {
+                    &edit.delete
+                } else {
+                    &edit.add
+                };
+                for chunk in elements.chunks(ELEMENTS_PER_MESSAGE) {
+                    let mut m =
+                        Message::new(kind(msg), flags | NLM_F_ACK).nfgen_with(edit.family, 0);
+                    m.attr_str(NFTA_SET_ELEM_LIST_TABLE, table);
+                    m.attr_str(NFTA_SET_ELEM_LIST_SET, edit.set);
+                    m.begin(NFTA_SET_ELEM_LIST_ELEMENTS);
+                    for (key, end) in chunk {
+                        m.begin(NFTA_LIST_ELEM);
+                        m.begin(NFTA_SET_ELEM_KEY);
+                        m.attr(NFTA_DATA_VALUE, key);
+                        m.end();
+                        if let Some(end) = end {
+                            m.begin(NFTA_SET_ELEM_KEY_END);
+                            m.attr(NFTA_DATA_VALUE, end);
+                            m.end();
+                        }
+                        m.end();
+                    }
+                    m.end();
+                    messages.push(m);
+                }
+            }
+        }
+        if messages.is_empty() {
+            return Ok(());
+        }
+        self.batch(messages)
+    }
+
+    /// Sends `messages` between a batch begin and end (nfnetlink, nftables
+    /// subsystem) in one datagram and waits for each one's acknowledgement;
+    /// the first error, if any (the kernel then applied none of them).
+    fn batch(&mut self, messages: Vec<Message>) -> io::Result<()> {
+        let mut request = Vec::new();
+        let first = self.seq.wrapping_add(1);
+        let mut seq = first;
+        let begin =
+            Message::new(NFNL_MSG_BATCH_BEGIN, 0).nfgen_with(AF_UNSPEC, NFNL_SUBSYS_NFTABLES);
+        request.extend(begin.finish(seq));
+        let count = messages.len() as u32;
+        for message in messages {
+            seq = seq.wrapping_add(1);
+            request.extend(message.finish(seq));
+        }
+        seq = seq.wrapping_add(1);
+        let end = Message::new(NFNL_MSG_BATCH_END, 0).nfgen_with(AF_UNSPEC, NFNL_SUBSYS_NFTABLES);
+        request.extend(end.finish(seq));
+        self.seq = seq;
+        rustix::net::send(&self.fd, &request, SendFlags::empty())?;
+        let mut acked = 0u32;
+        let mut buf = vec![0u8; 64 * 1024];
+        while acked < count {
+            let (_, len) = rustix::net::recv(&self.fd, &mut buf[..], RecvFlags::empty())?;
+            let mut data = &buf[..len.min(buf.len())];
+            while data.len() >= HEADER {
+                let msg_len = u32_of(data).unwrap_or(0) as usize;
+                if msg_len < HEADER || msg_len > data.len() {
+                    return Err(io::Error::other("truncated netlink message"));
+                }
+                let kind = u16::from_ne_bytes([data[4], data[5]]);
+                let msg_seq = u32_of(&data[8..]).unwrap_or(0);
+                let payload = &data[HEADER..msg_len];
+                data = &data[msg_len.next_multiple_of(4).min(data.len())..];
+                if kind != NLMSG_ERROR || msg_seq.wrapping_sub(first) > count + 1 {
+                    continue;
+                }
+                acked += 1;
+                let code = u32_of(payload).map(|c| c as i32).unwrap_or(-libc::EIO);
+                if code != 0 {
+                    // The kernel aborts a batch with a failed message whole.
+                    return Err(io::Error::from_raw_os_error(-code));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// A socket in the network namespace `netns` (a namespace file). A
@@ -480,6 +678,27 @@ impl RawFdU32 for BorrowedFd<'_> {
         use std::os::fd::AsRawFd;
         self.as_raw_fd() as u32
     }
+}
+
+fn parse_tracked(data: &[u8]) -> Option<Tracked> {
+    let top = attrs(data);
+    let orig = top.iter().find(|(k, _)| *k == CTA_TUPLE_ORIG)?.1;
+    let ip = attrs(orig).into_iter().find(|(k, _)| *k == CTA_TUPLE_IP)?.1;
+    let ip = attrs(ip);
+    let get = |kind| {
+        ip.iter()
+            .find(|(k, _)| *k == kind)
+            .and_then(|(_, v)| ipv4_of(v))
+    };
+    Some(Tracked {
+        src: get(CTA_IP_V4_SRC)?,
+        dst: get(CTA_IP_V4_DST)?,
+        orig: orig.to_vec(),
+        zone: top
+            .iter()
+            .find(|(k, _)| *k == CTA_ZONE)
+            .map(|(_, v)| v.to_vec()),
+    })
 }
 
 fn parse_link(payload: &[u8]) -> Option<Link> {

@@ -226,6 +226,28 @@ fn observe(
             .unwrap_or_default();
         (state.wired, state.link_exists, state.shaped) = host.observe_link(tenant, address, &caps);
     }
+    // Tracked connections matter only for tenants whose network is being cut: suspended
+    // or offboarded ones. One dump of the conntrack table serves them all.
+    let cut: BTreeMap<std::net::Ipv4Addr, String> = seen
+        .keys()
+        .filter(|tenant| {
+            desired
+                .tenants
+                .iter()
+                .find(|(name, _)| name.as_str() == tenant.as_str())
+                .is_none_or(|(_, t)| t.spec.state == bulkhead_spec::TenantState::Suspended)
+        })
+        .filter_map(|tenant| Some((*addresses.get(tenant)?, tenant.clone())))
+        .collect();
+    if !cut.is_empty() {
+        let counts = bulkhead_node::net::conntrack::count(&cut.keys().copied().collect())
+            .context("cannot read the conntrack table")?;
+        for (address, tenant) in &cut {
+            if let Some(state) = seen.get_mut(tenant) {
+                state.connections = counts.get(address).copied().unwrap_or(0);
+            }
+        }
+    }
     Ok(seen)
 }
 
@@ -274,9 +296,20 @@ fn observe_network(
     let (bridge_ready, bridge_exists) = host.observe_bridge();
     let state = firewall::observe(instance).ok();
     let tables = state.as_ref().is_some_and(|s| s.inet || s.bridge);
-    let firewall_in_sync = match (expected_firewall(instance, desired, store), &state) {
-        (Ok(Some(expected)), Some(state)) => state.drift(&expected).is_empty(),
+    let expected = expected_firewall(instance, desired, store).ok().flatten();
+    let firewall_in_sync = match (&expected, &state) {
+        (Some(expected), Some(state)) => state.drift(expected).is_empty(),
         _ => false,
+    };
+    let firewall_load = match &state {
+        Some(state) => firewall::how(
+            expected.as_ref(),
+            state,
+            firewall::LoadRecord::read(instance).as_ref(),
+        ),
+        None => firewall::Load::Full {
+            reason: "the loaded tables do not read".to_owned(),
+        },
     };
     let resolver = dns::observe(instance);
     let resolver_in_sync = match expected_zone(instance, desired, store) {
@@ -291,6 +324,7 @@ fn observe_network(
         firewall_in_sync,
         resolver_running: resolver.is_running(),
         resolver_in_sync,
+        firewall_load,
     }
 }
 
@@ -417,13 +451,15 @@ pub fn converge_by_tenant(
                 .context("cannot write the audit log")?;
             let result = execute(&host, instance, desired, store, &mut master, &action);
             let (outcome, detail) = match &result {
-                Ok(()) => (AuditOutcome::Succeeded, None),
+                Ok(Some(done)) => (AuditOutcome::Succeeded, Some(done.to_string())),
+                Ok(None) => (AuditOutcome::Succeeded, None),
                 Err(error) => (AuditOutcome::Failed, Some(format!("{error:#}"))),
             };
             store
                 .audit_outcome(&intent, outcome, detail.as_deref())
                 .context("cannot write the audit log")?;
-            result.with_context(|| format!("{action} failed"))?;
+            let executed = result.with_context(|| format!("{action} failed"))?;
+            let action = executed.unwrap_or(action);
             done.push((action.tenant().to_owned(), action.to_string()));
             if fail_after == Some(done.len()) {
                 eprintln!(
@@ -451,6 +487,8 @@ pub fn converge_by_tenant(
     }
 }
 
+/// Runs one action; the action as it was done when that differs from the plan (the
+/// firewall load decides between elements and a full replacement when it runs).
 fn execute(
     host: &Host,
     instance: &Instance,
@@ -458,7 +496,7 @@ fn execute(
     store: &mut Store,
     master: &mut LazyMaster<'_>,
     action: &Action,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<Action>> {
     let tenant = action.tenant();
     match action {
         Action::AllocateAddress { .. } => {
@@ -473,13 +511,14 @@ fn execute(
         Action::ReleaseAddress { .. } => {
             store.release_tenant_address(tenant)?;
         }
-        Action::ApplyFirewall => {
+        Action::ApplyFirewall { .. } => {
             let ruleset = expected_firewall(instance, desired, store)?
                 .ok_or_else(|| anyhow::anyhow!("a tenant has no address yet"))?;
             for deviation in &ruleset.deviations {
                 eprintln!("note: {deviation}");
             }
-            firewall::apply(&ruleset)?;
+            let load = firewall::load(instance, &ruleset)?;
+            return Ok(Some(Action::ApplyFirewall { load }));
         }
         Action::AllocateIds { .. } => {
             store.allocate_id_range(tenant)?;
@@ -504,7 +543,7 @@ fn execute(
             host.execute(action, &mut secrets)?;
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 /// What `bulkhead run` needs to know.
