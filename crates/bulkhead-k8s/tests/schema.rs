@@ -1,4 +1,4 @@
-//! Every object bulkhead renders, checked against the OpenAPI schema of **Kubernetes
+//! Every object bulkhead renders (and the controller's own manifests), checked against the OpenAPI schema of **Kubernetes
 //! 1.34** (the version `k8s-openapi` is pinned to, feature `v1_34`) in strict mode: an
 //! unknown field is an error, as is a wrong type or a missing required field. The
 //! checker is the `kubernetes-validate` package (it bundles the JSON schemas of each
@@ -175,10 +175,29 @@ fn every_rendered_object_matches_the_kubernetes_schema() {
         assert_all_valid(&file.display().to_string(), &results);
     }
     let crd = vec![bulkhead_k8s::crd::tenant_crd_yaml().expect("crd")];
+    // `bulkhead k8s controller --manifests`, with and without a Platform ConfigMap.
+    let deploy = |config_map: Option<&str>| -> Vec<String> {
+        let options = bulkhead_k8s::deploy::ControllerManifestOptions {
+            platform_config_map: config_map.map(str::to_owned),
+            ..Default::default()
+        };
+        bulkhead_k8s::deploy::controller_manifests(&options)
+            .expect("manifests")
+            .into_iter()
+            .map(|o| o.yaml)
+            .collect()
+    };
+    let controller = deploy(None);
+    let controller_with_platform = deploy(Some("bulkhead-platform"));
     for (what, documents) in [
         ("render of the examples", &plain),
         ("render with the mesh", &meshed),
         ("Tenant CRD", &crd),
+        ("controller manifests", &controller),
+        (
+            "controller manifests with a platform",
+            &controller_with_platform,
+        ),
     ] {
         let results = check(&python, documents);
         assert_all_valid(what, &results);
