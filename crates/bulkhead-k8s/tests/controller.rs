@@ -975,3 +975,108 @@ async fn the_controller_cluster_role_is_exactly_what_its_requests_need() {
     // And the scenarios did reach every rendered kind.
     assert!(requests.len() > 30, "{requests:?}");
 }
+
+/// One context across changes, as in the running controller: the validation of the
+/// set is shared between reconciles of one state of the store, and a change to another
+/// Tenant's spec (a new generation) or labels is seen by the next reconcile, not
+/// answered from the previous state. A status write (same generation) changes nothing.
+#[tokio::test]
+async fn reconciles_share_the_validation_until_a_tenant_changes() {
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let server = tokio::spawn(serve(handle, Cluster::default(), Arc::clone(&seen)));
+    let client = kube::Client::new(service, "default");
+    let mut writer = Writer::new(tenant_resource());
+    for t in [alpha(), beta()] {
+        writer.apply_watcher_event(&watcher::Event::Apply(t));
+    }
+    let ctx = Arc::new(Context::new(
+        client,
+        Vec::new(),
+        writer.as_reader(),
+        K8sOptions::default(),
+        ApplyOptions {
+            poll: Duration::from_millis(1),
+            ..ApplyOptions::default()
+        },
+    ));
+    let status_of = |from: usize, name: &str| -> Value {
+        let seen = seen.lock().expect("lock");
+        seen[from..]
+            .iter()
+            .rev()
+            .find(|s| s.path == format!("/apis/bulkhead.dev/v1alpha1/tenants/{name}/status"))
+            .map(|s| s.body.clone())
+            .unwrap_or_else(|| panic!("no status for {name}"))
+    };
+    let mark = || seen.lock().expect("lock").len();
+
+    // 1. Both valid; both reconciled from one state.
+    for t in [alpha(), beta()] {
+        let name = t.metadata.name.clone().expect("name");
+        let from = mark();
+        reconcile(Arc::new(t), Arc::clone(&ctx))
+            .await
+            .expect("reconcile");
+        assert_eq!(
+            condition(&status_of(from, &name), "Ready")["status"],
+            "True"
+        );
+    }
+
+    // 2. Only beta's status changed (a new resourceVersion, same generation): alpha
+    //    still applies.
+    let mut beta_status = beta();
+    beta_status.metadata.resource_version = Some("8".to_owned());
+    beta_status.data["status"] = json!({ "observedGeneration": 3 });
+    writer.apply_watcher_event(&watcher::Event::Apply(beta_status));
+    let from = mark();
+    reconcile(Arc::new(alpha()), Arc::clone(&ctx))
+        .await
+        .expect("reconcile");
+    assert_eq!(
+        condition(&status_of(from, "alpha"), "Ready")["status"],
+        "True"
+    );
+
+    // 3. beta's spec breaks (generation 4): alpha, which names it, is degraded now.
+    let mut broken = tenant("beta", json!({ "quota": { "memory": "lots" } }));
+    broken.metadata.generation = Some(4);
+    writer.apply_watcher_event(&watcher::Event::Apply(broken));
+    let from = mark();
+    reconcile(Arc::new(alpha()), Arc::clone(&ctx))
+        .await
+        .expect("reconcile");
+    let degraded = condition(&status_of(from, "alpha"), "Degraded").clone();
+    assert_eq!(degraded["status"], "True", "{degraded}");
+    assert!(
+        seen.lock().expect("lock")[from..]
+            .iter()
+            .all(|s| !is_apply(s)),
+        "nothing applied for a degraded Tenant"
+    );
+
+    // 4. beta is fixed again (generation 5): alpha applies again.
+    let mut fixed = beta();
+    fixed.metadata.generation = Some(5);
+    writer.apply_watcher_event(&watcher::Event::Apply(fixed));
+    let from = mark();
+    reconcile(Arc::new(alpha()), Arc::clone(&ctx))
+        .await
+        .expect("reconcile");
+    assert_eq!(
+        condition(&status_of(from, "alpha"), "Ready")["status"],
+        "True"
+    );
+
+    // 5. A Tenant the store does not hold in this version (the watch lags): validated
+    //    on its own terms, not from the shared state.
+    let changed = tenant("alpha", json!({ "quota": { "memory": "12Gx" } }));
+    let from = mark();
+    reconcile(Arc::new(changed), Arc::clone(&ctx))
+        .await
+        .expect("reconcile");
+    let degraded = condition(&status_of(from, "alpha"), "Degraded").clone();
+    assert_eq!(degraded["status"], "True", "{degraded}");
+    server.abort();
+}
