@@ -476,6 +476,9 @@ LimitRange, default-deny NetworkPolicies and the exceptions the policy engine
 compiles, ServiceAccount/Role/RoleBinding, Flux objects, Deployments), plus
 platform.yaml (admission policies) and flux-lockdown.yaml.
 
+Objects target Kubernetes 1.34 (their built-in kinds are tested against its OpenAPI
+schema, strictly); Flux and Istio objects need those projects' CRDs installed.
+
 Examples:
   bulkhead k8s render -f examples/                 # to standard output
   bulkhead k8s render -f examples/ --out rendered/ # one file per tenant"
