@@ -31,3 +31,29 @@ if ! command -v cargo >/dev/null 2>&1; then
   rustup default stable
 fi
 cargo --version
+
+# Kubernetes schema check (crates/bulkhead-k8s/tests/schema.rs): the kubernetes-validate
+# package, which bundles the OpenAPI schemas of each Kubernetes version, in a virtual
+# environment under the cache directory (never the system's pip).
+KUBERNETES_VALIDATE_VERSION=1.37.0
+KUBERNETES_VALIDATE_VENV="${XDG_CACHE_HOME:-$HOME/.cache}/bulkhead/kubernetes-validate-$KUBERNETES_VALIDATE_VERSION"
+if ! "$KUBERNETES_VALIDATE_VENV/bin/python" -c 'import kubernetes_validate' >/dev/null 2>&1; then
+  if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+    echo "setup: installing python3-venv"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv
+  fi
+  echo "setup: installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION in $KUBERNETES_VALIDATE_VENV"
+  rm -rf "$KUBERNETES_VALIDATE_VENV"
+  python3 -m venv "$KUBERNETES_VALIDATE_VENV"
+  # One retry: a package index can fail a request now and then.
+  for attempt in 1 2; do
+    "$KUBERNETES_VALIDATE_VENV/bin/pip" install -q --disable-pip-version-check \
+      "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" && break
+    if [ "$attempt" -eq 2 ]; then
+      echo "setup: cannot install kubernetes-validate" >&2
+      exit 1
+    fi
+  done
+fi
+export BULKHEAD_KUBERNETES_VALIDATE="$KUBERNETES_VALIDATE_VENV/bin/python"

@@ -4,4 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
+# The Kubernetes schema check must run here, not be skipped (setup.sh installs it).
+export BULKHEAD_REQUIRE_SCHEMA_CHECK=1
 exec cargo xtask ci "$@"

@@ -24,6 +24,9 @@
 //! - `controller` (feature `client`) reconciles `Tenant` custom resources with kube's
 //!   controller runtime: validate, finalizer, render, apply, prune, status conditions
 //!   and events; cleanup through the finalizer on deletion.
+//! - `deploy` (feature `client`) renders what runs the controller on a cluster:
+//!   Namespace, ServiceAccount, a ClusterRole derived from the requests the controller
+//!   makes, its binding and a restricted Deployment.
 //! - `live` (feature `client`) reads the objects [`audit`] and [`reach`] check from a
 //!   cluster instead of files.
 //! - [`crd`] generates the `Tenant` CustomResourceDefinition from the spec crate's JSON
@@ -44,6 +47,8 @@ pub mod audit;
 #[cfg(feature = "client")]
 pub mod controller;
 pub mod crd;
+#[cfg(feature = "client")]
+pub mod deploy;
 pub mod flux;
 pub mod labels;
 #[cfg(feature = "client")]

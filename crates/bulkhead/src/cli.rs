@@ -478,6 +478,9 @@ LimitRange, default-deny NetworkPolicies and the exceptions the policy engine
 compiles, ServiceAccount/Role/RoleBinding, Flux objects, Deployments), plus
 platform.yaml (admission policies) and flux-lockdown.yaml.
 
+Objects target Kubernetes 1.34 (their built-in kinds are tested against its OpenAPI
+schema, strictly); Flux and Istio objects need those projects' CRDs installed.
+
 Examples:
   bulkhead k8s render -f examples/                 # to standard output
   bulkhead k8s render -f examples/ --out rendered/ # one file per tenant"
@@ -577,14 +580,34 @@ The Platform comes from --platform (a file holding exactly one Platform document
 else the default platform. The cluster comes from KUBECONFIG (or ~/.kube/config),
 else the in-cluster account. Stops on SIGINT or SIGTERM.
 
+With --manifests it prints, instead of running, what runs it on a cluster: the
+Namespace (Pod Security restricted), ServiceAccount, ClusterRole (exactly the requests
+the controller makes, plus the tenant reconciler Role's rules, which it must hold to
+create that Role), ClusterRoleBinding and a one-replica Deployment with a restricted
+security context running `bulkhead k8s controller`.
+
 Examples:
   bulkhead k8s crd | kubectl apply --server-side -f -
-  bulkhead k8s controller --platform examples/platform.yaml"
+  bulkhead k8s controller --platform examples/platform.yaml
+  bulkhead k8s controller --manifests --image registry.example/bulkhead:0.1 | kubectl apply --server-side -f -"
     )]
     Controller {
         /// The Platform file (one Platform document); the default platform without it.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "manifests")]
         platform: Option<PathBuf>,
+        /// Print the manifests that deploy the controller instead of running it.
+        #[arg(long)]
+        manifests: bool,
+        /// With --manifests: the namespace the controller runs in.
+        #[arg(long, default_value = "bulkhead-system", requires = "manifests")]
+        namespace: String,
+        /// With --manifests: the image holding the bulkhead binary.
+        #[arg(long, requires = "manifests")]
+        image: Option<String>,
+        /// With --manifests: a ConfigMap in that namespace whose key platform.yaml is the
+        /// Platform (mounted and passed as --platform); without it, the default platform.
+        #[arg(long, requires = "manifests")]
+        platform_configmap: Option<String>,
         /// Take over fields another field manager owns.
         #[arg(long)]
         force_conflicts: bool,

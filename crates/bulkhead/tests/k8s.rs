@@ -200,3 +200,65 @@ fn the_controller_refuses_a_platform_file_that_holds_tenants() {
         "{stderr}"
     );
 }
+
+#[test]
+fn the_controller_prints_its_deployment_manifests() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let out = stdout(
+        bulkhead(state.path()).args([
+            "k8s",
+            "controller",
+            "--manifests",
+            "--namespace",
+            "tenancy",
+            "--image",
+            "registry.example/bulkhead:test",
+            "--platform-configmap",
+            "platform",
+        ]),
+        0,
+    );
+    let documents: Vec<serde_json::Value> = serde_saphyr::from_multiple(&out).expect("yaml");
+    let kinds: Vec<&str> = documents
+        .iter()
+        .map(|d| d["kind"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "Namespace",
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Deployment"
+        ]
+    );
+    assert_eq!(
+        documents[0]["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
+        "restricted"
+    );
+    assert_eq!(documents[3]["subjects"][0]["namespace"], "tenancy");
+    let pod = &documents[4]["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "bulkhead-controller");
+    let container = &pod["containers"][0];
+    assert_eq!(container["image"], "registry.example/bulkhead:test");
+    assert_eq!(
+        container["args"],
+        serde_json::json!([
+            "k8s",
+            "controller",
+            "--platform",
+            "/etc/bulkhead/platform.yaml"
+        ])
+    );
+    assert_eq!(pod["volumes"][0]["configMap"]["name"], "platform");
+    let security = &container["securityContext"];
+    assert_eq!(security["allowPrivilegeEscalation"], false);
+    assert_eq!(security["runAsNonRoot"], true);
+    assert_eq!(security["capabilities"]["drop"], serde_json::json!(["ALL"]));
+    // The manifest options mean nothing without --manifests.
+    bulkhead(state.path())
+        .args(["k8s", "controller", "--image", "x"])
+        .assert()
+        .code(2);
+}

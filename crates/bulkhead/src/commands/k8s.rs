@@ -112,9 +112,32 @@ pub fn k8s(global: &Global, action: K8sAction) -> Outcome {
             Ok(EXIT_OK)
         }
         K8sAction::Controller {
+            manifests: true,
+            namespace,
+            image,
+            platform_configmap,
+            ..
+        } => {
+            let mut options = bulkhead_k8s::deploy::ControllerManifestOptions {
+                namespace,
+                platform_config_map: platform_configmap,
+                ..Default::default()
+            };
+            if let Some(image) = image {
+                options.image = image;
+            }
+            let objects = bulkhead_k8s::deploy::controller_manifests(&options)
+                .context("cannot render the controller's manifests")?;
+            for object in &objects {
+                print!("---\n{}", object.yaml);
+            }
+            Ok(EXIT_OK)
+        }
+        K8sAction::Controller {
             platform,
             force_conflicts,
             timeout,
+            ..
         } => {
             let platform = match &platform {
                 Some(path) => bulkhead_k8s::controller::platform_sources(path)
