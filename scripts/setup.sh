@@ -46,14 +46,15 @@ if ! "$KUBERNETES_VALIDATE_VENV/bin/python" -c 'import kubernetes_validate' >/de
   echo "setup: installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION in $KUBERNETES_VALIDATE_VENV"
   rm -rf "$KUBERNETES_VALIDATE_VENV"
   python3 -m venv "$KUBERNETES_VALIDATE_VENV"
-  # One retry: a package index can fail a request now and then.
-  for attempt in 1 2; do
-    "$KUBERNETES_VALIDATE_VENV/bin/pip" install -q --disable-pip-version-check \
+  # Retries with a pause: a package index can fail a request now and then.
+  for attempt in 1 2 3 4; do
+    "$KUBERNETES_VALIDATE_VENV/bin/pip" install -q --disable-pip-version-check --retries 5 \
       "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" && break
-    if [ "$attempt" -eq 2 ]; then
+    if [ "$attempt" -eq 4 ]; then
       echo "setup: cannot install kubernetes-validate" >&2
       exit 1
     fi
+    sleep $((attempt * 5))
   done
 fi
 export BULKHEAD_KUBERNETES_VALIDATE="$KUBERNETES_VALIDATE_VENV/bin/python"
