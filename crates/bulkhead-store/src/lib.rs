@@ -32,6 +32,11 @@
 //! - **API tokens.** [`Store::create_token`] returns a bearer token once and keeps
 //!   only the SHA-256 of its secret; [`Store::authenticate_token`] refuses unknown,
 //!   expired and revoked tokens (see [`tokens`]).
+//! - **Elevations and tightenings.** [`Store::create_elevation`] records a
+//!   request for temporary extra rights; [`Store::decide_elevation`] approves or
+//!   denies it, never by its requester (checked in code and by the table);
+//!   [`Store::active_elevations`] lists what is in force. [`Tightening`]s are the
+//!   daemon's temporary cpu-weight cuts of noisy tenants (see [`elevations`]).
 //!
 //! The store does not know the spec's types: callers hand it kinds, names
 //! and document text, so it depends on nothing else in bulkhead.
@@ -41,6 +46,7 @@ pub mod addresses;
 pub mod audit;
 mod diff;
 mod digest;
+pub mod elevations;
 pub mod ids;
 pub mod keys;
 pub mod migrate;
@@ -66,4 +72,5 @@ pub use revision::{
     GetRevisionError, ListRevisionsError, NewObject, ObjectKey, Revision, RevisionId,
     RevisionSummary, SaveRevisionError, SavedRevision, StoredObject, revision_digest,
 };
+pub use elevations::{Elevation, ElevationError, NewElevation, Tightening};
 pub use tokens::{CreatedToken, NewToken, TOKEN_PREFIX, TokenError, TokenInfo};
