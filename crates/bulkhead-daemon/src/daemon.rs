@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bulkhead_spec::{Desired, TenantState};
-use bulkhead_store::{AuditEntry, NewToken, Store, TokenError};
+use bulkhead_store::{
+    AuditEntry, AuditOutcome, ElevationError, NewElevation, NewToken, Store, TokenError,
+};
 
 use crate::authz::{Authorizer, Permission, Principal, Resource, Role};
 use crate::backend::{Backend, BackendError};
@@ -17,6 +19,7 @@ use crate::command::{
     ApiError, Command, CreatedTokenView, ExecResult, Health, ReconcileStatus, Reply, TenantDetail,
     TenantSummary, TokenRequest, TokenView,
 };
+use crate::elevate::{self, ElevationChange, ElevationKind, ElevationRequest};
 use crate::metrics;
 use crate::supervisor::Supervisor;
 
@@ -168,11 +171,28 @@ impl Daemon {
                         info.id, info.role
                     ))
                 })?;
+                // Operator exec: only platform admins can hold it (the policies
+                // check the role too).
+                let exec_grants = if role == Role::PlatformAdmin {
+                    store
+                        .active_elevations(now_unix())
+                        .map_err(|e| ApiError::Failed(e.to_string()))?
+                        .into_iter()
+                        .filter(|e| {
+                            e.kind == ElevationKind::OperatorExec.as_str()
+                                && e.requester == info.subject
+                        })
+                        .map(|e| e.tenant)
+                        .collect()
+                } else {
+                    Vec::new()
+                };
                 Ok(Principal {
                     token_id: info.id,
                     subject: info.subject,
                     role,
                     tenant: info.tenant,
+                    exec_grants,
                 })
             }
             Err(error) => {
@@ -224,12 +244,12 @@ impl Daemon {
             resource.to_string(),
             "denied",
         )
-        .with_detail(detail);
+        .with_detail(detail.clone());
         lock(&self.store)
             .append_audit(&entry)
             .map_err(|e| ApiError::Failed(format!("cannot audit a denial: {e}")))?;
         Err(ApiError::Forbidden(format!(
-            "{} ({}) may not {} {resource}",
+            "{} ({}) may not {} {resource} ({detail})",
             who.subject,
             who.role.as_str(),
             permission.as_str()
@@ -387,7 +407,230 @@ impl Daemon {
                 self.authorize(who, Permission::MetricsRead, &Resource::Platform)?;
                 Ok(Reply::Metrics(self.metrics()?))
             }
+            Command::ListElevations => {
+                self.authorize(who, Permission::ElevationList, &Resource::Platform)?;
+                let all = lock(&self.store)
+                    .elevations()
+                    .map_err(|e| ApiError::Failed(e.to_string()))?;
+                Ok(Reply::Elevations(all.into_iter().map(Into::into).collect()))
+            }
+            Command::RequestElevation(request) => self.request_elevation(who, &request),
+            Command::DecideElevation { id, approve, note } => {
+                self.decide_elevation(who, &id, approve, note.as_deref())
+            }
+            Command::RevokeElevation { id } => {
+                self.authorize(who, Permission::ElevationRevoke, &Resource::Platform)?;
+                self.end_elevation(&who.actor(), &who.subject, &id, true)
+            }
         }
+    }
+
+    fn request_elevation(
+        &self,
+        who: &Principal,
+        request: &ElevationRequest,
+    ) -> Result<Reply, ApiError> {
+        self.authorize(who, Permission::ElevationRequest, &Resource::Platform)?;
+        let desired = self.current()?;
+        elevate::check_against(desired.as_ref(), request).map_err(ApiError::Invalid)?;
+        let parameters = if request.parameters.is_null() {
+            "{}".to_owned()
+        } else {
+            request.parameters.to_string()
+        };
+        let mut store = lock(&self.store);
+        let intent = store
+            .audit_intent(
+                AuditEntry::intent(
+                    who.actor(),
+                    "elevation.request",
+                    format!("tenant/{}", request.tenant),
+                )
+                .with_detail(format!(
+                    "{} {parameters} for {} s: {}",
+                    request.kind.as_str(),
+                    request.ttl_seconds,
+                    request.reason
+                )),
+            )
+            .map_err(|e| ApiError::Failed(format!("cannot audit: {e}")))?;
+        let created = store.create_elevation(
+            &NewElevation {
+                kind: request.kind.as_str().to_owned(),
+                tenant: request.tenant.clone(),
+                parameters,
+                reason: request.reason.clone(),
+                ttl_seconds: i64::try_from(request.ttl_seconds).unwrap_or(i64::MAX),
+                requester: who.subject.clone(),
+                requester_token: who.token_id.clone(),
+            },
+            now_unix(),
+        );
+        let (outcome, detail) = match &created {
+            Ok(e) => (
+                AuditOutcome::Succeeded,
+                format!("elevation {} pending", e.id),
+            ),
+            Err(e) => (AuditOutcome::Failed, e.to_string()),
+        };
+        store
+            .audit_outcome(&intent, outcome, Some(&detail))
+            .map_err(|e| ApiError::Failed(format!("cannot audit: {e}")))?;
+        let created = created.map_err(|e| ApiError::Failed(e.to_string()))?;
+        Ok(Reply::Elevation(created.into()))
+    }
+
+    fn decide_elevation(
+        &self,
+        who: &Principal,
+        id: &str,
+        approve: bool,
+        note: Option<&str>,
+    ) -> Result<Reply, ApiError> {
+        let found = lock(&self.store)
+            .elevation(id)
+            .map_err(|e| ApiError::Failed(e.to_string()))?
+            .ok_or_else(|| ApiError::NotFound(format!("no elevation {id:?}")))?;
+        let permission = if approve {
+            Permission::ElevationApprove
+        } else {
+            Permission::ElevationDeny
+        };
+        let resource = Resource::Elevation {
+            id: found.id.clone(),
+            requester: found.requester.clone(),
+            tenant: found.tenant.clone(),
+        };
+        self.authorize(who, permission, &resource)?;
+        // The policies forbid it already; this holds even if they were edited.
+        if found.requester == who.subject {
+            let entry = AuditEntry::new(
+                who.actor(),
+                permission.as_str(),
+                resource.to_string(),
+                "denied",
+            )
+            .with_detail("the requester may not decide their own elevation (two-person rule)");
+            lock(&self.store)
+                .append_audit(&entry)
+                .map_err(|e| ApiError::Failed(format!("cannot audit a denial: {e}")))?;
+            return Err(ApiError::Forbidden(format!(
+                "{} requested elevation {id} and may not decide it (two-person rule)",
+                who.subject
+            )));
+        }
+        let _writing = lock(&self.writes);
+        let decided = {
+            let mut store = lock(&self.store);
+            let intent = store
+                .audit_intent(
+                    AuditEntry::intent(who.actor(), permission.as_str(), resource.to_string())
+                        .with_detail(format!(
+                            "{} on tenant/{} requested by {:?}{}",
+                            found.kind,
+                            found.tenant,
+                            found.requester,
+                            note.map(|n| format!(": {n}")).unwrap_or_default()
+                        )),
+                )
+                .map_err(|e| ApiError::Failed(format!("cannot audit: {e}")))?;
+            let decided = store.decide_elevation(id, approve, &who.subject, note, now_unix());
+            let (outcome, detail) = match &decided {
+                Ok(e) => (
+                    AuditOutcome::Succeeded,
+                    match e.expires_at {
+                        Some(at) => format!("active until unix {at}"),
+                        None => "denied".to_owned(),
+                    },
+                ),
+                Err(e) => (AuditOutcome::Failed, e.to_string()),
+            };
+            store
+                .audit_outcome(&intent, outcome, Some(&detail))
+                .map_err(|e| ApiError::Failed(format!("cannot audit: {e}")))?;
+            decided.map_err(elevation_error)?
+        };
+        let host_actions = if approve {
+            self.converge_now(&who.actor())?
+        } else {
+            Vec::new()
+        };
+        Ok(Reply::ElevationChanged(ElevationChange {
+            elevation: decided.into(),
+            host_actions,
+        }))
+    }
+
+    /// Ends an active elevation (revoked by a person, or expired by the reconciler)
+    /// and converges the host back.
+    fn end_elevation(
+        &self,
+        actor: &str,
+        by: &str,
+        id: &str,
+        revoked: bool,
+    ) -> Result<Reply, ApiError> {
+        let _writing = lock(&self.writes);
+        let ended = self.end_elevation_locked(actor, by, id, revoked)?;
+        let host_actions = self.converge_now(actor)?;
+        Ok(Reply::ElevationChanged(ElevationChange {
+            elevation: ended.into(),
+            host_actions,
+        }))
+    }
+
+    fn end_elevation_locked(
+        &self,
+        actor: &str,
+        by: &str,
+        id: &str,
+        revoked: bool,
+    ) -> Result<bulkhead_store::Elevation, ApiError> {
+        let action = if revoked {
+            "elevation.revoke"
+        } else {
+            "elevation.expire"
+        };
+        let mut store = lock(&self.store);
+        let found = store
+            .elevation(id)
+            .map_err(|e| ApiError::Failed(e.to_string()))?
+            .ok_or_else(|| ApiError::NotFound(format!("no elevation {id:?}")))?;
+        let intent = store
+            .audit_intent(
+                AuditEntry::intent(actor, action, format!("elevation/{id}")).with_detail(format!(
+                    "{} on tenant/{} {}",
+                    found.kind, found.tenant, found.parameters
+                )),
+            )
+            .map_err(|e| ApiError::Failed(format!("cannot audit: {e}")))?;
+        let ended = store.end_elevation(id, revoked, by, now_unix());
+        let (outcome, detail) = match &ended {
+            Ok(e) => (AuditOutcome::Succeeded, e.status.clone()),
+            Err(e) => (AuditOutcome::Failed, e.to_string()),
+        };
+        store
+            .audit_outcome(&intent, outcome, Some(&detail))
+            .map_err(|e| ApiError::Failed(format!("cannot audit: {e}")))?;
+        ended.map_err(elevation_error)
+    }
+
+    /// Converges the host now (the caller holds the write lock), audited as `actor`.
+    fn converge_now(&self, actor: &str) -> Result<Vec<String>, ApiError> {
+        let repairs = self.backend.converge(actor)?;
+        Ok(repairs.into_iter().map(|r| r.action).collect())
+    }
+
+    /// Marks elevations whose time has run out as expired (audited as the
+    /// reconciler); the converge that follows takes the host back.
+    fn expire_elevations(&self) -> Result<usize, ApiError> {
+        let due = lock(&self.store)
+            .due_elevations(now_unix())
+            .map_err(|e| ApiError::Failed(e.to_string()))?;
+        for elevation in &due {
+            self.end_elevation_locked(RECONCILER_ACTOR, RECONCILER_ACTOR, &elevation.id, false)?;
+        }
+        Ok(due.len())
     }
 
     fn workload_exists(
@@ -531,7 +774,12 @@ impl Daemon {
         let started = Instant::now();
         let result = {
             let _writing = lock(&self.writes);
-            self.backend.converge(RECONCILER_ACTOR)
+            match self.expire_elevations() {
+                Ok(_) => self.backend.converge(RECONCILER_ACTOR),
+                Err(e) => Err(BackendError::Failed(format!(
+                    "cannot expire elevations: {e}"
+                ))),
+            }
         };
         let desired = self.current();
         if let Ok(desired) = &desired {
@@ -592,6 +840,15 @@ impl Daemon {
     /// Where logs are kept.
     pub fn log_dir(&self) -> PathBuf {
         self.supervisor.log_dir().to_path_buf()
+    }
+}
+
+fn elevation_error(error: ElevationError) -> ApiError {
+    match error {
+        ElevationError::Unknown(id) => ApiError::NotFound(format!("no elevation {id:?}")),
+        ElevationError::State { .. } => ApiError::Conflict(error.to_string()),
+        ElevationError::SelfDecision { .. } => ApiError::Forbidden(error.to_string()),
+        other => ApiError::Failed(other.to_string()),
     }
 }
 

@@ -17,6 +17,8 @@
 //!   and acts.
 //! - [`supervisor::Supervisor`] runs each workload with its restart policy and
 //!   exponential [`supervisor::Backoff`]; [`logs`] keeps their output, rotated.
+//! - [`elevate`] is elevated access: requests, the two-person rule, and the overlay
+//!   of active grants (and noisy-neighbour tightenings) on the desired state.
 //! - [`metrics`] renders OpenMetrics per tenant.
 //! - [`listen`] binds the unix socket (mode 0660) and the optional TLS listener.
 #![forbid(unsafe_code)]
@@ -26,6 +28,7 @@ pub mod authz;
 pub mod backend;
 pub mod command;
 pub mod daemon;
+pub mod elevate;
 pub mod listen;
 pub mod logs;
 pub mod metrics;

@@ -109,7 +109,9 @@ pub enum ElevationError {
         expected: &'static str,
     },
     /// The requester tried to decide their own request.
-    #[error("elevation {id} was requested by {requester:?}, who may not decide it (two-person rule)")]
+    #[error(
+        "elevation {id} was requested by {requester:?}, who may not decide it (two-person rule)"
+    )]
     SelfDecision {
         /// The elevation.
         id: String,
@@ -381,7 +383,9 @@ mod tests {
         assert_eq!(store.active_elevations(1_699).unwrap().len(), 1);
         assert!(store.active_elevations(1_700).unwrap().is_empty());
         assert_eq!(store.due_elevations(1_700).unwrap().len(), 1);
-        let ended = store.end_elevation(&e.id, false, "reconciler", 1_701).unwrap();
+        let ended = store
+            .end_elevation(&e.id, false, "reconciler", 1_701)
+            .unwrap();
         assert_eq!(ended.status, "expired");
         assert!(store.due_elevations(2_000).unwrap().is_empty());
         assert!(matches!(

@@ -63,6 +63,7 @@ pub use audit::{
 pub use diff::{
     DIFF_CONTEXT_LINES, DiffRevisionsError, ObjectChange, RevisionDiff, diff_revisions,
 };
+pub use elevations::{Elevation, ElevationError, NewElevation, Tightening};
 pub use keys::{
     CreateTenantKeyError, DestroyTenantKeyError, DestroyedKey, MasterKey, MasterKeyError,
     TenantKey, TenantKeyInfo, UnwrapTenantKeyError,
@@ -72,5 +73,4 @@ pub use revision::{
     GetRevisionError, ListRevisionsError, NewObject, ObjectKey, Revision, RevisionId,
     RevisionSummary, SaveRevisionError, SavedRevision, StoredObject, revision_digest,
 };
-pub use elevations::{Elevation, ElevationError, NewElevation, Tightening};
 pub use tokens::{CreatedToken, NewToken, TOKEN_PREFIX, TokenError, TokenInfo};

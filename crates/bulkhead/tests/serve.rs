@@ -127,6 +127,30 @@ impl Instance {
             .to_owned()
     }
 
+    /// A token for `subject` (people are told apart by subject: the two-person rule).
+    fn token_for(&self, subject: &str, role: &str, tenant: Option<&str>) -> String {
+        let mut args = vec![
+            "token",
+            "create",
+            "--role",
+            role,
+            "--ttl",
+            "1h",
+            "--subject",
+            subject,
+        ];
+        if let Some(tenant) = tenant {
+            args.extend(["--tenant", tenant]);
+        }
+        let out = self.cli(&args);
+        assert!(out.status.success(), "token create: {}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
     fn socket(&self) -> PathBuf {
         self.state.path().join(&self.prefix).join("api.sock")
     }
@@ -263,7 +287,8 @@ type Case<'a> = (&'a str, String, String, Option<(&'a str, &'a str)>);
 /// What every role may do, written out from the issue, not from the policy file.
 fn expected(role: &str, action: &str, own: bool) -> bool {
     match role {
-        "platform-admin" => true,
+        // Exec into a tenant needs an approved operator-exec elevation.
+        "platform-admin" => action != "workload.exec",
         "tenant-admin" => {
             own && matches!(
                 action,
@@ -821,4 +846,268 @@ fn a_daemon_killed_during_an_apply_converges_on_restart_without_leaks() {
         });
     assert!(!any_process, "a workload of the instance outlived gc");
     assert!(leftovers.is_empty(), "leftovers: {leftovers:?}");
+}
+
+fn elevation_body(kind: &str, tenant: &str, parameters: &str, ttl: u64) -> String {
+    format!(
+        r#"{{"kind": "{kind}", "tenant": "{tenant}", "parameters": {parameters}, "reason": "serve test", "ttl_seconds": {ttl}}}"#
+    )
+}
+
+fn read_trim(path: &str) -> String {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn an_elevation_needs_a_second_admin_applies_to_the_kernel_and_expires() {
+    require_root!();
+    let mut instance = Instance::new(&["a", "b"]);
+    instance.serve("1");
+    let alice = instance.token_for("alice", "platform-admin", None);
+    let bob = instance.token_for("bob", "platform-admin", None);
+    let tenant_admin = instance.token_for("carol", "tenant-admin", Some("a"));
+    let viewer = instance.token_for("dave", "tenant-viewer", Some("a"));
+    let memory = format!(
+        "/sys/fs/cgroup/memory/{}/a/memory.limit_in_bytes",
+        instance.prefix
+    );
+    assert_eq!(read_trim(&memory), (1u64 << 30).to_string());
+
+    // Tenant roles can neither ask nor list.
+    let raise = elevation_body("quota-raise", "a", r#"{"memory": "2Gi"}"#, 6);
+    for token in [&tenant_admin, &viewer] {
+        let (status, reply) = instance.request(
+            "POST",
+            "/elevations",
+            token,
+            Some(("application/json", &raise)),
+        );
+        assert_eq!(status, 403, "{reply}");
+        assert_eq!(instance.request("GET", "/elevations", token, None).0, 403);
+    }
+    // A raise that lowers, or names a quota a raise may not change, is refused.
+    for bad in [r#"{"memory": "512Mi"}"#, r#"{"storage": "9Gi"}"#] {
+        let body = elevation_body("quota-raise", "a", bad, 6);
+        let (status, reply) = instance.request(
+            "POST",
+            "/elevations",
+            &alice,
+            Some(("application/json", &body)),
+        );
+        assert_eq!(status, 422, "{bad}: {reply}");
+    }
+
+    let (status, pending) = instance.request(
+        "POST",
+        "/elevations",
+        &alice,
+        Some(("application/json", &raise)),
+    );
+    assert_eq!(status, 200, "{pending}");
+    assert_eq!(pending["status"], "pending");
+    let id = pending["id"].as_str().expect("id").to_owned();
+    let approve = format!("/elevations/{id}/approve");
+
+    // The requester cannot approve (or deny) their own; tenant roles cannot approve.
+    for (token, who) in [(&alice, "requester"), (&tenant_admin, "tenant-admin")] {
+        let (status, reply) = instance.request("POST", &approve, token, None);
+        assert_eq!(status, 403, "{who}: {reply}");
+    }
+    let (status, _) = instance.request("POST", &format!("/elevations/{id}/deny"), &alice, None);
+    assert_eq!(status, 403);
+    assert_eq!(
+        read_trim(&memory),
+        (1u64 << 30).to_string(),
+        "nothing changed"
+    );
+
+    // Another admin approves: the kernel's limit is raised at once.
+    let (status, changed) = instance.request(
+        "POST",
+        &approve,
+        &bob,
+        Some(("application/json", r#"{"note": "ok"}"#)),
+    );
+    assert_eq!(status, 200, "{changed}");
+    assert_eq!(changed["elevation"]["status"], "active");
+    assert_eq!(changed["elevation"]["decided_by"], "bob");
+    assert_eq!(read_trim(&memory), (2u64 << 30).to_string());
+    // Approving twice is a conflict.
+    assert_eq!(instance.request("POST", &approve, &bob, None).0, 409);
+
+    // The TTL runs out: the reconciler marks it expired and the limit goes back.
+    let expired = time_until(Duration::from_secs(60), || {
+        let (_, all) = instance.request("GET", "/elevations", &bob, None);
+        let status = all
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["id"] == id.as_str())
+            .map(|e| e["status"].clone());
+        status == Some(Value::from("expired")) && read_trim(&memory) == (1u64 << 30).to_string()
+    });
+    assert!(expired.is_some(), "the raise expired and was reverted");
+
+    // Every step is in the audit log.
+    let audit = instance.audit();
+    let has = |action: &str, result: &str, actor: &str| {
+        audit.iter().any(|r| {
+            r["action"] == action
+                && r["result"] == result
+                && r["actor"].as_str().unwrap_or_default().starts_with(actor)
+        })
+    };
+    assert!(has("elevation.request", "succeeded", "alice"));
+    assert!(has("elevation.request", "denied", "carol"));
+    assert!(
+        has("elevation.approve", "denied", "alice"),
+        "self-approval audited"
+    );
+    assert!(has("elevation.approve", "denied", "carol"));
+    assert!(has("elevation.approve", "succeeded", "bob"));
+    assert!(has(
+        "elevation.expire",
+        "succeeded",
+        "bulkhead-daemon/reconciler"
+    ));
+    assert!(
+        audit
+            .iter()
+            .any(|r| r["actor"] == "bulkhead-daemon/reconciler"
+                && r["object"] == "tenant/a"
+                && r["action"] == "set-tenant-limits"
+                && r["detail"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("memory 1Gi")),
+        "the revert is an audited host action"
+    );
+    assert!(instance.cli(&["audit", "verify"]).status.success());
+}
+
+#[test]
+fn operator_exec_and_egress_exceptions_hold_only_while_granted() {
+    require_root!();
+    let mut instance = Instance::new(&["a", "b"]);
+    instance.serve("30");
+    let alice = instance.token_for("alice", "platform-admin", None);
+    let bob = instance.token_for("bob", "platform-admin", None);
+    let exec = |token: &str, tenant: &str| {
+        instance
+            .request(
+                "POST",
+                &format!("/tenants/{tenant}/workloads/steady/exec"),
+                token,
+                Some(("application/json", r#"{"command": ["/bin/true"]}"#)),
+            )
+            .0
+    };
+    assert_eq!(exec(&alice, "a"), 403, "no exec without an elevation");
+
+    let body = elevation_body("operator-exec", "a", "{}", 3600);
+    let (status, pending) = instance.request(
+        "POST",
+        "/elevations",
+        &alice,
+        Some(("application/json", &body)),
+    );
+    assert_eq!(status, 200, "{pending}");
+    let id = pending["id"].as_str().expect("id").to_owned();
+    let (status, reply) =
+        instance.request("POST", &format!("/elevations/{id}/approve"), &bob, None);
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(exec(&alice, "a"), 200, "the requester, on that tenant");
+    assert_eq!(exec(&alice, "b"), 403, "not another tenant");
+    assert_eq!(exec(&bob, "a"), 403, "not the approver");
+    let (status, _) = instance.request("POST", &format!("/elevations/{id}/revoke"), &bob, None);
+    assert_eq!(status, 200);
+    assert_eq!(exec(&alice, "a"), 403, "revoked");
+
+    // An egress exception appears in the compiled firewall while it is active.
+    let table = format!("bulkhead_{}", instance.prefix);
+    let ruleset = || {
+        let out = Command::new("nft")
+            .args(["list", "table", "inet", &table])
+            .output()
+            .expect("nft");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(!ruleset().contains("203.0.113.0/24"));
+    let body = elevation_body(
+        "egress-exception",
+        "b",
+        r#"{"cidr": "203.0.113.0/24", "ports": ["443/tcp"]}"#,
+        3600,
+    );
+    let (status, pending) = instance.request(
+        "POST",
+        "/elevations",
+        &bob,
+        Some(("application/json", &body)),
+    );
+    assert_eq!(status, 200, "{pending}");
+    let id = pending["id"].as_str().expect("id").to_owned();
+    let (status, reply) =
+        instance.request("POST", &format!("/elevations/{id}/approve"), &alice, None);
+    assert_eq!(status, 200, "{reply}");
+    assert!(ruleset().contains("203.0.113.0/24"), "{}", ruleset());
+    let (status, _) = instance.request("POST", &format!("/elevations/{id}/revoke"), &alice, None);
+    assert_eq!(status, 200);
+    assert!(!ruleset().contains("203.0.113.0/24"), "{}", ruleset());
+    // The CLI goes through the daemon with the caller's token: the requester's own
+    // approval is refused (exit 3), another admin's goes through.
+    let cli = |token: &str, args: &[&str]| {
+        let mut command = instance.command();
+        command
+            .env("BULKHEAD_TOKEN", token)
+            .arg("elevate")
+            .args(args);
+        command.output().expect("run bulkhead elevate")
+    };
+    let out = cli(
+        &alice,
+        &[
+            "request",
+            "--kind",
+            "quota-raise",
+            "--tenant",
+            "b",
+            "--parameters",
+            r#"{"pids": 1024}"#,
+            "--reason",
+            "cli",
+            "--ttl",
+            "1h",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let cli_id = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let out = cli(&alice, &["approve", &cli_id]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("two-person"), "{}", stderr(&out));
+    let out = cli(&bob, &["approve", &cli_id, "--note", "ok"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        read_trim(&format!(
+            "/sys/fs/cgroup/pids/{}/b/pids.max",
+            instance.prefix
+        )),
+        "1024"
+    );
+    let out = cli(&bob, &["-o", "json", "list"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let list: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(list.as_array().map(Vec::len), Some(3));
+
+    let audit = instance.audit();
+    assert!(audit.iter().any(|r| r["action"] == "elevation.revoke"
+        && r["result"] == "succeeded"
+        && r["object"] == format!("elevation/{id}")));
 }

@@ -3,6 +3,7 @@
 pub mod apply;
 mod audit;
 mod doctor;
+mod elevate;
 mod get;
 mod history;
 pub mod host;
@@ -11,7 +12,7 @@ mod lifecycle;
 mod logs;
 pub mod net;
 mod serve;
-mod token;
+pub(crate) mod token;
 mod validate;
 mod verify;
 
@@ -121,6 +122,7 @@ pub fn run(cli: Cli) -> Outcome {
             )
         }
         Command::Token { action } => token::token(global, action),
+        Command::Elevate { token, action } => elevate::elevate(global, token, action),
         Command::Logs {
             target,
             tail,
