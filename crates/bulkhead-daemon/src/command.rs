@@ -161,6 +161,14 @@ pub enum ApiError {
     /// The request is malformed (400).
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// The caller was denied too often and is blocked for a while (429).
+    #[error("too many requests: {message}")]
+    TooManyRequests {
+        /// Why, for a person.
+        message: String,
+        /// Seconds until the block ends.
+        retry_after: u64,
+    },
     /// Something failed on the host or in the store (500).
     #[error("failed: {0}")]
     Failed(String),
@@ -187,6 +195,7 @@ impl ApiError {
             ApiError::Forbidden(_) => ("forbidden", vec![]),
             ApiError::NotFound(_) => ("not-found", vec![]),
             ApiError::Conflict(_) => ("conflict", vec![]),
+            ApiError::TooManyRequests { .. } => ("too-many-requests", vec![]),
             ApiError::Invalid(p) => ("invalid", p.clone()),
             ApiError::BadRequest(_) => ("bad-request", vec![]),
             ApiError::Failed(_) => ("failed", vec![]),

@@ -22,6 +22,7 @@ use crate::command::{
 use crate::elevate::{self, ElevationChange, ElevationKind, ElevationRequest};
 use crate::metrics;
 use crate::supervisor::Supervisor;
+use crate::throttle::{self, DenialLimit, Throttle, Tripped};
 
 /// The audit log's actor for the reconciler's repairs.
 pub const RECONCILER_ACTOR: &str = "bulkhead-daemon/reconciler";
@@ -42,6 +43,7 @@ pub struct Daemon {
     writes: Mutex<()>,
     reconcile: Mutex<ReconcileStatus>,
     repairs: Mutex<BTreeMap<String, u64>>,
+    throttle: Mutex<Throttle>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -142,7 +144,57 @@ impl Daemon {
             writes: Mutex::new(()),
             reconcile: Mutex::new(ReconcileStatus::default()),
             repairs: Mutex::new(BTreeMap::new()),
+            throttle: Mutex::new(Throttle::new(DenialLimit::default())),
         }
+    }
+
+    /// The same daemon with another limit on denied callers.
+    pub fn with_denial_limit(self, limit: DenialLimit) -> Daemon {
+        Daemon {
+            throttle: Mutex::new(Throttle::new(limit)),
+            ..self
+        }
+    }
+
+    /// Counts a denial of token `id`; audits the start of a block.
+    fn count_denial(&self, store: &mut Store, id: &str) -> Result<(), ApiError> {
+        let tripped = lock(&self.throttle).record_denial(id, Instant::now());
+        if let Tripped::Blocked(block) = tripped {
+            let entry = AuditEntry::new(format!("token {id}"), "rate-limit", "platform", "denied")
+                .with_detail(format!(
+                    "too many denials: every request of this token is refused with 429 for {} s; the refusals are counted in one record when the block ends",
+                    block.as_secs()
+                ));
+            store
+                .append_audit(&entry)
+                .map_err(|e| ApiError::Failed(format!("cannot audit: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Audits the blocks that are over (one aggregate record each).
+    pub fn audit_ended_blocks(&self) -> Result<(), ApiError> {
+        let ended = lock(&self.throttle).ended(Instant::now());
+        if ended.is_empty() {
+            return Ok(());
+        }
+        let mut store = lock(&self.store);
+        for block in ended {
+            let entry = AuditEntry::new(
+                format!("token {}", block.id),
+                "rate-limit",
+                "platform",
+                "denied",
+            )
+            .with_detail(format!(
+                "block ended: {} request(s) refused with 429 during it",
+                block.refused
+            ));
+            store
+                .append_audit(&entry)
+                .map_err(|e| ApiError::Failed(format!("cannot audit: {e}")))?;
+        }
+        Ok(())
     }
 
     /// The backend.
@@ -162,6 +214,15 @@ impl Daemon {
         let token = bearer.ok_or_else(|| {
             ApiError::Unauthenticated("expected an Authorization: Bearer bht_… header".to_owned())
         })?;
+        if let Some(id) = throttle::token_id(token) {
+            self.audit_ended_blocks()?;
+            if let Some(retry_after) = lock(&self.throttle).check(id, Instant::now()) {
+                return Err(ApiError::TooManyRequests {
+                    message: format!("token {id} was denied too often; retry in {retry_after} s"),
+                    retry_after,
+                });
+            }
+        }
         let mut store = lock(&self.store);
         match store.authenticate_token(token, now_unix()) {
             Ok(info) => {
@@ -207,6 +268,7 @@ impl Daemon {
                     if let Err(e) = store.append_audit(&entry) {
                         return Err(ApiError::Failed(format!("cannot audit: {e}")));
                     }
+                    self.count_denial(&mut store, id)?;
                 }
                 Err(ApiError::Unauthenticated(match error {
                     TokenError::Database(_) | TokenError::Random(_) => {
@@ -245,9 +307,12 @@ impl Daemon {
             "denied",
         )
         .with_detail(detail.clone());
-        lock(&self.store)
+        let mut store = lock(&self.store);
+        store
             .append_audit(&entry)
             .map_err(|e| ApiError::Failed(format!("cannot audit a denial: {e}")))?;
+        self.count_denial(&mut store, &who.token_id)?;
+        drop(store);
         Err(ApiError::Forbidden(format!(
             "{} ({}) may not {} {resource} ({detail})",
             who.subject,
@@ -511,9 +576,11 @@ impl Daemon {
                 "denied",
             )
             .with_detail("the requester may not decide their own elevation (two-person rule)");
-            lock(&self.store)
+            let mut store = lock(&self.store);
+            store
                 .append_audit(&entry)
                 .map_err(|e| ApiError::Failed(format!("cannot audit a denial: {e}")))?;
+            self.count_denial(&mut store, &who.token_id)?;
             return Err(ApiError::Forbidden(format!(
                 "{} requested elevation {id} and may not decide it (two-person rule)",
                 who.subject
@@ -772,6 +839,9 @@ impl Daemon {
     /// line. Returns the repairs.
     pub fn reconcile_once(&self) -> Result<Vec<String>, ApiError> {
         let started = Instant::now();
+        if let Err(e) = self.audit_ended_blocks() {
+            tracing::warn!("cannot audit ended rate-limit blocks: {e}");
+        }
         let result = {
             let _writing = lock(&self.writes);
             match self.expire_elevations() {

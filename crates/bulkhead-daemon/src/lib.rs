@@ -20,6 +20,7 @@
 //! - [`elevate`] is elevated access: requests, the two-person rule, and the overlay
 //!   of active grants (and noisy-neighbour tightenings) on the desired state.
 //! - [`metrics`] renders OpenMetrics per tenant.
+//! - [`throttle`] refuses a token that keeps being denied with 429 for a while.
 //! - [`listen`] binds the unix socket (mode 0660) and the optional TLS listener.
 #![forbid(unsafe_code)]
 
@@ -33,6 +34,7 @@ pub mod listen;
 pub mod logs;
 pub mod metrics;
 pub mod supervisor;
+pub mod throttle;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -70,6 +72,8 @@ pub struct Config {
     pub reconcile_interval: Duration,
     /// Restart delays.
     pub backoff: supervisor::Backoff,
+    /// When a denied caller is refused with 429.
+    pub denial_limit: throttle::DenialLimit,
 }
 
 /// Why the daemon could not start or stopped with an error.
@@ -106,7 +110,9 @@ pub async fn serve(
         config.log_limits,
         config.backoff,
     );
-    let daemon = Arc::new(Daemon::new(backend, store, authz, supervisor));
+    let daemon = Arc::new(
+        Daemon::new(backend, store, authz, supervisor).with_denial_limit(config.denial_limit),
+    );
     let unix = listen::unix(&config.socket)?;
     let tls = match &config.tls {
         Some(tls) => Some(

@@ -354,6 +354,16 @@ Examples:
         /// Bytes per workload log file before it rotates (3 rotated files are kept).
         #[arg(long, default_value_t = 4 << 20)]
         log_file_bytes: u64,
+        /// Denials of one token within --denial-window that block it (429 for every
+        /// request until --denial-block has passed; audited as two records).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+        denial_limit: u32,
+        /// The sliding window the denials are counted in, seconds.
+        #[arg(long, default_value_t = 60.0)]
+        denial_window: f64,
+        /// How long a blocked token is refused, seconds.
+        #[arg(long, default_value_t = 60.0)]
+        denial_block: f64,
     },
 
     /// Bearer tokens for the control plane: create (shown once), list, revoke.

@@ -157,6 +157,11 @@ impl Instance {
 
     /// Starts the daemon and waits until its first reconciler pass is done.
     fn serve(&mut self, reconcile_interval: &str) {
+        self.serve_with(reconcile_interval, &[]);
+    }
+
+    /// [`Instance::serve`] with more flags.
+    fn serve_with(&mut self, reconcile_interval: &str, extra: &[&str]) {
         let log = std::fs::File::create(self.state.path().join("serve.log")).expect("log");
         let child = self
             .command()
@@ -169,6 +174,7 @@ impl Instance {
                 "--backoff-max",
                 "2",
             ])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -1110,4 +1116,273 @@ fn operator_exec_and_egress_exceptions_hold_only_while_granted() {
     assert!(audit.iter().any(|r| r["action"] == "elevation.revoke"
         && r["result"] == "succeeded"
         && r["object"] == format!("elevation/{id}")));
+}
+
+#[test]
+fn a_token_denied_too_often_gets_429_and_the_refusals_are_audited_in_aggregate() {
+    require_root!();
+    let mut instance = Instance::new(&["a"]);
+    instance.serve_with(
+        "30",
+        &[
+            "--denial-limit",
+            "3",
+            "--denial-window",
+            "60",
+            "--denial-block",
+            "3",
+        ],
+    );
+    let admin = instance.token_for("alice", "platform-admin", None);
+    let viewer = instance.token_for("dave", "tenant-viewer", Some("a"));
+    let viewer_id = viewer.split('_').nth(1).expect("id").to_owned();
+    let before = instance.audit().len();
+    for _ in 0..3 {
+        assert_eq!(instance.request("GET", "/tokens", &viewer, None).0, 403);
+    }
+    // Blocked: even what the role may do is refused for now, without an audit record
+    // per request.
+    let mut refused = 0;
+    for _ in 0..10 {
+        let (status, reply) = instance.request("GET", "/tenants/a", &viewer, None);
+        assert_eq!(status, 429, "{reply}");
+        assert_eq!(reply["error"], "too-many-requests");
+        refused += 1;
+    }
+    assert_eq!(instance.request("GET", "/tenants/a", &admin, None).0, 200);
+    let during = instance.audit();
+    let mine: Vec<&Value> = during[before..]
+        .iter()
+        .filter(|r| r["actor"].as_str().unwrap_or_default().contains(&viewer_id))
+        .collect();
+    assert_eq!(
+        mine.iter().filter(|r| r["action"] == "token.list").count(),
+        3,
+        "each denial before the block is audited"
+    );
+    assert_eq!(
+        mine.iter().filter(|r| r["action"] == "rate-limit").count(),
+        1,
+        "the block's start: {mine:?}"
+    );
+    assert_eq!(mine.len(), 4, "no record per refused request: {mine:?}");
+
+    std::thread::sleep(Duration::from_millis(3200));
+    assert_eq!(instance.request("GET", "/tenants/a", &viewer, None).0, 200);
+    let after = instance.audit();
+    let ended: Vec<&Value> = after[before..]
+        .iter()
+        .filter(|r| {
+            r["action"] == "rate-limit"
+                && r["actor"].as_str().unwrap_or_default().contains(&viewer_id)
+                && r["detail"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .starts_with("block ended")
+        })
+        .collect();
+    assert_eq!(ended.len(), 1, "{ended:?}");
+    assert!(
+        ended[0]["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&format!("{refused} request(s)")),
+        "{ended:?}"
+    );
+    assert!(instance.cli(&["audit", "verify"]).status.success());
+}
+
+/// A self-signed CA certificate at `pem` (key `<dir>/<name>.key`); false without openssl.
+fn make_ca(dir: &std::path::Path, name: &str, pem: &std::path::Path) -> bool {
+    Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args([
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            &format!("/CN=bulkhead test {name}"),
+        ])
+        .arg("-keyout")
+        .arg(dir.join(format!("{name}.key")))
+        .arg("-out")
+        .arg(pem)
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// One HTTPS request with rustls, trusting only `ca`.
+fn tls_request(
+    address: std::net::SocketAddr,
+    ca: &std::path::Path,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> std::io::Result<(u16, Value)> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).map_err(std::io::Error::other)? {
+        roots
+            .add(cert.map_err(std::io::Error::other)?)
+            .map_err(std::io::Error::other)?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(std::io::Error::other)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name =
+        rustls::pki_types::ServerName::try_from("localhost").map_err(std::io::Error::other)?;
+    let connection = rustls::ClientConnection::new(std::sync::Arc::new(config), name)
+        .map_err(std::io::Error::other)?;
+    let tcp = std::net::TcpStream::connect(address)?;
+    tcp.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut stream = rustls::StreamOwned::new(connection, tcp);
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: 0\r\n"
+    );
+    if let Some(token) = token {
+        head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes())?;
+    let mut response = Vec::new();
+    match stream.read_to_end(&mut response) {
+        Ok(_) => {}
+        // A server that closes without close_notify after a complete response.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !response.is_empty() => {}
+        Err(e) => return Err(e),
+    }
+    let text = String::from_utf8_lossy(&response);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    Ok((
+        status,
+        serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.to_owned())),
+    ))
+}
+
+#[test]
+fn the_tls_listener_authenticates_and_authorizes_like_the_socket() {
+    require_root!();
+    let mut instance = Instance::new(&["a", "b"]);
+    let dir = instance.state.path().to_owned();
+    let (cert, key, ca) = (
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+        dir.join("ca.pem"),
+    );
+    if !make_ca(&dir, "ca", &ca) {
+        eprintln!("skipped: needs the openssl binary to make a test certificate");
+        return;
+    }
+    let ext = dir.join("leaf.ext");
+    std::fs::write(
+        &ext,
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .expect("ext");
+    let openssl = |args: &[&std::ffi::OsStr]| {
+        Command::new("openssl")
+            .args(args)
+            .stderr(Stdio::null())
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let csr = dir.join("leaf.csr");
+    assert!(openssl(&[
+        "req".as_ref(),
+        "-newkey".as_ref(),
+        "ec".as_ref(),
+        "-pkeyopt".as_ref(),
+        "ec_paramgen_curve:prime256v1".as_ref(),
+        "-nodes".as_ref(),
+        "-subj".as_ref(),
+        "/CN=localhost".as_ref(),
+        "-keyout".as_ref(),
+        key.as_os_str(),
+        "-out".as_ref(),
+        csr.as_os_str(),
+    ]));
+    assert!(openssl(&[
+        "x509".as_ref(),
+        "-req".as_ref(),
+        "-in".as_ref(),
+        csr.as_os_str(),
+        "-CA".as_ref(),
+        ca.as_os_str(),
+        "-CAkey".as_ref(),
+        dir.join("ca.key").as_os_str(),
+        "-CAcreateserial".as_ref(),
+        "-days".as_ref(),
+        "1".as_ref(),
+        "-extfile".as_ref(),
+        ext.as_os_str(),
+        "-out".as_ref(),
+        cert.as_os_str(),
+    ]));
+    // A free loopback port (bound, then released for the daemon).
+    let address = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let listen = address.to_string();
+    instance.serve_with(
+        "30",
+        &[
+            "--tls-listen",
+            &listen,
+            "--tls-cert",
+            &cert.display().to_string(),
+            "--tls-key",
+            &key.display().to_string(),
+        ],
+    );
+    let admin = instance.token_for("alice", "platform-admin", None);
+    let viewer = instance.token_for("dave", "tenant-viewer", Some("a"));
+
+    let (status, _) = tls_request(address, &ca, "GET", "/tenants", None).expect("tls");
+    assert_eq!(status, 401);
+    let (status, tenants) =
+        tls_request(address, &ca, "GET", "/tenants", Some(&admin)).expect("tls");
+    assert_eq!(status, 200, "{tenants}");
+    assert_eq!(tenants.as_array().map(Vec::len), Some(2));
+    let (status, reply) =
+        tls_request(address, &ca, "GET", "/tenants/b", Some(&viewer)).expect("tls");
+    assert_eq!(status, 403, "{reply}");
+    let (status, _) = tls_request(address, &ca, "GET", "/tenants/a", Some(&viewer)).expect("tls");
+    assert_eq!(status, 200);
+    // The denial over TLS is audited like one over the socket.
+    assert!(instance.audit().iter().any(|r| r["action"] == "tenant.get"
+        && r["object"] == "tenant/b"
+        && r["result"] == "denied"
+        && r["actor"].as_str().unwrap_or_default().starts_with("dave")));
+
+    // A client that trusts another CA gets no answer at all.
+    let other = dir.join("other.pem");
+    assert!(make_ca(&dir, "other", &other));
+    assert!(tls_request(address, &other, "GET", "/tenants", Some(&admin)).is_err());
+    // Plain HTTP on the TLS port gets no HTTP answer either.
+    let mut plain = std::net::TcpStream::connect(address).expect("connect");
+    plain
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .expect("timeout");
+    let _ = plain.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let mut answer = Vec::new();
+    let _ = plain.read_to_end(&mut answer);
+    assert!(!String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
 }

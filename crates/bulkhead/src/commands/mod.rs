@@ -101,6 +101,9 @@ pub fn run(cli: Cli) -> Outcome {
             backoff_base,
             backoff_max,
             log_file_bytes,
+            denial_limit,
+            denial_window,
+            denial_block,
         } => {
             let seconds = |s: f64| std::time::Duration::from_secs_f64(s.clamp(0.01, 86_400.0));
             let tls = match (tls_listen, tls_cert, tls_key) {
@@ -118,6 +121,11 @@ pub fn run(cli: Cli) -> Outcome {
                     backoff_base: seconds(backoff_base),
                     backoff_max: seconds(backoff_max),
                     log_file_bytes,
+                    denial_limit: bulkhead_daemon::throttle::DenialLimit {
+                        max_denials: denial_limit,
+                        window: seconds(denial_window),
+                        block: seconds(denial_block),
+                    },
                 },
             )
         }

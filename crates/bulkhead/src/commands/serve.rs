@@ -34,6 +34,8 @@ pub struct ServeOptions {
     pub backoff_max: Duration,
     /// Bytes per log file before it rotates.
     pub log_file_bytes: u64,
+    /// When a denied token is refused with 429.
+    pub denial_limit: bulkhead_daemon::throttle::DenialLimit,
 }
 
 fn failure(failure: Failure) -> BackendError {
@@ -283,6 +285,7 @@ pub fn serve(global: &Global, options: ServeOptions) -> Outcome {
             max: options.backoff_max,
             ..Default::default()
         },
+        denial_limit: options.denial_limit,
     };
     let backend = CliBackend {
         state_root: global.state_root.clone(),
