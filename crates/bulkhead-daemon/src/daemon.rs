@@ -2,15 +2,15 @@
 //! [`Backend`]. Everything here is synchronous and blocking; the HTTP layer calls it
 //! on the blocking pool.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read as _;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bulkhead_spec::{Desired, TenantState};
+use bulkhead_spec::{Desired, NoisyNeighbours, TenantState};
 use bulkhead_store::{
-    AuditEntry, AuditOutcome, ElevationError, NewElevation, NewToken, Store, TokenError,
+    AuditEntry, AuditOutcome, ElevationError, NewElevation, NewToken, Store, Tightening, TokenError,
 };
 
 use crate::authz::{Authorizer, Permission, Principal, Resource, Role};
@@ -21,6 +21,7 @@ use crate::command::{
 };
 use crate::elevate::{self, ElevationChange, ElevationKind, ElevationRequest};
 use crate::metrics;
+use crate::noisy::{Detector, NOISY_ACTOR, Pressure};
 use crate::supervisor::Supervisor;
 use crate::throttle::{self, DenialLimit, Throttle, Tripped};
 
@@ -44,6 +45,17 @@ pub struct Daemon {
     reconcile: Mutex<ReconcileStatus>,
     repairs: Mutex<BTreeMap<String, u64>>,
     throttle: Mutex<Throttle>,
+    noisy: Mutex<NoisyState>,
+}
+
+/// The noisy-neighbour detector and what it has done since start.
+#[derive(Debug)]
+struct NoisyState {
+    detector: Detector,
+    /// Monotonic origin of the detector's clock.
+    origin: Instant,
+    /// Pressure events per tenant since start.
+    events: BTreeMap<String, u64>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -145,7 +157,171 @@ impl Daemon {
             reconcile: Mutex::new(ReconcileStatus::default()),
             repairs: Mutex::new(BTreeMap::new()),
             throttle: Mutex::new(Throttle::new(DenialLimit::default())),
+            noisy: Mutex::new(NoisyState {
+                detector: Detector::default(),
+                origin: Instant::now(),
+                events: BTreeMap::new(),
+            }),
         }
+    }
+
+    /// The noisy-neighbour settings of the applied platform (defaults before any).
+    pub fn noisy_settings(&self) -> NoisyNeighbours {
+        self.current()
+            .ok()
+            .flatten()
+            .map_or(bulkhead_spec::defaults::NOISY_NEIGHBOURS, |d| {
+                d.platform.spec.noisy_neighbours
+            })
+    }
+
+    /// One noisy-neighbour pass: lift tightenings whose cool-down is over (audited,
+    /// then the host converges back — also after a daemon restart, since they are
+    /// kept in the store), sample every active tenant, and for pressure that lasted
+    /// the window audit an event and, if the platform enables it, tighten the
+    /// tenant's cpu weight for the cool-down (audited, converged). Returns the events.
+    pub fn noisy_pass(&self) -> Result<Vec<Pressure>, ApiError> {
+        let Some(desired) = self.current()? else {
+            return Ok(Vec::new());
+        };
+        let settings = desired.platform.spec.noisy_neighbours.clone();
+        let now = now_unix();
+        let failed = |e: bulkhead_store::ElevationError| ApiError::Failed(e.to_string());
+        let audit_failed =
+            |e: bulkhead_store::AppendAuditError| ApiError::Failed(format!("cannot audit: {e}"));
+
+        // Cool-downs that are over.
+        let due: Vec<_> = lock(&self.store)
+            .tightenings()
+            .map_err(failed)?
+            .into_iter()
+            .filter(|t| t.until <= now)
+            .collect();
+        if !due.is_empty() {
+            let _writing = lock(&self.writes);
+            for t in &due {
+                let mut store = lock(&self.store);
+                let intent = store
+                    .audit_intent(
+                        AuditEntry::intent(
+                            NOISY_ACTOR,
+                            "noisy-neighbour.restore",
+                            format!("tenant/{}", t.tenant),
+                        )
+                        .with_detail(format!(
+                            "cool-down over: cpu weight back to the revision's (was {} for: {})",
+                            t.cpu_weight, t.reason
+                        )),
+                    )
+                    .map_err(audit_failed)?;
+                let removed = store.remove_tightening(&t.tenant);
+                let (outcome, detail) = match &removed {
+                    Ok(_) => (AuditOutcome::Succeeded, None),
+                    Err(e) => (AuditOutcome::Failed, Some(e.to_string())),
+                };
+                store
+                    .audit_outcome(&intent, outcome, detail.as_deref())
+                    .map_err(audit_failed)?;
+                removed.map_err(failed)?;
+                lock(&self.noisy).detector.reset(&t.tenant);
+            }
+            self.converge_now(NOISY_ACTOR)?;
+        }
+
+        let active: BTreeSet<String> = desired
+            .tenants
+            .iter()
+            .filter(|(_, t)| t.spec.state == TenantState::Active)
+            .map(|(n, _)| n.to_string())
+            .collect();
+        let tightened: BTreeSet<String> = lock(&self.store)
+            .tightenings()
+            .map_err(failed)?
+            .into_iter()
+            .map(|t| t.tenant)
+            .collect();
+        let mut found = Vec::new();
+        for tenant in &active {
+            let Ok(usage) = self.backend.usage(tenant) else {
+                continue;
+            };
+            let mut noisy = lock(&self.noisy);
+            let at = noisy.origin.elapsed();
+            if let Some(p) = noisy.detector.observe(&settings, tenant, usage, at) {
+                *noisy.events.entry(tenant.clone()).or_default() += 1;
+                found.push(p);
+            }
+        }
+        lock(&self.noisy).detector.retain(&active);
+
+        let mut tighten = Vec::new();
+        for p in &found {
+            let will_tighten = settings.tighten && !tightened.contains(&p.tenant);
+            let entry = AuditEntry::new(
+                NOISY_ACTOR,
+                "noisy-neighbour.detected",
+                format!("tenant/{}", p.tenant),
+                "observed",
+            )
+            .with_detail(format!(
+                "sustained {} s: {}; {}",
+                p.lasted.as_secs(),
+                p.describe(),
+                if will_tighten {
+                    "tightening"
+                } else if settings.tighten {
+                    "already tightened"
+                } else {
+                    "tightening is off (spec.noisyNeighbours.tighten)"
+                }
+            ));
+            lock(&self.store)
+                .append_audit(&entry)
+                .map_err(audit_failed)?;
+            tracing::warn!(tenant = %p.tenant, signals = %p.describe(), "noisy neighbour");
+            if will_tighten {
+                tighten.push(p);
+            }
+        }
+        if !tighten.is_empty() {
+            let _writing = lock(&self.writes);
+            for p in tighten {
+                let until = now.saturating_add(i64::from(settings.cool_down_seconds));
+                let mut store = lock(&self.store);
+                let intent = store
+                    .audit_intent(
+                        AuditEntry::intent(
+                            NOISY_ACTOR,
+                            "noisy-neighbour.tighten",
+                            format!("tenant/{}", p.tenant),
+                        )
+                        .with_detail(format!(
+                            "cpu weight {} until unix {until} ({} s cool-down): {}",
+                            settings.tighten_cpu_weight,
+                            settings.cool_down_seconds,
+                            p.describe()
+                        )),
+                    )
+                    .map_err(audit_failed)?;
+                let set = store.set_tightening(&Tightening {
+                    tenant: p.tenant.clone(),
+                    cpu_weight: settings.tighten_cpu_weight,
+                    reason: p.describe(),
+                    started_at: now,
+                    until,
+                });
+                let (outcome, detail) = match &set {
+                    Ok(()) => (AuditOutcome::Succeeded, None),
+                    Err(e) => (AuditOutcome::Failed, Some(e.to_string())),
+                };
+                store
+                    .audit_outcome(&intent, outcome, detail.as_deref())
+                    .map_err(audit_failed)?;
+                set.map_err(failed)?;
+            }
+            self.converge_now(NOISY_ACTOR)?;
+        }
+        Ok(found)
     }
 
     /// The same daemon with another limit on denied callers.
@@ -904,6 +1080,15 @@ impl Daemon {
         snapshot.verify = self.backend.last_verify();
         snapshot.workloads = self.supervisor.statuses();
         snapshot.reconcile_failures = lock(&self.reconcile).failures;
+        snapshot.noisy_events = lock(&self.noisy).events.clone();
+        let now = now_unix();
+        snapshot.tightened = lock(&self.store)
+            .tightenings()
+            .map_err(|e| ApiError::Failed(e.to_string()))?
+            .into_iter()
+            .filter(|t| t.until > now)
+            .map(|t| (t.tenant, t.cpu_weight))
+            .collect();
         metrics::render(&snapshot).map_err(|e| ApiError::Failed(e.to_string()))
     }
 

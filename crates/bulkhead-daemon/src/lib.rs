@@ -19,6 +19,9 @@
 //!   exponential [`supervisor::Backoff`]; [`logs`] keeps their output, rotated.
 //! - [`elevate`] is elevated access: requests, the two-person rule, and the overlay
 //!   of active grants (and noisy-neighbour tightenings) on the desired state.
+//! - [`noisy`] detects sustained pressure per tenant; [`Daemon::noisy_pass`] audits it
+//!   and, when the platform enables it, tightens the tenant's cpu weight for a
+//!   cool-down (kept in the store, so a restarted daemon restores it on time).
 //! - [`metrics`] renders OpenMetrics per tenant.
 //! - [`throttle`] refuses a token that keeps being denied with 429 for a while.
 //! - [`listen`] binds the unix socket (mode 0660) and the optional TLS listener.
@@ -33,6 +36,7 @@ pub mod elevate;
 pub mod listen;
 pub mod logs;
 pub mod metrics;
+pub mod noisy;
 pub mod supervisor;
 pub mod throttle;
 
@@ -140,6 +144,29 @@ pub async fn serve(
         })
     };
 
+    let noisy = {
+        let daemon = Arc::clone(&daemon);
+        tokio::spawn(async move {
+            loop {
+                let pass = Arc::clone(&daemon);
+                let interval = match tokio::task::spawn_blocking(move || {
+                    let settings = pass.noisy_settings();
+                    (pass.noisy_pass(), settings.sample_seconds)
+                })
+                .await
+                {
+                    Ok((Err(e), seconds)) => {
+                        tracing::warn!("noisy-neighbour pass failed: {e}");
+                        seconds
+                    }
+                    Ok((Ok(_), seconds)) => seconds,
+                    Err(_) => bulkhead_spec::defaults::NOISY_NEIGHBOURS.sample_seconds,
+                };
+                tokio::time::sleep(Duration::from_secs(u64::from(interval.max(1)))).await;
+            }
+        })
+    };
+
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
@@ -159,6 +186,7 @@ pub async fn serve(
         None => unix_server.await,
     };
     reconciler.abort();
+    noisy.abort();
     let daemon_for_stop = Arc::clone(&daemon);
     let _ = tokio::task::spawn_blocking(move || {
         daemon_for_stop.supervisor().sync(None);

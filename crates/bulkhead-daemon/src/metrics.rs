@@ -39,6 +39,10 @@ pub struct Snapshot {
     pub workloads: Vec<WorkloadStatus>,
     /// Reconciler passes that failed since start.
     pub reconcile_failures: u64,
+    /// Noisy-neighbour events per tenant since start.
+    pub noisy_events: BTreeMap<String, u64>,
+    /// Tenants whose cpu weight is tightened now, with that weight.
+    pub tightened: BTreeMap<String, u32>,
 }
 
 fn ns_to_seconds(ns: u64) -> f64 {
@@ -67,6 +71,22 @@ pub fn render(snapshot: &Snapshot) -> Result<String, std::fmt::Error> {
     let verify = Family::<TenantLabel, Gauge>::default();
     let restarts = Family::<WorkloadLabel, Counter>::default();
     let running = Family::<WorkloadLabel, Gauge>::default();
+    let noisy = Family::<TenantLabel, Counter>::default();
+    let tightened = Family::<TenantLabel, Gauge>::default();
+    for (tenant, n) in &snapshot.noisy_events {
+        noisy
+            .get_or_create(&TenantLabel {
+                tenant: tenant.clone(),
+            })
+            .inc_by(*n);
+    }
+    for (tenant, weight) in &snapshot.tightened {
+        tightened
+            .get_or_create(&TenantLabel {
+                tenant: tenant.clone(),
+            })
+            .set(i64::from(*weight));
+    }
     for (tenant, u) in &snapshot.usage {
         let l = TenantLabel {
             tenant: tenant.clone(),
@@ -134,6 +154,16 @@ pub fn render(snapshot: &Snapshot) -> Result<String, std::fmt::Error> {
     );
     registry.register("oom_kills", "Processes the OOM killer killed", oom);
     registry.register("pids", "Processes and threads now", pids);
+    registry.register(
+        "noisy_neighbour_events",
+        "Sustained pressure episodes detected since the daemon started",
+        noisy,
+    );
+    registry.register(
+        "tightened_cpu_weight",
+        "The cpu weight of a tenant tightened for a cool-down (absent when not tightened)",
+        tightened,
+    );
     registry.register_with_unit("io_read", "Bytes read", Unit::Bytes, io_read);
     registry.register_with_unit("io_written", "Bytes written", Unit::Bytes, io_write);
     registry.register_with_unit(

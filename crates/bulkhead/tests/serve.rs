@@ -67,6 +67,21 @@ impl Instance {
     /// Tenants `tenants` (tenant `a` runs a steady and a crash-looping workload),
     /// applied.
     fn new(tenants: &[&str]) -> Instance {
+        let mut documents = String::new();
+        for name in tenants {
+            documents.push_str("---\n");
+            documents.push_str(&tenant(name));
+        }
+        documents.push_str("---\n");
+        documents.push_str(STEADY);
+        documents.push_str("---\n");
+        documents.push_str(CRASHY);
+        Instance::custom("", &documents)
+    }
+
+    /// An instance whose platform spec ends with `platform_extra` (indented lines under
+    /// `spec:`), with `documents` after it, applied.
+    fn custom(platform_extra: &str, documents: &str) -> Instance {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let prefix = format!(
             "d{:x}{}",
@@ -79,14 +94,8 @@ impl Instance {
             (std::process::id() + n) % 250,
             state.path().display()
         );
-        for name in tenants {
-            yaml.push_str("---\n");
-            yaml.push_str(&tenant(name));
-        }
-        yaml.push_str("---\n");
-        yaml.push_str(STEADY);
-        yaml.push_str("---\n");
-        yaml.push_str(CRASHY);
+        yaml.push_str(platform_extra);
+        yaml.push_str(documents);
         let spec = state.path().join("spec.yaml");
         std::fs::write(&spec, yaml).expect("write spec");
         let instance = Instance {
@@ -1385,4 +1394,96 @@ fn the_tls_listener_authenticates_and_authorizes_like_the_socket() {
     let mut answer = Vec::new();
     let _ = plain.read_to_end(&mut answer);
     assert!(!String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+}
+
+const HOG: &str = r#"
+apiVersion: bulkhead.dev/v1alpha1
+kind: Workload
+metadata: { name: burn, tenant: hog }
+spec:
+  command: [/bin/sh, -c, "while :; do :; done"]
+  restart: always
+"#;
+
+#[test]
+fn a_cpu_hog_gets_a_lower_weight_for_a_cool_down_restored_even_across_a_restart() {
+    require_root!();
+    let nn = "  noisyNeighbours: { tighten: true, sampleSeconds: 1, windowSeconds: 2, coolDownSeconds: 10, tightenCpuWeight: 10, cpuBusyMillicores: 500 }\n";
+    let mut documents = format!("---\n{}---\n{}", tenant("hog"), tenant("calm"));
+    documents.push_str("---\n");
+    documents.push_str(HOG);
+    let mut instance = Instance::custom(nn, &documents);
+    let prefix = instance.prefix.clone();
+    let shares = |t: &str| read_trim(&format!("/sys/fs/cgroup/cpu/{prefix}/{t}/cpu.shares"));
+    let normal = shares("hog");
+    assert_eq!(normal, shares("calm"));
+    instance.serve("30");
+
+    // The hog burns a core: after the window its weight drops in the kernel.
+    let lowered = time_until(Duration::from_secs(60), || shares("hog") != normal);
+    assert!(lowered.is_some(), "the hog's cpu.shares stayed {normal}");
+    let tightened = shares("hog");
+    assert!(
+        tightened.parse::<u64>().unwrap_or(u64::MAX) < normal.parse::<u64>().unwrap_or(0),
+        "{tightened} < {normal}"
+    );
+    assert_eq!(shares("calm"), normal, "the quiet neighbour is untouched");
+    let audit = instance.audit();
+    assert!(audit.iter().any(|r| {
+        r["action"] == "noisy-neighbour.detected"
+            && r["object"] == "tenant/hog"
+            && r["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("cpu-busy")
+    }));
+    assert!(
+        audit
+            .iter()
+            .any(|r| r["action"] == "noisy-neighbour.tighten" && r["object"] == "tenant/hog")
+    );
+    assert!(
+        !audit
+            .iter()
+            .any(|r| r["action"] == "noisy-neighbour.detected" && r["object"] == "tenant/calm")
+    );
+    let admin = instance.token("platform-admin", None, "1h");
+    let (_, metrics) = instance.request("GET", "/metrics", &admin, None);
+    let metrics = metrics.as_str().unwrap_or_default().to_owned();
+    assert!(
+        metrics.contains("bulkhead_tenant_tightened_cpu_weight{tenant=\"hog\"} 10"),
+        "{metrics}"
+    );
+
+    // The daemon dies while the tenant is tightened; the hog goes away (a CLI apply,
+    // which keeps the tightening in force: it is in the store, not the daemon).
+    instance.kill_daemon();
+    let calm_only = format!(
+        "{}---\n{}---\n{}",
+        std::fs::read_to_string(&instance.spec)
+            .expect("spec")
+            .split("---\n")
+            .next()
+            .unwrap_or_default(),
+        tenant("hog"),
+        tenant("calm")
+    );
+    std::fs::write(&instance.spec, calm_only).expect("write spec");
+    let out = instance.cli(&["apply", &instance.spec.display().to_string()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(shares("hog"), tightened, "still tightened after the apply");
+
+    // A new daemon after the cool-down restores the weight and audits it.
+    std::thread::sleep(Duration::from_secs(10));
+    instance.serve("30");
+    let restored = time_until(Duration::from_secs(30), || shares("hog") == normal);
+    assert!(restored.is_some(), "cpu.shares is {}", shares("hog"));
+    let restore = time_until(Duration::from_secs(30), || {
+        instance
+            .audit()
+            .iter()
+            .any(|r| r["action"] == "noisy-neighbour.restore" && r["object"] == "tenant/hog")
+    });
+    assert!(restore.is_some(), "the restore is audited");
+    assert!(instance.cli(&["audit", "verify"]).status.success());
 }
