@@ -45,7 +45,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use backend::{Applied, Backend, BackendError, Repair, TenantUsage, WorkloadProcess};
+pub use backend::{
+    Applied, Backend, BackendError, PressureSeries, Repair, TenantUsage, WorkloadProcess,
+};
 pub use daemon::Daemon;
 
 /// The TLS listener's settings.

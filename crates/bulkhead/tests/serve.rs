@@ -1454,6 +1454,15 @@ fn a_cpu_hog_gets_a_lower_weight_for_a_cool_down_restored_even_across_a_restart(
         metrics.contains("bulkhead_tenant_tightened_cpu_weight{tenant=\"hog\"} 10"),
         "{metrics}"
     );
+    // A v1 (or hybrid) host has no per-cgroup PSI: no pressure series, not zeros.
+    if std::path::Path::new(&format!("/sys/fs/cgroup/cpu/{}", instance.prefix)).exists() {
+        assert!(
+            !metrics
+                .lines()
+                .any(|l| l.starts_with("bulkhead_tenant_pressure_stalled_seconds_total{")),
+            "{metrics}"
+        );
+    }
 
     // The daemon dies while the tenant is tightened; the hog goes away (a CLI apply,
     // which keeps the tightening in force: it is in the store, not the daemon).

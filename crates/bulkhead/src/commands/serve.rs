@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use bulkhead_daemon::backend::Output as Stream;
-use bulkhead_daemon::{Applied, Backend, BackendError, Repair, TenantUsage, WorkloadProcess};
+use bulkhead_daemon::{
+    Applied, Backend, BackendError, PressureSeries, Repair, TenantUsage, WorkloadProcess,
+};
 use bulkhead_node::host::Host;
 use bulkhead_node::naming::Instance;
 use bulkhead_spec::Desired;
@@ -229,6 +231,7 @@ impl Backend for CliBackend {
             io_write_bytes: usage.io.iter().map(|d| d.write_bytes).sum(),
             storage_used_bytes,
             storage_limit_bytes,
+            pressure: pressure_series(&usage.pressure),
         })
     }
 
@@ -256,6 +259,29 @@ impl Backend for CliBackend {
         }
         clean
     }
+}
+
+/// The pressure lines the kernel offers, as the daemon reports them.
+fn pressure_series(pressure: &bulkhead_node::cgroup::Pressure) -> Vec<PressureSeries> {
+    let mut out = Vec::new();
+    for (resource, stat) in [
+        ("cpu", pressure.cpu),
+        ("memory", pressure.memory),
+        ("io", pressure.io),
+    ] {
+        let Some(stat) = stat else { continue };
+        for (kind, line) in [("some", Some(stat.some)), ("full", stat.full)] {
+            if let Some(line) = line {
+                out.push(PressureSeries {
+                    resource,
+                    kind,
+                    avg10_centi: line.avg10_centi,
+                    total_us: line.total_us,
+                });
+            }
+        }
+    }
+    out
 }
 
 pub fn serve(global: &Global, options: ServeOptions) -> Outcome {
