@@ -322,7 +322,12 @@ Examples:
 denials are audited. Runs each active tenant's workloads with their restart
 policies (exponential backoff) and logs to <state>/<instance>/logs/. A
 reconciler pass runs at start and every --reconcile-interval, repairing drift
-(each repair audited). Needs root. API: docs/openapi.json.
+(each repair audited) and expiring elevations (`bulkhead elevate`). A token
+denied --denial-limit times within --denial-window gets 429 for
+--denial-block. Every platform.spec.noisyNeighbours.sampleSeconds the tenants'
+cgroups are sampled; sustained pressure is audited and counted in /metrics,
+and with tighten: true the tenant's cpu weight is lowered for the cool-down.
+Needs root. API: docs/openapi.json.
 
 Examples:
   bulkhead serve

@@ -331,7 +331,8 @@ fn workload_yaml(tenant: &str, name: &str) -> String {
 fn the_authorization_matrix_holds_against_the_live_api() {
     require_root!();
     let mut instance = Instance::new(&["a", "b", "c"]);
-    instance.serve("30");
+    // Every denial here is deliberate; the rate limit of denials has its own test.
+    instance.serve_with("30", &["--denial-limit", "1000"]);
     let admin = instance.token("platform-admin", None, "1h");
     let tenant_admin = instance.token("tenant-admin", Some("a"), "1h");
     let viewer = instance.token("tenant-viewer", Some("a"), "1h");

@@ -61,6 +61,16 @@ struct CliBackend {
     state_root: PathBuf,
     instance: Instance,
     host: Host,
+    /// A connection for reads, and the desired state of the latest revision parsed
+    /// once: every API read needs it, and parsing every object per request made
+    /// reads cost O(tenants) (see bench/README.md, api-load).
+    reads: std::sync::Mutex<Reads>,
+}
+
+#[derive(Default)]
+struct Reads {
+    store: Option<bulkhead_store::Store>,
+    cached: Option<(bulkhead_store::RevisionId, Desired)>,
 }
 
 impl CliBackend {
@@ -119,17 +129,34 @@ impl Backend for CliBackend {
     }
 
     fn current(&self) -> Result<Option<Desired>, BackendError> {
-        let Some(store) = context::existing_store(&self.instance).map_err(failure)? else {
+        let mut reads = self
+            .reads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if reads.store.is_none() {
+            let Some(store) = context::existing_store(&self.instance).map_err(failure)? else {
+                return Ok(None);
+            };
+            reads.store = Some(store);
+        }
+        let cannot = |e: bulkhead_store::GetRevisionError| {
+            BackendError::Failed(format!("cannot read the latest revision: {e}"))
+        };
+        let Some(store) = reads.store.as_ref() else {
             return Ok(None);
         };
-        let revision = store
-            .latest_revision()
-            .map_err(|e| BackendError::Failed(format!("cannot read the latest revision: {e}")))?;
-        revision
-            .as_ref()
-            .map(context::desired_of)
-            .transpose()
-            .map_err(failure)
+        let Some(latest) = store.latest_revision_id().map_err(cannot)? else {
+            return Ok(None);
+        };
+        if let Some((id, desired)) = &reads.cached
+            && *id == latest
+        {
+            return Ok(Some(desired.clone()));
+        }
+        let revision = store.revision(latest).map_err(cannot)?;
+        let desired = context::desired_of(&revision).map_err(failure)?;
+        reads.cached = Some((revision.id, desired.clone()));
+        Ok(Some(desired))
     }
 
     fn apply(&self, yaml: &str, actor: &str, message: &str) -> Result<Applied, BackendError> {
@@ -317,6 +344,7 @@ pub fn serve(global: &Global, options: ServeOptions) -> Outcome {
         state_root: global.state_root.clone(),
         host: Host::new(instance.clone()).context("cannot read the host's cgroups")?,
         instance,
+        reads: std::sync::Mutex::new(Reads::default()),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
