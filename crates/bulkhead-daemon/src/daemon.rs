@@ -46,6 +46,8 @@ pub struct Daemon {
     repairs: Mutex<BTreeMap<String, u64>>,
     throttle: Mutex<Throttle>,
     noisy: Mutex<NoisyState>,
+    /// A second connection for lookups on the hot path (authentication), if given.
+    reader: Option<Mutex<Store>>,
 }
 
 /// The noisy-neighbour detector and what it has done since start.
@@ -162,7 +164,21 @@ impl Daemon {
                 origin: Instant::now(),
                 events: BTreeMap::new(),
             }),
+            reader: None,
         }
+    }
+
+    /// The same daemon with a second connection to the same store for lookups.
+    pub fn with_reader(self, reader: Store) -> Daemon {
+        Daemon {
+            reader: Some(Mutex::new(reader)),
+            ..self
+        }
+    }
+
+    /// The read connection (the main one without a reader).
+    fn reader(&self) -> MutexGuard<'_, Store> {
+        lock(self.reader.as_ref().unwrap_or(&self.store))
     }
 
     /// The noisy-neighbour settings of the applied platform (defaults before any).
@@ -399,8 +415,10 @@ impl Daemon {
                 });
             }
         }
-        let mut store = lock(&self.store);
-        match store.authenticate_token(token, now_unix()) {
+        // Lookups go through the read connection, so that they do not wait for the
+        // fsyncs of concurrent writes (WAL: readers are not blocked by the writer).
+        let looked_up = self.reader().authenticate_token(token, now_unix());
+        match looked_up {
             Ok(info) => {
                 let role = Role::parse(&info.role).ok_or_else(|| {
                     ApiError::Unauthenticated(format!(
@@ -411,7 +429,7 @@ impl Daemon {
                 // Operator exec: only platform admins can hold it (the policies
                 // check the role too).
                 let exec_grants = if role == Role::PlatformAdmin {
-                    store
+                    self.reader()
                         .active_elevations(now_unix())
                         .map_err(|e| ApiError::Failed(e.to_string()))?
                         .into_iter()
@@ -434,6 +452,7 @@ impl Daemon {
             }
             Err(error) => {
                 if let Some(id) = error.token_id() {
+                    let mut store = lock(&self.store);
                     let entry = AuditEntry::new(
                         format!("token {id}"),
                         "authenticate",

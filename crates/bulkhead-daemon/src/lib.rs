@@ -116,8 +116,11 @@ pub async fn serve(
         config.log_limits,
         config.backoff,
     );
+    let reader = bulkhead_store::Store::open(&config.store)?;
     let daemon = Arc::new(
-        Daemon::new(backend, store, authz, supervisor).with_denial_limit(config.denial_limit),
+        Daemon::new(backend, store, authz, supervisor)
+            .with_denial_limit(config.denial_limit)
+            .with_reader(reader),
     );
     let unix = listen::unix(&config.socket)?;
     let tls = match &config.tls {
