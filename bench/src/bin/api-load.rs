@@ -181,6 +181,8 @@ fn audit_count(instance: &BenchInstance) -> Result<usize, String> {
 #[derive(Debug, Default)]
 struct Tally {
     latencies: Vec<Duration>,
+    /// Latencies of the writes among them (token creation).
+    write_latencies: Vec<Duration>,
     reads: u64,
     writes: u64,
     errors: Vec<String>,
@@ -244,6 +246,9 @@ fn reader(
         let started = Instant::now();
         let result = request(socket, method, &path, Some(token), &body);
         tally.latencies.push(started.elapsed());
+        if write {
+            tally.write_latencies.push(started.elapsed());
+        }
         match result {
             Ok((status, _)) if (200..300).contains(&status) => {
                 if write {
@@ -410,6 +415,7 @@ fn run() -> Result<bool, String> {
             lifecycle_latencies.extend(tally.latencies.iter().copied());
         } else {
             total.latencies.extend(tally.latencies);
+            total.write_latencies.extend(tally.write_latencies);
         }
         total.reads += tally.reads;
         total.writes += tally.writes;
@@ -420,6 +426,7 @@ fn run() -> Result<bool, String> {
     let after = audit_count(&instance)?;
     let verified = instance.run(&["audit", "verify"]).is_ok();
     total.latencies.sort();
+    total.write_latencies.sort();
     lifecycle_latencies.sort();
 
     let requests = total.reads + total.writes + total.errors.len() as u64;
@@ -448,6 +455,7 @@ fn run() -> Result<bool, String> {
     };
     line("baseline: 1 client, reads", &baseline.latencies);
     line("load: reads and token writes", &total.latencies);
+    line("load: of which token writes", &total.write_latencies);
     line("load: suspend/resume", &lifecycle_latencies);
     let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-9);
     println!(
