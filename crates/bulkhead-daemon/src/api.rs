@@ -22,6 +22,7 @@ use crate::command::{
     Health, Reply, TenantDetail, TenantSummary, TokenRequest, TokenView,
 };
 use crate::daemon::Daemon;
+use crate::elevate::{Decision, ElevationChange, ElevationRequest, ElevationView};
 use crate::supervisor::WorkloadStatus;
 
 /// Largest request body (an apply of many tenants fits easily).
@@ -33,15 +34,26 @@ type Shared = State<Arc<Daemon>>;
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let retry_after = match &self {
+            ApiError::TooManyRequests { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        };
         let status = match &self {
             ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let mut response = (status, Json(self.body())).into_response();
+        if let Some(seconds) = retry_after
+            && let Ok(value) = header::HeaderValue::from_str(&seconds.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -370,6 +382,121 @@ async fn audit(
     }
 }
 
+/// `GET /elevations` (platform-admin): every elevation, oldest first.
+#[utoipa::path(get, path = "/elevations", tag = "elevations", security(("bearer" = [])),
+    responses((status = 200, body = Vec<ElevationView>), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody)))]
+async fn list_elevations(
+    State(daemon): Shared,
+    headers: HeaderMap,
+) -> Result<Json<Vec<ElevationView>>, ApiError> {
+    match call(daemon, &headers, Command::ListElevations).await? {
+        Reply::Elevations(e) => Ok(Json(e)),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// `POST /elevations` (platform-admin): ask for a temporary elevation; another
+/// platform admin must approve it (audited).
+#[utoipa::path(post, path = "/elevations", tag = "elevations", security(("bearer" = [])),
+    request_body = ElevationRequest,
+    responses((status = 200, description = "Pending", body = ElevationView),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 422, description = "The parameters do not apply to the tenant", body = ErrorBody)))]
+async fn request_elevation(
+    State(daemon): Shared,
+    headers: HeaderMap,
+    Json(request): Json<ElevationRequest>,
+) -> Result<Json<ElevationView>, ApiError> {
+    match call(daemon, &headers, Command::RequestElevation(request)).await? {
+        Reply::Elevation(e) => Ok(Json(e)),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// An optional JSON [`Decision`]: an empty body is none.
+fn decision(body: &[u8]) -> Result<Option<Decision>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    serde_json::from_slice(body)
+        .map(Some)
+        .map_err(|e| ApiError::BadRequest(format!("expected {{\"note\": \"…\"}} or nothing: {e}")))
+}
+
+async fn decide(
+    daemon: Arc<Daemon>,
+    headers: &HeaderMap,
+    id: String,
+    approve: bool,
+    decision: Option<Decision>,
+) -> Result<Json<ElevationChange>, ApiError> {
+    let command = Command::DecideElevation {
+        id,
+        approve,
+        note: decision.and_then(|d| d.note),
+    };
+    match call(daemon, headers, command).await? {
+        Reply::ElevationChanged(c) => Ok(Json(c)),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// `POST /elevations/{id}/approve` (platform-admin, not the requester): the grant
+/// takes effect at once and the host converges to it.
+#[utoipa::path(post, path = "/elevations/{id}/approve", tag = "elevations",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The elevation")),
+    request_body(content = Option<Decision>, description = "An optional note"),
+    responses((status = 200, body = ElevationChange), (status = 401, body = ErrorBody),
+        (status = 403, description = "Not allowed, or the caller requested it", body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "Not pending", body = ErrorBody)))]
+async fn approve_elevation(
+    State(daemon): Shared,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<ElevationChange>, ApiError> {
+    decide(daemon, &headers, id, true, decision(&body)?).await
+}
+
+/// `POST /elevations/{id}/deny` (platform-admin, not the requester).
+#[utoipa::path(post, path = "/elevations/{id}/deny", tag = "elevations",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The elevation")),
+    request_body(content = Option<Decision>, description = "An optional note"),
+    responses((status = 200, body = ElevationChange), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "Not pending", body = ErrorBody)))]
+async fn deny_elevation(
+    State(daemon): Shared,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<ElevationChange>, ApiError> {
+    decide(daemon, &headers, id, false, decision(&body)?).await
+}
+
+/// `POST /elevations/{id}/revoke` (platform-admin): end an active elevation now; the
+/// host converges back.
+#[utoipa::path(post, path = "/elevations/{id}/revoke", tag = "elevations",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The elevation")),
+    responses((status = 200, body = ElevationChange), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "Not active", body = ErrorBody)))]
+async fn revoke_elevation(
+    State(daemon): Shared,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<ElevationChange>, ApiError> {
+    match call(daemon, &headers, Command::RevokeElevation { id }).await? {
+        Reply::ElevationChanged(c) => Ok(Json(c)),
+        other => Err(unexpected(&other)),
+    }
+}
+
 struct BearerScheme;
 
 impl Modify for BearerScheme {
@@ -415,6 +542,10 @@ fn router_parts() -> OpenApiRouter<Arc<Daemon>> {
         .routes(routes!(list_tokens, create_token))
         .routes(routes!(revoke_token))
         .routes(routes!(audit))
+        .routes(routes!(list_elevations, request_elevation))
+        .routes(routes!(approve_elevation))
+        .routes(routes!(deny_elevation))
+        .routes(routes!(revoke_elevation))
 }
 
 /// The API's router.

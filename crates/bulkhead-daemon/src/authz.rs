@@ -66,6 +66,9 @@ pub struct Principal {
     pub role: Role,
     /// The tenant a tenant role is bound to.
     pub tenant: Option<String>,
+    /// Tenants an approved, unexpired operator-exec elevation of this subject opens.
+    #[serde(skip)]
+    pub exec_grants: Vec<String>,
 }
 
 impl Principal {
@@ -110,11 +113,21 @@ pub enum Permission {
     AuditRead,
     /// Scrape metrics.
     MetricsRead,
+    /// List elevations.
+    ElevationList,
+    /// Ask for an elevation.
+    ElevationRequest,
+    /// End an active elevation early.
+    ElevationRevoke,
+    /// Approve someone else's elevation.
+    ElevationApprove,
+    /// Deny someone else's elevation.
+    ElevationDeny,
 }
 
 impl Permission {
     /// Every permission.
-    pub const ALL: [Permission; 16] = [
+    pub const ALL: [Permission; 21] = [
         Permission::TenantGet,
         Permission::TenantApply,
         Permission::TenantSuspend,
@@ -131,6 +144,11 @@ impl Permission {
         Permission::TokenRevoke,
         Permission::AuditRead,
         Permission::MetricsRead,
+        Permission::ElevationList,
+        Permission::ElevationRequest,
+        Permission::ElevationRevoke,
+        Permission::ElevationApprove,
+        Permission::ElevationDeny,
     ];
 
     /// The Cedar action id (and the audit log's action).
@@ -152,12 +170,25 @@ impl Permission {
             Permission::TokenRevoke => "token.revoke",
             Permission::AuditRead => "audit.read",
             Permission::MetricsRead => "metrics.read",
+            Permission::ElevationList => "elevation.list",
+            Permission::ElevationRequest => "elevation.request",
+            Permission::ElevationRevoke => "elevation.revoke",
+            Permission::ElevationApprove => "elevation.approve",
+            Permission::ElevationDeny => "elevation.deny",
         }
     }
 
     /// True when the permission is about one tenant (else the platform).
     pub fn is_tenant_scoped(self) -> bool {
         self.as_str().starts_with("tenant.") || self.as_str().starts_with("workload.")
+    }
+
+    /// True when the permission is about one elevation (approve, deny).
+    pub fn is_elevation_scoped(self) -> bool {
+        matches!(
+            self,
+            Permission::ElevationApprove | Permission::ElevationDeny
+        )
     }
 }
 
@@ -168,6 +199,15 @@ pub enum Resource {
     Platform,
     /// One tenant (and everything of it).
     Tenant(String),
+    /// One elevation request.
+    Elevation {
+        /// Its id.
+        id: String,
+        /// Who asked (a token subject).
+        requester: String,
+        /// The tenant it is about.
+        tenant: String,
+    },
 }
 
 impl std::fmt::Display for Resource {
@@ -175,6 +215,7 @@ impl std::fmt::Display for Resource {
         match self {
             Resource::Platform => f.write_str("platform"),
             Resource::Tenant(name) => write!(f, "tenant/{name}"),
+            Resource::Elevation { id, .. } => write!(f, "elevation/{id}"),
         }
     }
 }
@@ -264,20 +305,66 @@ impl Authorizer {
             "role".to_owned(),
             RestrictedExpression::new_string(principal.role.as_str().to_owned()),
         );
+        attrs.insert(
+            "subject".to_owned(),
+            RestrictedExpression::new_string(principal.subject.clone()),
+        );
+        attrs.insert(
+            "execGrants".to_owned(),
+            RestrictedExpression::new_set(
+                principal
+                    .exec_grants
+                    .iter()
+                    .map(|t| RestrictedExpression::new_entity_uid(uid("Bulkhead::Tenant", t))),
+            ),
+        );
         if let Some(tenant) = &principal.tenant {
             attrs.insert(
                 "tenant".to_owned(),
                 RestrictedExpression::new_entity_uid(uid("Bulkhead::Tenant", tenant)),
             );
         }
-        let resource_uid = match resource {
-            Resource::Platform => uid("Bulkhead::Platform", "platform"),
-            Resource::Tenant(name) => uid("Bulkhead::Tenant", name),
+        let (resource_uid, resource_entity) = match resource {
+            Resource::Platform => {
+                let id = uid("Bulkhead::Platform", "platform");
+                (
+                    id.clone(),
+                    Ok::<_, String>(Entity::new_no_attrs(id, HashSet::new())),
+                )
+            }
+            Resource::Tenant(name) => {
+                let id = uid("Bulkhead::Tenant", name);
+                (
+                    id.clone(),
+                    Ok::<_, String>(Entity::new_no_attrs(id, HashSet::new())),
+                )
+            }
+            Resource::Elevation {
+                id,
+                requester,
+                tenant,
+            } => {
+                let id = uid("Bulkhead::Elevation", id);
+                let attrs = HashMap::from([
+                    (
+                        "requester".to_owned(),
+                        RestrictedExpression::new_string(requester.clone()),
+                    ),
+                    (
+                        "tenant".to_owned(),
+                        RestrictedExpression::new_entity_uid(uid("Bulkhead::Tenant", tenant)),
+                    ),
+                ]);
+                (
+                    id.clone(),
+                    Entity::new(id, attrs, HashSet::new()).map_err(|e| e.to_string()),
+                )
+            }
         };
         let entities = Entity::new(user.clone(), attrs, HashSet::new())
             .map_err(|e| e.to_string())
-            .and_then(|entity| {
-                let resource_entity = Entity::new_no_attrs(resource_uid.clone(), HashSet::new());
+            .and_then(|entity| resource_entity.map(|resource| (entity, resource)))
+            .and_then(|(entity, resource_entity)| {
                 Entities::from_entities([entity, resource_entity], Some(&self.schema))
                     .map_err(|e| e.to_string())
             });
@@ -334,6 +421,7 @@ mod tests {
             subject: "test".to_owned(),
             role,
             tenant: tenant.map(str::to_owned),
+            exec_grants: Vec::new(),
         }
     }
 
@@ -341,7 +429,8 @@ mod tests {
     fn expected(role: Role, permission: Permission, own: bool) -> bool {
         use Permission::*;
         match role {
-            Role::PlatformAdmin => true,
+            // Exec into a tenant needs an approved operator-exec elevation.
+            Role::PlatformAdmin => permission != WorkloadExec,
             Role::TenantAdmin => {
                 own && matches!(
                     permission,
@@ -370,6 +459,9 @@ mod tests {
                         (Resource::Tenant("a".to_owned()), true),
                         (Resource::Tenant("b".to_owned()), false),
                     ]
+                } else if permission.is_elevation_scoped() {
+                    // Someone else's request (the requester's own is tested below).
+                    vec![(elevation("someone-else", "a"), false)]
                 } else {
                     vec![(Resource::Platform, false)]
                 };
@@ -388,12 +480,63 @@ mod tests {
         }
     }
 
+    fn elevation(requester: &str, tenant: &str) -> Resource {
+        Resource::Elevation {
+            id: "e1".to_owned(),
+            requester: requester.to_owned(),
+            tenant: tenant.to_owned(),
+        }
+    }
+
+    #[test]
+    fn nobody_decides_their_own_elevation() {
+        let authz = Authorizer::new().unwrap();
+        let who = principal(Role::PlatformAdmin, None);
+        for permission in [Permission::ElevationApprove, Permission::ElevationDeny] {
+            let decided = authz.decide(&who, permission, &elevation("test", "a"));
+            assert!(!decided.allowed);
+            assert_eq!(decided.reasons, vec!["two-person-rule".to_owned()]);
+            assert!(
+                authz
+                    .decide(&who, permission, &elevation("other", "a"))
+                    .allowed
+            );
+        }
+    }
+
+    #[test]
+    fn operator_exec_opens_exactly_the_granted_tenant() {
+        let authz = Authorizer::new().unwrap();
+        let mut who = principal(Role::PlatformAdmin, None);
+        let exec = |who: &Principal, t: &str| {
+            authz
+                .decide(
+                    who,
+                    Permission::WorkloadExec,
+                    &Resource::Tenant(t.to_owned()),
+                )
+                .allowed
+        };
+        assert!(!exec(&who, "a"));
+        who.exec_grants = vec!["a".to_owned()];
+        assert!(exec(&who, "a"));
+        assert!(!exec(&who, "b"));
+        // A tenant role cannot use a grant, even a forged one.
+        let mut viewer = principal(Role::TenantViewer, Some("a"));
+        viewer.exec_grants = vec!["a".to_owned()];
+        assert!(!exec(&viewer, "a"));
+    }
+
     #[test]
     fn a_tenant_role_without_a_tenant_gets_nothing() {
         let authz = Authorizer::new().unwrap();
         let who = principal(Role::TenantAdmin, None);
         for permission in Permission::ALL {
-            for resource in [Resource::Platform, Resource::Tenant("a".to_owned())] {
+            for resource in [
+                Resource::Platform,
+                Resource::Tenant("a".to_owned()),
+                elevation("x", "a"),
+            ] {
                 assert!(!authz.decide(&who, permission, &resource).allowed);
             }
         }

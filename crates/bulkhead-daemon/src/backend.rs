@@ -70,6 +70,22 @@ pub struct TenantUsage {
     pub storage_used_bytes: Option<u64>,
     /// The storage quota, bytes.
     pub storage_limit_bytes: Option<u64>,
+    /// Pressure stall information, one entry per resource and kind the kernel offers
+    /// for the tenant's cgroup (empty on cgroup v1, which has none per cgroup).
+    pub pressure: Vec<PressureSeries>,
+}
+
+/// One pressure line: `cpu`/`memory`/`io`, `some`/`full`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PressureSeries {
+    /// cpu, memory or io.
+    pub resource: &'static str,
+    /// some or full.
+    pub kind: &'static str,
+    /// Share of the last 10 s stalled, hundredths of a percent.
+    pub avg10_centi: u32,
+    /// Total stall time, microseconds.
+    pub total_us: u64,
 }
 
 /// One of a process's piped output streams.

@@ -6,6 +6,7 @@ use utoipa::ToSchema;
 
 use crate::authz::Role;
 use crate::backend::Applied;
+use crate::elevate::{ElevationChange, ElevationRequest, ElevationView};
 use crate::supervisor::WorkloadStatus;
 
 /// One request to the control plane.
@@ -86,6 +87,24 @@ pub enum Command {
     },
     /// OpenMetrics text.
     Metrics,
+    /// Every elevation.
+    ListElevations,
+    /// Ask for an elevation.
+    RequestElevation(ElevationRequest),
+    /// Approve (`approve`) or deny a pending elevation.
+    DecideElevation {
+        /// Its id.
+        id: String,
+        /// Approve, else deny.
+        approve: bool,
+        /// The decider's note.
+        note: Option<String>,
+    },
+    /// End an active elevation now.
+    RevokeElevation {
+        /// Its id.
+        id: String,
+    },
 }
 
 /// What the daemon answers.
@@ -113,6 +132,12 @@ pub enum Reply {
     Audit(Vec<AuditRecordView>),
     /// OpenMetrics text.
     Metrics(String),
+    /// Elevations.
+    Elevations(Vec<ElevationView>),
+    /// One elevation.
+    Elevation(ElevationView),
+    /// A decided or revoked elevation and what the host did.
+    ElevationChanged(ElevationChange),
 }
 
 /// Why a request failed; each maps to one HTTP status.
@@ -127,12 +152,23 @@ pub enum ApiError {
     /// No such object (404).
     #[error("not found: {0}")]
     NotFound(String),
+    /// The object is not in a state that allows it (409).
+    #[error("conflict: {0}")]
+    Conflict(String),
     /// The input does not validate (422).
     #[error("invalid: {}", .0.join("; "))]
     Invalid(Vec<String>),
     /// The request is malformed (400).
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// The caller was denied too often and is blocked for a while (429).
+    #[error("too many requests: {message}")]
+    TooManyRequests {
+        /// Why, for a person.
+        message: String,
+        /// Seconds until the block ends.
+        retry_after: u64,
+    },
     /// Something failed on the host or in the store (500).
     #[error("failed: {0}")]
     Failed(String),
@@ -141,7 +177,8 @@ pub enum ApiError {
 /// The body of every error response.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
-    /// unauthenticated, forbidden, not-found, invalid, bad-request or failed.
+    /// unauthenticated, forbidden, not-found, conflict, invalid, bad-request,
+    /// too-many-requests or failed.
     pub error: String,
     /// What went wrong, for a person.
     pub message: String,
@@ -157,6 +194,8 @@ impl ApiError {
             ApiError::Unauthenticated(_) => ("unauthenticated", vec![]),
             ApiError::Forbidden(_) => ("forbidden", vec![]),
             ApiError::NotFound(_) => ("not-found", vec![]),
+            ApiError::Conflict(_) => ("conflict", vec![]),
+            ApiError::TooManyRequests { .. } => ("too-many-requests", vec![]),
             ApiError::Invalid(p) => ("invalid", p.clone()),
             ApiError::BadRequest(_) => ("bad-request", vec![]),
             ApiError::Failed(_) => ("failed", vec![]),

@@ -2,14 +2,16 @@
 //! [`Backend`]. Everything here is synchronous and blocking; the HTTP layer calls it
 //! on the blocking pool.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read as _;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bulkhead_spec::{Desired, TenantState};
-use bulkhead_store::{AuditEntry, NewToken, Store, TokenError};
+use bulkhead_spec::{Desired, NoisyNeighbours, TenantState};
+use bulkhead_store::{
+    AuditEntry, AuditOutcome, ElevationError, NewElevation, NewToken, Store, Tightening, TokenError,
+};
 
 use crate::authz::{Authorizer, Permission, Principal, Resource, Role};
 use crate::backend::{Backend, BackendError};
@@ -17,8 +19,11 @@ use crate::command::{
     ApiError, Command, CreatedTokenView, ExecResult, Health, ReconcileStatus, Reply, TenantDetail,
     TenantSummary, TokenRequest, TokenView,
 };
+use crate::elevate::{self, ElevationChange, ElevationKind, ElevationRequest};
 use crate::metrics;
+use crate::noisy::{Detector, NOISY_ACTOR, Pressure};
 use crate::supervisor::Supervisor;
+use crate::throttle::{self, DenialLimit, Throttle, Tripped};
 
 /// The audit log's actor for the reconciler's repairs.
 pub const RECONCILER_ACTOR: &str = "bulkhead-daemon/reconciler";
@@ -39,6 +44,20 @@ pub struct Daemon {
     writes: Mutex<()>,
     reconcile: Mutex<ReconcileStatus>,
     repairs: Mutex<BTreeMap<String, u64>>,
+    throttle: Mutex<Throttle>,
+    noisy: Mutex<NoisyState>,
+    /// A second connection for lookups on the hot path (authentication), if given.
+    reader: Option<Mutex<Store>>,
+}
+
+/// The noisy-neighbour detector and what it has done since start.
+#[derive(Debug)]
+struct NoisyState {
+    detector: Detector,
+    /// Monotonic origin of the detector's clock.
+    origin: Instant,
+    /// Pressure events per tenant since start.
+    events: BTreeMap<String, u64>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -139,7 +158,235 @@ impl Daemon {
             writes: Mutex::new(()),
             reconcile: Mutex::new(ReconcileStatus::default()),
             repairs: Mutex::new(BTreeMap::new()),
+            throttle: Mutex::new(Throttle::new(DenialLimit::default())),
+            noisy: Mutex::new(NoisyState {
+                detector: Detector::default(),
+                origin: Instant::now(),
+                events: BTreeMap::new(),
+            }),
+            reader: None,
         }
+    }
+
+    /// The same daemon with a second connection to the same store for lookups.
+    pub fn with_reader(self, reader: Store) -> Daemon {
+        Daemon {
+            reader: Some(Mutex::new(reader)),
+            ..self
+        }
+    }
+
+    /// The read connection (the main one without a reader).
+    fn reader(&self) -> MutexGuard<'_, Store> {
+        lock(self.reader.as_ref().unwrap_or(&self.store))
+    }
+
+    /// The noisy-neighbour settings of the applied platform (defaults before any).
+    pub fn noisy_settings(&self) -> NoisyNeighbours {
+        self.current()
+            .ok()
+            .flatten()
+            .map_or(bulkhead_spec::defaults::NOISY_NEIGHBOURS, |d| {
+                d.platform.spec.noisy_neighbours
+            })
+    }
+
+    /// One noisy-neighbour pass: lift tightenings whose cool-down is over (audited,
+    /// then the host converges back — also after a daemon restart, since they are
+    /// kept in the store), sample every active tenant, and for pressure that lasted
+    /// the window audit an event and, if the platform enables it, tighten the
+    /// tenant's cpu weight for the cool-down (audited, converged). Returns the events.
+    pub fn noisy_pass(&self) -> Result<Vec<Pressure>, ApiError> {
+        let Some(desired) = self.current()? else {
+            return Ok(Vec::new());
+        };
+        let settings = desired.platform.spec.noisy_neighbours.clone();
+        let now = now_unix();
+        let failed = |e: bulkhead_store::ElevationError| ApiError::Failed(e.to_string());
+        let audit_failed =
+            |e: bulkhead_store::AppendAuditError| ApiError::Failed(format!("cannot audit: {e}"));
+
+        // Cool-downs that are over.
+        let due: Vec<_> = lock(&self.store)
+            .tightenings()
+            .map_err(failed)?
+            .into_iter()
+            .filter(|t| t.until <= now)
+            .collect();
+        if !due.is_empty() {
+            let _writing = lock(&self.writes);
+            for t in &due {
+                let mut store = lock(&self.store);
+                let intent = store
+                    .audit_intent(
+                        AuditEntry::intent(
+                            NOISY_ACTOR,
+                            "noisy-neighbour.restore",
+                            format!("tenant/{}", t.tenant),
+                        )
+                        .with_detail(format!(
+                            "cool-down over: cpu weight back to the revision's (was {} for: {})",
+                            t.cpu_weight, t.reason
+                        )),
+                    )
+                    .map_err(audit_failed)?;
+                let removed = store.remove_tightening(&t.tenant);
+                let (outcome, detail) = match &removed {
+                    Ok(_) => (AuditOutcome::Succeeded, None),
+                    Err(e) => (AuditOutcome::Failed, Some(e.to_string())),
+                };
+                store
+                    .audit_outcome(&intent, outcome, detail.as_deref())
+                    .map_err(audit_failed)?;
+                removed.map_err(failed)?;
+                lock(&self.noisy).detector.reset(&t.tenant);
+            }
+            self.converge_now(NOISY_ACTOR)?;
+        }
+
+        let active: BTreeSet<String> = desired
+            .tenants
+            .iter()
+            .filter(|(_, t)| t.spec.state == TenantState::Active)
+            .map(|(n, _)| n.to_string())
+            .collect();
+        let tightened: BTreeSet<String> = lock(&self.store)
+            .tightenings()
+            .map_err(failed)?
+            .into_iter()
+            .map(|t| t.tenant)
+            .collect();
+        let mut found = Vec::new();
+        for tenant in &active {
+            let Ok(usage) = self.backend.usage(tenant) else {
+                continue;
+            };
+            let mut noisy = lock(&self.noisy);
+            let at = noisy.origin.elapsed();
+            if let Some(p) = noisy.detector.observe(&settings, tenant, usage, at) {
+                *noisy.events.entry(tenant.clone()).or_default() += 1;
+                found.push(p);
+            }
+        }
+        lock(&self.noisy).detector.retain(&active);
+
+        let mut tighten = Vec::new();
+        for p in &found {
+            let will_tighten = settings.tighten && !tightened.contains(&p.tenant);
+            let entry = AuditEntry::new(
+                NOISY_ACTOR,
+                "noisy-neighbour.detected",
+                format!("tenant/{}", p.tenant),
+                "observed",
+            )
+            .with_detail(format!(
+                "sustained {} s: {}; {}",
+                p.lasted.as_secs(),
+                p.describe(),
+                if will_tighten {
+                    "tightening"
+                } else if settings.tighten {
+                    "already tightened"
+                } else {
+                    "tightening is off (spec.noisyNeighbours.tighten)"
+                }
+            ));
+            lock(&self.store)
+                .append_audit(&entry)
+                .map_err(audit_failed)?;
+            tracing::warn!(tenant = %p.tenant, signals = %p.describe(), "noisy neighbour");
+            if will_tighten {
+                tighten.push(p);
+            }
+        }
+        if !tighten.is_empty() {
+            let _writing = lock(&self.writes);
+            for p in tighten {
+                let until = now.saturating_add(i64::from(settings.cool_down_seconds));
+                let mut store = lock(&self.store);
+                let intent = store
+                    .audit_intent(
+                        AuditEntry::intent(
+                            NOISY_ACTOR,
+                            "noisy-neighbour.tighten",
+                            format!("tenant/{}", p.tenant),
+                        )
+                        .with_detail(format!(
+                            "cpu weight {} until unix {until} ({} s cool-down): {}",
+                            settings.tighten_cpu_weight,
+                            settings.cool_down_seconds,
+                            p.describe()
+                        )),
+                    )
+                    .map_err(audit_failed)?;
+                let set = store.set_tightening(&Tightening {
+                    tenant: p.tenant.clone(),
+                    cpu_weight: settings.tighten_cpu_weight,
+                    reason: p.describe(),
+                    started_at: now,
+                    until,
+                });
+                let (outcome, detail) = match &set {
+                    Ok(()) => (AuditOutcome::Succeeded, None),
+                    Err(e) => (AuditOutcome::Failed, Some(e.to_string())),
+                };
+                store
+                    .audit_outcome(&intent, outcome, detail.as_deref())
+                    .map_err(audit_failed)?;
+                set.map_err(failed)?;
+            }
+            self.converge_now(NOISY_ACTOR)?;
+        }
+        Ok(found)
+    }
+
+    /// The same daemon with another limit on denied callers.
+    pub fn with_denial_limit(self, limit: DenialLimit) -> Daemon {
+        Daemon {
+            throttle: Mutex::new(Throttle::new(limit)),
+            ..self
+        }
+    }
+
+    /// Counts a denial of token `id`; audits the start of a block.
+    fn count_denial(&self, store: &mut Store, id: &str) -> Result<(), ApiError> {
+        let tripped = lock(&self.throttle).record_denial(id, Instant::now());
+        if let Tripped::Blocked(block) = tripped {
+            let entry = AuditEntry::new(format!("token {id}"), "rate-limit", "platform", "denied")
+                .with_detail(format!(
+                    "too many denials: every request of this token is refused with 429 for {} s; the refusals are counted in one record when the block ends",
+                    block.as_secs()
+                ));
+            store
+                .append_audit(&entry)
+                .map_err(|e| ApiError::Failed(format!("cannot audit: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Audits the blocks that are over (one aggregate record each).
+    pub fn audit_ended_blocks(&self) -> Result<(), ApiError> {
+        let ended = lock(&self.throttle).ended(Instant::now());
+        if ended.is_empty() {
+            return Ok(());
+        }
+        let mut store = lock(&self.store);
+        for block in ended {
+            let entry = AuditEntry::new(
+                format!("token {}", block.id),
+                "rate-limit",
+                "platform",
+                "denied",
+            )
+            .with_detail(format!(
+                "block ended: {} request(s) refused with 429 during it",
+                block.refused
+            ));
+            store
+                .append_audit(&entry)
+                .map_err(|e| ApiError::Failed(format!("cannot audit: {e}")))?;
+        }
+        Ok(())
     }
 
     /// The backend.
@@ -159,8 +406,19 @@ impl Daemon {
         let token = bearer.ok_or_else(|| {
             ApiError::Unauthenticated("expected an Authorization: Bearer bht_… header".to_owned())
         })?;
-        let mut store = lock(&self.store);
-        match store.authenticate_token(token, now_unix()) {
+        if let Some(id) = throttle::token_id(token) {
+            self.audit_ended_blocks()?;
+            if let Some(retry_after) = lock(&self.throttle).check(id, Instant::now()) {
+                return Err(ApiError::TooManyRequests {
+                    message: format!("token {id} was denied too often; retry in {retry_after} s"),
+                    retry_after,
+                });
+            }
+        }
+        // Lookups go through the read connection, so that they do not wait for the
+        // fsyncs of concurrent writes (WAL: readers are not blocked by the writer).
+        let looked_up = self.reader().authenticate_token(token, now_unix());
+        match looked_up {
             Ok(info) => {
                 let role = Role::parse(&info.role).ok_or_else(|| {
                     ApiError::Unauthenticated(format!(
@@ -168,15 +426,33 @@ impl Daemon {
                         info.id, info.role
                     ))
                 })?;
+                // Operator exec: only platform admins can hold it (the policies
+                // check the role too).
+                let exec_grants = if role == Role::PlatformAdmin {
+                    self.reader()
+                        .active_elevations(now_unix())
+                        .map_err(|e| ApiError::Failed(e.to_string()))?
+                        .into_iter()
+                        .filter(|e| {
+                            e.kind == ElevationKind::OperatorExec.as_str()
+                                && e.requester == info.subject
+                        })
+                        .map(|e| e.tenant)
+                        .collect()
+                } else {
+                    Vec::new()
+                };
                 Ok(Principal {
                     token_id: info.id,
                     subject: info.subject,
                     role,
                     tenant: info.tenant,
+                    exec_grants,
                 })
             }
             Err(error) => {
                 if let Some(id) = error.token_id() {
+                    let mut store = lock(&self.store);
                     let entry = AuditEntry::new(
                         format!("token {id}"),
                         "authenticate",
@@ -187,6 +463,7 @@ impl Daemon {
                     if let Err(e) = store.append_audit(&entry) {
                         return Err(ApiError::Failed(format!("cannot audit: {e}")));
                     }
+                    self.count_denial(&mut store, id)?;
                 }
                 Err(ApiError::Unauthenticated(match error {
                     TokenError::Database(_) | TokenError::Random(_) => {
@@ -224,12 +501,15 @@ impl Daemon {
             resource.to_string(),
             "denied",
         )
-        .with_detail(detail);
-        lock(&self.store)
+        .with_detail(detail.clone());
+        let mut store = lock(&self.store);
+        store
             .append_audit(&entry)
             .map_err(|e| ApiError::Failed(format!("cannot audit a denial: {e}")))?;
+        self.count_denial(&mut store, &who.token_id)?;
+        drop(store);
         Err(ApiError::Forbidden(format!(
-            "{} ({}) may not {} {resource}",
+            "{} ({}) may not {} {resource} ({detail})",
             who.subject,
             who.role.as_str(),
             permission.as_str()
@@ -387,7 +667,232 @@ impl Daemon {
                 self.authorize(who, Permission::MetricsRead, &Resource::Platform)?;
                 Ok(Reply::Metrics(self.metrics()?))
             }
+            Command::ListElevations => {
+                self.authorize(who, Permission::ElevationList, &Resource::Platform)?;
+                let all = lock(&self.store)
+                    .elevations()
+                    .map_err(|e| ApiError::Failed(e.to_string()))?;
+                Ok(Reply::Elevations(all.into_iter().map(Into::into).collect()))
+            }
+            Command::RequestElevation(request) => self.request_elevation(who, &request),
+            Command::DecideElevation { id, approve, note } => {
+                self.decide_elevation(who, &id, approve, note.as_deref())
+            }
+            Command::RevokeElevation { id } => {
+                self.authorize(who, Permission::ElevationRevoke, &Resource::Platform)?;
+                self.end_elevation(&who.actor(), &who.subject, &id, true)
+            }
         }
+    }
+
+    fn request_elevation(
+        &self,
+        who: &Principal,
+        request: &ElevationRequest,
+    ) -> Result<Reply, ApiError> {
+        self.authorize(who, Permission::ElevationRequest, &Resource::Platform)?;
+        let desired = self.current()?;
+        elevate::check_against(desired.as_ref(), request).map_err(ApiError::Invalid)?;
+        let parameters = if request.parameters.is_null() {
+            "{}".to_owned()
+        } else {
+            request.parameters.to_string()
+        };
+        let mut store = lock(&self.store);
+        let intent = store
+            .audit_intent(
+                AuditEntry::intent(
+                    who.actor(),
+                    "elevation.request",
+                    format!("tenant/{}", request.tenant),
+                )
+                .with_detail(format!(
+                    "{} {parameters} for {} s: {}",
+                    request.kind.as_str(),
+                    request.ttl_seconds,
+                    request.reason
+                )),
+            )
+            .map_err(|e| ApiError::Failed(format!("cannot audit: {e}")))?;
+        let created = store.create_elevation(
+            &NewElevation {
+                kind: request.kind.as_str().to_owned(),
+                tenant: request.tenant.clone(),
+                parameters,
+                reason: request.reason.clone(),
+                ttl_seconds: i64::try_from(request.ttl_seconds).unwrap_or(i64::MAX),
+                requester: who.subject.clone(),
+                requester_token: who.token_id.clone(),
+            },
+            now_unix(),
+        );
+        let (outcome, detail) = match &created {
+            Ok(e) => (
+                AuditOutcome::Succeeded,
+                format!("elevation {} pending", e.id),
+            ),
+            Err(e) => (AuditOutcome::Failed, e.to_string()),
+        };
+        store
+            .audit_outcome(&intent, outcome, Some(&detail))
+            .map_err(|e| ApiError::Failed(format!("cannot audit: {e}")))?;
+        let created = created.map_err(|e| ApiError::Failed(e.to_string()))?;
+        Ok(Reply::Elevation(created.into()))
+    }
+
+    fn decide_elevation(
+        &self,
+        who: &Principal,
+        id: &str,
+        approve: bool,
+        note: Option<&str>,
+    ) -> Result<Reply, ApiError> {
+        let found = lock(&self.store)
+            .elevation(id)
+            .map_err(|e| ApiError::Failed(e.to_string()))?
+            .ok_or_else(|| ApiError::NotFound(format!("no elevation {id:?}")))?;
+        let permission = if approve {
+            Permission::ElevationApprove
+        } else {
+            Permission::ElevationDeny
+        };
+        let resource = Resource::Elevation {
+            id: found.id.clone(),
+            requester: found.requester.clone(),
+            tenant: found.tenant.clone(),
+        };
+        self.authorize(who, permission, &resource)?;
+        // The policies forbid it already; this holds even if they were edited.
+        if found.requester == who.subject {
+            let entry = AuditEntry::new(
+                who.actor(),
+                permission.as_str(),
+                resource.to_string(),
+                "denied",
+            )
+            .with_detail("the requester may not decide their own elevation (two-person rule)");
+            let mut store = lock(&self.store);
+            store
+                .append_audit(&entry)
+                .map_err(|e| ApiError::Failed(format!("cannot audit a denial: {e}")))?;
+            self.count_denial(&mut store, &who.token_id)?;
+            return Err(ApiError::Forbidden(format!(
+                "{} requested elevation {id} and may not decide it (two-person rule)",
+                who.subject
+            )));
+        }
+        let _writing = lock(&self.writes);
+        let decided = {
+            let mut store = lock(&self.store);
+            let intent = store
+                .audit_intent(
+                    AuditEntry::intent(who.actor(), permission.as_str(), resource.to_string())
+                        .with_detail(format!(
+                            "{} on tenant/{} requested by {:?}{}",
+                            found.kind,
+                            found.tenant,
+                            found.requester,
+                            note.map(|n| format!(": {n}")).unwrap_or_default()
+                        )),
+                )
+                .map_err(|e| ApiError::Failed(format!("cannot audit: {e}")))?;
+            let decided = store.decide_elevation(id, approve, &who.subject, note, now_unix());
+            let (outcome, detail) = match &decided {
+                Ok(e) => (
+                    AuditOutcome::Succeeded,
+                    match e.expires_at {
+                        Some(at) => format!("active until unix {at}"),
+                        None => "denied".to_owned(),
+                    },
+                ),
+                Err(e) => (AuditOutcome::Failed, e.to_string()),
+            };
+            store
+                .audit_outcome(&intent, outcome, Some(&detail))
+                .map_err(|e| ApiError::Failed(format!("cannot audit: {e}")))?;
+            decided.map_err(elevation_error)?
+        };
+        let host_actions = if approve {
+            self.converge_now(&who.actor())?
+        } else {
+            Vec::new()
+        };
+        Ok(Reply::ElevationChanged(ElevationChange {
+            elevation: decided.into(),
+            host_actions,
+        }))
+    }
+
+    /// Ends an active elevation (revoked by a person, or expired by the reconciler)
+    /// and converges the host back.
+    fn end_elevation(
+        &self,
+        actor: &str,
+        by: &str,
+        id: &str,
+        revoked: bool,
+    ) -> Result<Reply, ApiError> {
+        let _writing = lock(&self.writes);
+        let ended = self.end_elevation_locked(actor, by, id, revoked)?;
+        let host_actions = self.converge_now(actor)?;
+        Ok(Reply::ElevationChanged(ElevationChange {
+            elevation: ended.into(),
+            host_actions,
+        }))
+    }
+
+    fn end_elevation_locked(
+        &self,
+        actor: &str,
+        by: &str,
+        id: &str,
+        revoked: bool,
+    ) -> Result<bulkhead_store::Elevation, ApiError> {
+        let action = if revoked {
+            "elevation.revoke"
+        } else {
+            "elevation.expire"
+        };
+        let mut store = lock(&self.store);
+        let found = store
+            .elevation(id)
+            .map_err(|e| ApiError::Failed(e.to_string()))?
+            .ok_or_else(|| ApiError::NotFound(format!("no elevation {id:?}")))?;
+        let intent = store
+            .audit_intent(
+                AuditEntry::intent(actor, action, format!("elevation/{id}")).with_detail(format!(
+                    "{} on tenant/{} {}",
+                    found.kind, found.tenant, found.parameters
+                )),
+            )
+            .map_err(|e| ApiError::Failed(format!("cannot audit: {e}")))?;
+        let ended = store.end_elevation(id, revoked, by, now_unix());
+        let (outcome, detail) = match &ended {
+            Ok(e) => (AuditOutcome::Succeeded, e.status.clone()),
+            Err(e) => (AuditOutcome::Failed, e.to_string()),
+        };
+        store
+            .audit_outcome(&intent, outcome, Some(&detail))
+            .map_err(|e| ApiError::Failed(format!("cannot audit: {e}")))?;
+        ended.map_err(elevation_error)
+    }
+
+    /// Converges the host now (the caller holds the write lock), audited as `actor`.
+    fn converge_now(&self, actor: &str) -> Result<Vec<String>, ApiError> {
+        let repairs = self.backend.converge(actor)?;
+        Ok(repairs.into_iter().map(|r| r.action).collect())
+    }
+
+    /// Marks elevations whose time has run out as expired (audited as the
+    /// reconciler); the converge that follows takes the host back.
+    fn expire_elevations(&self) -> Result<usize, ApiError> {
+        let due = lock(&self.store)
+            .due_elevations(now_unix())
+            .map_err(|e| ApiError::Failed(e.to_string()))?;
+        for elevation in &due {
+            self.end_elevation_locked(RECONCILER_ACTOR, RECONCILER_ACTOR, &elevation.id, false)?;
+        }
+        Ok(due.len())
     }
 
     fn workload_exists(
@@ -529,9 +1034,17 @@ impl Daemon {
     /// line. Returns the repairs.
     pub fn reconcile_once(&self) -> Result<Vec<String>, ApiError> {
         let started = Instant::now();
+        if let Err(e) = self.audit_ended_blocks() {
+            tracing::warn!("cannot audit ended rate-limit blocks: {e}");
+        }
         let result = {
             let _writing = lock(&self.writes);
-            self.backend.converge(RECONCILER_ACTOR)
+            match self.expire_elevations() {
+                Ok(_) => self.backend.converge(RECONCILER_ACTOR),
+                Err(e) => Err(BackendError::Failed(format!(
+                    "cannot expire elevations: {e}"
+                ))),
+            }
         };
         let desired = self.current();
         if let Ok(desired) = &desired {
@@ -586,12 +1099,30 @@ impl Daemon {
         snapshot.verify = self.backend.last_verify();
         snapshot.workloads = self.supervisor.statuses();
         snapshot.reconcile_failures = lock(&self.reconcile).failures;
+        snapshot.noisy_events = lock(&self.noisy).events.clone();
+        let now = now_unix();
+        snapshot.tightened = lock(&self.store)
+            .tightenings()
+            .map_err(|e| ApiError::Failed(e.to_string()))?
+            .into_iter()
+            .filter(|t| t.until > now)
+            .map(|t| (t.tenant, t.cpu_weight))
+            .collect();
         metrics::render(&snapshot).map_err(|e| ApiError::Failed(e.to_string()))
     }
 
     /// Where logs are kept.
     pub fn log_dir(&self) -> PathBuf {
         self.supervisor.log_dir().to_path_buf()
+    }
+}
+
+fn elevation_error(error: ElevationError) -> ApiError {
+    match error {
+        ElevationError::Unknown(id) => ApiError::NotFound(format!("no elevation {id:?}")),
+        ElevationError::State { .. } => ApiError::Conflict(error.to_string()),
+        ElevationError::SelfDecision { .. } => ApiError::Forbidden(error.to_string()),
+        other => ApiError::Failed(other.to_string()),
     }
 }
 

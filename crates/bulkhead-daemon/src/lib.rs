@@ -17,7 +17,13 @@
 //!   and acts.
 //! - [`supervisor::Supervisor`] runs each workload with its restart policy and
 //!   exponential [`supervisor::Backoff`]; [`logs`] keeps their output, rotated.
+//! - [`elevate`] is elevated access: requests, the two-person rule, and the overlay
+//!   of active grants (and noisy-neighbour tightenings) on the desired state.
+//! - [`noisy`] detects sustained pressure per tenant; [`Daemon::noisy_pass`] audits it
+//!   and, when the platform enables it, tightens the tenant's cpu weight for a
+//!   cool-down (kept in the store, so a restarted daemon restores it on time).
 //! - [`metrics`] renders OpenMetrics per tenant.
+//! - [`throttle`] refuses a token that keeps being denied with 429 for a while.
 //! - [`listen`] binds the unix socket (mode 0660) and the optional TLS listener.
 #![forbid(unsafe_code)]
 
@@ -26,17 +32,22 @@ pub mod authz;
 pub mod backend;
 pub mod command;
 pub mod daemon;
+pub mod elevate;
 pub mod listen;
 pub mod logs;
 pub mod metrics;
+pub mod noisy;
 pub mod supervisor;
+pub mod throttle;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use backend::{Applied, Backend, BackendError, Repair, TenantUsage, WorkloadProcess};
+pub use backend::{
+    Applied, Backend, BackendError, PressureSeries, Repair, TenantUsage, WorkloadProcess,
+};
 pub use daemon::Daemon;
 
 /// The TLS listener's settings.
@@ -67,6 +78,8 @@ pub struct Config {
     pub reconcile_interval: Duration,
     /// Restart delays.
     pub backoff: supervisor::Backoff,
+    /// When a denied caller is refused with 429.
+    pub denial_limit: throttle::DenialLimit,
 }
 
 /// Why the daemon could not start or stopped with an error.
@@ -103,7 +116,12 @@ pub async fn serve(
         config.log_limits,
         config.backoff,
     );
-    let daemon = Arc::new(Daemon::new(backend, store, authz, supervisor));
+    let reader = bulkhead_store::Store::open(&config.store)?;
+    let daemon = Arc::new(
+        Daemon::new(backend, store, authz, supervisor)
+            .with_denial_limit(config.denial_limit)
+            .with_reader(reader),
+    );
     let unix = listen::unix(&config.socket)?;
     let tls = match &config.tls {
         Some(tls) => Some(
@@ -131,6 +149,29 @@ pub async fn serve(
         })
     };
 
+    let noisy = {
+        let daemon = Arc::clone(&daemon);
+        tokio::spawn(async move {
+            loop {
+                let pass = Arc::clone(&daemon);
+                let interval = match tokio::task::spawn_blocking(move || {
+                    let settings = pass.noisy_settings();
+                    (pass.noisy_pass(), settings.sample_seconds)
+                })
+                .await
+                {
+                    Ok((Err(e), seconds)) => {
+                        tracing::warn!("noisy-neighbour pass failed: {e}");
+                        seconds
+                    }
+                    Ok((Ok(_), seconds)) => seconds,
+                    Err(_) => bulkhead_spec::defaults::NOISY_NEIGHBOURS.sample_seconds,
+                };
+                tokio::time::sleep(Duration::from_secs(u64::from(interval.max(1)))).await;
+            }
+        })
+    };
+
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
@@ -150,6 +191,7 @@ pub async fn serve(
         None => unix_server.await,
     };
     reconciler.abort();
+    noisy.abort();
     let daemon_for_stop = Arc::clone(&daemon);
     let _ = tokio::task::spawn_blocking(move || {
         daemon_for_stop.supervisor().sync(None);

@@ -21,6 +21,13 @@ struct TenantLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PressureLabel {
+    tenant: String,
+    resource: String,
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct WorkloadLabel {
     tenant: String,
     workload: String,
@@ -39,6 +46,10 @@ pub struct Snapshot {
     pub workloads: Vec<WorkloadStatus>,
     /// Reconciler passes that failed since start.
     pub reconcile_failures: u64,
+    /// Noisy-neighbour events per tenant since start.
+    pub noisy_events: BTreeMap<String, u64>,
+    /// Tenants whose cpu weight is tightened now, with that weight.
+    pub tightened: BTreeMap<String, u32>,
 }
 
 fn ns_to_seconds(ns: u64) -> f64 {
@@ -67,6 +78,38 @@ pub fn render(snapshot: &Snapshot) -> Result<String, std::fmt::Error> {
     let verify = Family::<TenantLabel, Gauge>::default();
     let restarts = Family::<WorkloadLabel, Counter>::default();
     let running = Family::<WorkloadLabel, Gauge>::default();
+    let stalled = Family::<PressureLabel, Counter<f64>>::default();
+    let stalled_avg10 =
+        Family::<PressureLabel, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+    for (tenant, u) in &snapshot.usage {
+        for p in &u.pressure {
+            let l = PressureLabel {
+                tenant: tenant.clone(),
+                resource: p.resource.to_owned(),
+                kind: p.kind.to_owned(),
+            };
+            stalled.get_or_create(&l).inc_by(p.total_us as f64 / 1e6);
+            stalled_avg10
+                .get_or_create(&l)
+                .set(f64::from(p.avg10_centi) / 10_000.0);
+        }
+    }
+    let noisy = Family::<TenantLabel, Counter>::default();
+    let tightened = Family::<TenantLabel, Gauge>::default();
+    for (tenant, n) in &snapshot.noisy_events {
+        noisy
+            .get_or_create(&TenantLabel {
+                tenant: tenant.clone(),
+            })
+            .inc_by(*n);
+    }
+    for (tenant, weight) in &snapshot.tightened {
+        tightened
+            .get_or_create(&TenantLabel {
+                tenant: tenant.clone(),
+            })
+            .set(i64::from(*weight));
+    }
     for (tenant, u) in &snapshot.usage {
         let l = TenantLabel {
             tenant: tenant.clone(),
@@ -134,6 +177,27 @@ pub fn render(snapshot: &Snapshot) -> Result<String, std::fmt::Error> {
     );
     registry.register("oom_kills", "Processes the OOM killer killed", oom);
     registry.register("pids", "Processes and threads now", pids);
+    registry.register_with_unit(
+        "pressure_stalled",
+        "Time tasks stalled on cpu, memory or io (PSI); absent where the kernel has no per-cgroup PSI (cgroup v1)",
+        Unit::Seconds,
+        stalled,
+    );
+    registry.register(
+        "pressure_stalled_avg10_ratio",
+        "Share of the last 10 s stalled (PSI avg10); absent where the kernel has no per-cgroup PSI (cgroup v1)",
+        stalled_avg10,
+    );
+    registry.register(
+        "noisy_neighbour_events",
+        "Sustained pressure episodes detected since the daemon started",
+        noisy,
+    );
+    registry.register(
+        "tightened_cpu_weight",
+        "The cpu weight of a tenant tightened for a cool-down (absent when not tightened)",
+        tightened,
+    );
     registry.register_with_unit("io_read", "Bytes read", Unit::Bytes, io_read);
     registry.register_with_unit("io_written", "Bytes written", Unit::Bytes, io_write);
     registry.register_with_unit(
@@ -196,6 +260,7 @@ pub fn synthetic(tenants: usize) -> Snapshot {
                 io_write_bytes: n << 13,
                 storage_used_bytes: Some(n << 16),
                 storage_limit_bytes: Some(1 << 30),
+                pressure: Vec::new(),
             },
         ));
         snapshot.repairs.insert(name.clone(), n % 5);
@@ -251,5 +316,40 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn pressure_series_exist_only_where_the_kernel_offers_psi() {
+        let mut snapshot = synthetic(2);
+        // Tenant 0 as on cgroup v2 with cpu and memory PSI; tenant 1 as on v1: none.
+        snapshot.usage[0].1.pressure = vec![
+            crate::backend::PressureSeries {
+                resource: "cpu",
+                kind: "some",
+                avg10_centi: 150,
+                total_us: 2_500_000,
+            },
+            crate::backend::PressureSeries {
+                resource: "memory",
+                kind: "full",
+                avg10_centi: 0,
+                total_us: 40,
+            },
+        ];
+        let text = render(&snapshot).unwrap();
+        assert!(
+            text.contains(r#"bulkhead_tenant_pressure_stalled_seconds_total{tenant="tenant-00000",resource="cpu",kind="some"} 2.5"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"bulkhead_tenant_pressure_stalled_avg10_ratio{tenant="tenant-00000",resource="cpu",kind="some"} 0.015"#),
+            "{text}"
+        );
+        assert!(
+            !text
+                .lines()
+                .any(|l| l.starts_with("bulkhead_tenant_pressure") && l.contains("tenant-00001")),
+            "no zeros for a tenant without PSI:\n{text}"
+        );
     }
 }

@@ -29,5 +29,5 @@ fn every_route_but_health_requires_a_bearer_token() {
             assert_eq!(secured, path != "/health", "{path}");
         }
     }
-    assert_eq!(operations, 15);
+    assert_eq!(operations, 20);
 }

@@ -1479,8 +1479,105 @@ fn platform_spec(cx: &mut Cx<'_>, node: Option<(&Node, String)>) -> PlatformSpec
     if let Some((n, p)) = fields.get(cx, "kubernetes") {
         kubernetes(cx, n, &p, &mut spec.kubernetes);
     }
+    if let Some((n, p)) = fields.get(cx, "noisyNeighbours") {
+        noisy_neighbours(cx, n, &p, &mut spec.noisy_neighbours);
+    }
     fields.finish(cx);
     spec
+}
+
+fn noisy_neighbours(cx: &mut Cx<'_>, node: &Node, path: &str, into: &mut NoisyNeighbours) {
+    let Some(mut fields) = Fields::new(cx, node, path) else {
+        return;
+    };
+    if let Some(v) = fields
+        .get(cx, "tighten")
+        .and_then(|(n, p)| boolean(cx, n, &p))
+    {
+        into.tighten = v;
+    }
+    fn number(
+        cx: &mut Cx<'_>,
+        fields: &mut Fields<'_>,
+        key: &'static str,
+        (min, max): (u64, u64),
+        slot: &mut u32,
+    ) {
+        if let Some(v) = fields
+            .get(cx, key)
+            .and_then(|(n, p)| integer(cx, n, &p, min, max))
+            .and_then(|v| u32::try_from(v).ok())
+        {
+            *slot = v;
+        }
+    }
+    number(
+        cx,
+        &mut fields,
+        "sampleSeconds",
+        (1, 600),
+        &mut into.sample_seconds,
+    );
+    number(
+        cx,
+        &mut fields,
+        "windowSeconds",
+        (1, 3600),
+        &mut into.window_seconds,
+    );
+    number(
+        cx,
+        &mut fields,
+        "coolDownSeconds",
+        (10, 86_400),
+        &mut into.cool_down_seconds,
+    );
+    number(
+        cx,
+        &mut fields,
+        "tightenCpuWeight",
+        (1, 10_000),
+        &mut into.tighten_cpu_weight,
+    );
+    number(
+        cx,
+        &mut fields,
+        "cpuBusyMillicores",
+        (0, 1_000_000),
+        &mut into.cpu_busy_millicores,
+    );
+    number(
+        cx,
+        &mut fields,
+        "cpuThrottledPercent",
+        (0, 100),
+        &mut into.cpu_throttled_percent,
+    );
+    number(
+        cx,
+        &mut fields,
+        "memoryPercent",
+        (1, 100),
+        &mut into.memory_percent,
+    );
+    number(
+        cx,
+        &mut fields,
+        "ioMibPerSecond",
+        (0, 1_000_000),
+        &mut into.io_mib_per_second,
+    );
+    if into.window_seconds < into.sample_seconds {
+        cx.error(
+            &node.pos,
+            &join(path, "windowSeconds"),
+            format!(
+                "{} is shorter than sampleSeconds {} (expected a window of at least one sample)",
+                into.window_seconds, into.sample_seconds
+            ),
+        );
+    }
+    fields.finish(cx);
 }
 
 /// The platform used when no file declares one.
@@ -1501,6 +1598,7 @@ pub fn default_platform_spec() -> PlatformSpec {
         key_source: defaults::key_source(),
         allow_degraded: Vec::new(),
         kubernetes: default_kubernetes(),
+        noisy_neighbours: defaults::NOISY_NEIGHBOURS,
     }
 }
 

@@ -31,6 +31,19 @@ pub const DNS: Option<IpAddr> = None;
 /// `network.connectionsPerTenant` gets.
 pub const CONNECTIONS_PER_TENANT: u32 = 16_384;
 
+/// Noisy-neighbour handling when the platform file says nothing: events only.
+pub const NOISY_NEIGHBOURS: crate::model::NoisyNeighbours = crate::model::NoisyNeighbours {
+    tighten: false,
+    sample_seconds: 5,
+    window_seconds: 30,
+    cool_down_seconds: 300,
+    tighten_cpu_weight: 10,
+    cpu_busy_millicores: 1000,
+    cpu_throttled_percent: 50,
+    memory_percent: 90,
+    io_mib_per_second: 100,
+};
+
 /// Tenant CPU weight (cgroup v2 scale; v1 shares are derived from it).
 pub const CPU_WEIGHT: u32 = 100;
 /// Tenant memory ceiling.

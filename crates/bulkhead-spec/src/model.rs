@@ -493,6 +493,37 @@ pub struct PlatformSpec {
     pub allow_degraded: Vec<DegradableFeature>,
     /// Settings of the Kubernetes backend.
     pub kubernetes: PlatformKubernetes,
+    /// How the control plane treats tenants under sustained pressure.
+    pub noisy_neighbours: NoisyNeighbours,
+}
+
+/// Noisy-neighbour handling by `bulkhead serve`: every `sampleSeconds` it reads each
+/// tenant's cgroups; pressure that lasts `windowSeconds` is an event (audited, and a
+/// metric). With `tighten: true` the tenant's cpu weight is lowered to
+/// `tightenCpuWeight` for `coolDownSeconds`, audited, then restored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NoisyNeighbours {
+    /// Lower a noisy tenant's cpu weight for a cool-down; default false (events only).
+    pub tighten: bool,
+    /// Seconds between samples, 1-600; default 5.
+    pub sample_seconds: u32,
+    /// Seconds pressure must last to count, 1-3600, at least `sampleSeconds`; default 30.
+    pub window_seconds: u32,
+    /// Seconds a tightening lasts, 10-86400; default 300.
+    pub cool_down_seconds: u32,
+    /// The cpu weight while tightened, 1-10000; default 10.
+    pub tighten_cpu_weight: u32,
+    /// CPU use that counts as pressure, millicores (0 = not a signal); default 1000.
+    pub cpu_busy_millicores: u32,
+    /// Share of wall time throttled by the cpu cap that counts, percent (0 = not a
+    /// signal); default 50.
+    pub cpu_throttled_percent: u32,
+    /// Memory use near the limit that counts while the limit is being hit (failcnt or
+    /// OOM kills rising), percent of the limit, 1-100; default 90.
+    pub memory_percent: u32,
+    /// Block I/O that counts, MiB per second (0 = not a signal); default 100.
+    pub io_mib_per_second: u32,
 }
 
 /// Settings of the Kubernetes backend: what differs between distributions and what the

@@ -886,3 +886,46 @@ fn connections_per_tenant_out_of_range() {
         ],
     );
 }
+
+#[test]
+fn noisy_neighbour_settings_default_and_are_checked() {
+    let platform = |spec: &str| {
+        format!(
+            "apiVersion: bulkhead.dev/v1alpha1\nkind: Platform\nmetadata: {{ name: p }}\nspec:\n{spec}"
+        )
+    };
+    let defaults = bulkhead_spec::load_str("p.yaml", &platform("  instance: bh\n")).unwrap();
+    assert_eq!(
+        defaults.platform.spec.noisy_neighbours,
+        bulkhead_spec::defaults::NOISY_NEIGHBOURS
+    );
+    assert!(!defaults.platform.spec.noisy_neighbours.tighten);
+    let set = bulkhead_spec::load_str(
+        "p.yaml",
+        &platform("  noisyNeighbours: { tighten: true, sampleSeconds: 1, windowSeconds: 3 }\n"),
+    )
+    .unwrap();
+    assert!(set.platform.spec.noisy_neighbours.tighten);
+    assert_eq!(set.platform.spec.noisy_neighbours.window_seconds, 3);
+    let errors: Vec<String> = bulkhead_spec::load_str(
+        "p.yaml",
+        &platform("  noisyNeighbours:\n    memoryPercent: 0\n    sampleSeconds: 9\n    windowSeconds: 3\n"),
+    )
+    .unwrap_err()
+    .iter()
+    .map(ToString::to_string)
+    .collect();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e
+                .starts_with("p.yaml:6:20: spec.noisyNeighbours.memoryPercent: 0 is out of range")),
+        "{errors:?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("spec.noisyNeighbours.windowSeconds: 3 is shorter")),
+        "{errors:?}"
+    );
+}

@@ -32,6 +32,11 @@
 //! - **API tokens.** [`Store::create_token`] returns a bearer token once and keeps
 //!   only the SHA-256 of its secret; [`Store::authenticate_token`] refuses unknown,
 //!   expired and revoked tokens (see [`tokens`]).
+//! - **Elevations and tightenings.** [`Store::create_elevation`] records a
+//!   request for temporary extra rights; [`Store::decide_elevation`] approves or
+//!   denies it, never by its requester (checked in code and by the table);
+//!   [`Store::active_elevations`] lists what is in force. [`Tightening`]s are the
+//!   daemon's temporary cpu-weight cuts of noisy tenants (see [`elevations`]).
 //!
 //! The store does not know the spec's types: callers hand it kinds, names
 //! and document text, so it depends on nothing else in bulkhead.
@@ -41,6 +46,7 @@ pub mod addresses;
 pub mod audit;
 mod diff;
 mod digest;
+pub mod elevations;
 pub mod ids;
 pub mod keys;
 pub mod migrate;
@@ -57,6 +63,7 @@ pub use audit::{
 pub use diff::{
     DIFF_CONTEXT_LINES, DiffRevisionsError, ObjectChange, RevisionDiff, diff_revisions,
 };
+pub use elevations::{Elevation, ElevationError, NewElevation, Tightening};
 pub use keys::{
     CreateTenantKeyError, DestroyTenantKeyError, DestroyedKey, MasterKey, MasterKeyError,
     TenantKey, TenantKeyInfo, UnwrapTenantKeyError,

@@ -163,6 +163,46 @@ pub const MIGRATIONS: &[Migration] = &[
             );
         ",
     },
+    Migration {
+        // Elevated access (two-person rule) and the noisy-neighbour tightenings the
+        // daemon applies for a cool-down. Both are overlays the converge takes into
+        // account while they last; the store keeps them so a restarted daemon (or a
+        // CLI `gc`) sees the same effective state.
+        version: 7,
+        name: "elevations and tightenings",
+        sql: "
+            CREATE TABLE elevations (
+                id              TEXT    PRIMARY KEY,
+                kind            TEXT    NOT NULL
+                    CHECK (kind IN ('quota-raise', 'operator-exec', 'egress-exception')),
+                tenant          TEXT    NOT NULL,
+                parameters      TEXT    NOT NULL,
+                reason          TEXT    NOT NULL CHECK (length(reason) > 0),
+                ttl_seconds     INTEGER NOT NULL CHECK (ttl_seconds > 0),
+                requester       TEXT    NOT NULL,
+                requester_token TEXT    NOT NULL,
+                requested_at    INTEGER NOT NULL,
+                status          TEXT    NOT NULL
+                    CHECK (status IN ('pending', 'active', 'denied', 'expired', 'revoked')),
+                decided_by      TEXT,
+                decided_at      INTEGER,
+                note            TEXT,
+                expires_at      INTEGER,
+                ended_at        INTEGER,
+                ended_by        TEXT,
+                CHECK (status = 'pending' OR decided_by IS NOT NULL),
+                CHECK (decided_by IS NULL OR decided_by != requester)
+            );
+            CREATE INDEX elevations_status ON elevations (status, expires_at);
+            CREATE TABLE tightenings (
+                tenant       TEXT    PRIMARY KEY,
+                cpu_weight   INTEGER NOT NULL CHECK (cpu_weight >= 1),
+                reason       TEXT    NOT NULL,
+                started_at   INTEGER NOT NULL,
+                until        INTEGER NOT NULL
+            );
+        ",
+    },
 ];
 
 /// The schema version this build writes and understands.

@@ -375,11 +375,20 @@ impl Store {
 
     /// The most recent revision, or `None` before the first apply.
     pub fn latest_revision(&self) -> Result<Option<Revision>, GetRevisionError> {
+        self.latest_revision_id()?
+            .map(|id| self.revision(id))
+            .transpose()
+    }
+
+    /// The id of the most recent revision (cheap: no objects are read), or `None`
+    /// before the first apply. Ids only grow, so a cache of the latest revision is
+    /// valid while this id is unchanged.
+    pub fn latest_revision_id(&self) -> Result<Option<RevisionId>, GetRevisionError> {
         let latest: Option<i64> = self
             .conn
             .query_row("SELECT max(id) FROM revisions", [], |row| row.get(0))
             .map_err(|source| GetRevisionError::Database { id: None, source })?;
-        latest.map(|id| self.revision(RevisionId(id))).transpose()
+        Ok(latest.map(RevisionId))
     }
 }
 

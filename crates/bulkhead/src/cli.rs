@@ -324,7 +324,12 @@ Examples:
 denials are audited. Runs each active tenant's workloads with their restart
 policies (exponential backoff) and logs to <state>/<instance>/logs/. A
 reconciler pass runs at start and every --reconcile-interval, repairing drift
-(each repair audited). Needs root. API: docs/openapi.json.
+(each repair audited) and expiring elevations (`bulkhead elevate`). A token
+denied --denial-limit times within --denial-window gets 429 for
+--denial-block. Every platform.spec.noisyNeighbours.sampleSeconds the tenants'
+cgroups are sampled; sustained pressure is audited and counted in /metrics,
+and with tighten: true the tenant's cpu weight is lowered for the cool-down.
+Needs root. API: docs/openapi.json.
 
 Examples:
   bulkhead serve
@@ -356,6 +361,16 @@ Examples:
         /// Bytes per workload log file before it rotates (3 rotated files are kept).
         #[arg(long, default_value_t = 4 << 20)]
         log_file_bytes: u64,
+        /// Denials of one token within --denial-window that block it (429 for every
+        /// request until --denial-block has passed; audited as two records).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+        denial_limit: u32,
+        /// The sliding window the denials are counted in, seconds.
+        #[arg(long, default_value_t = 60.0)]
+        denial_window: f64,
+        /// How long a blocked token is refused, seconds.
+        #[arg(long, default_value_t = 60.0)]
+        denial_block: f64,
     },
 
     /// Bearer tokens for the control plane: create (shown once), list, revoke.
@@ -371,6 +386,35 @@ Examples:
     Token {
         #[command(subcommand)]
         action: TokenAction,
+    },
+
+    /// Elevated access with a two-person rule: request, approve, deny, list, revoke.
+    #[command(
+        after_help = "Talks to the running daemon with your own token (--token or BULKHEAD_TOKEN),
+because the two-person rule needs to know who asks and who approves: the
+requester can never approve or deny their own request. An approved elevation
+is in force at once (the host converges to it) until its TTL runs out; then the
+reconciler marks it expired and converges back. Every step is audited.
+
+Kinds and parameters (JSON):
+  quota-raise       {\"memory\": \"2Gi\", \"pids\": 1024, \"cpuWeight\": 400, \"cpu\": \"2\"}
+  egress-exception  {\"cidr\": \"203.0.113.0/24\", \"ports\": [\"443/tcp\"]}
+  operator-exec     {} (lets the requester exec into the tenant's workloads)
+
+Examples:
+  bulkhead elevate request --kind quota-raise --tenant web --parameters '{\"memory\": \"4Gi\"}' --reason 'INC-42 import' --ttl 2h
+  bulkhead elevate list
+  BULKHEAD_TOKEN=$BOB bulkhead elevate approve 1f2e3d4c5b6a7980 --note 'ok for the import'
+  bulkhead elevate revoke 1f2e3d4c5b6a7980
+
+Exit codes: 0 done, 3 refused by the daemon (401/403/404/409/422), 1 other errors."
+    )]
+    Elevate {
+        /// Your bearer token (default: $BULKHEAD_TOKEN).
+        #[arg(long, global = true)]
+        token: Option<String>,
+        #[command(subcommand)]
+        action: ElevateAction,
     },
 
     /// A supervised workload's output (stdout and stderr), from the daemon's log files.
@@ -694,6 +738,51 @@ pub enum AuditFormat {
     Yaml,
     Sarif,
     Junit,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ElevateAction {
+    /// Ask for an elevation; another platform admin must approve it.
+    Request {
+        /// quota-raise, operator-exec or egress-exception.
+        #[arg(long)]
+        kind: String,
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// Kind-specific parameters, JSON.
+        #[arg(long)]
+        parameters: Option<String>,
+        /// Why (recorded and audited).
+        #[arg(long)]
+        reason: String,
+        /// Lifetime once approved: 90s, 30m, 12h, 7d (at most 7d).
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+    },
+    /// Approve someone else's pending elevation; it is in force at once.
+    Approve {
+        /// The elevation's id.
+        id: String,
+        /// A note for the audit log.
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Deny someone else's pending elevation.
+    Deny {
+        /// The elevation's id.
+        id: String,
+        /// A note for the audit log.
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Every elevation and its state.
+    List,
+    /// End an active elevation now; the host converges back.
+    Revoke {
+        /// The elevation's id.
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

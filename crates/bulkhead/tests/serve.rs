@@ -67,6 +67,21 @@ impl Instance {
     /// Tenants `tenants` (tenant `a` runs a steady and a crash-looping workload),
     /// applied.
     fn new(tenants: &[&str]) -> Instance {
+        let mut documents = String::new();
+        for name in tenants {
+            documents.push_str("---\n");
+            documents.push_str(&tenant(name));
+        }
+        documents.push_str("---\n");
+        documents.push_str(STEADY);
+        documents.push_str("---\n");
+        documents.push_str(CRASHY);
+        Instance::custom("", &documents)
+    }
+
+    /// An instance whose platform spec ends with `platform_extra` (indented lines under
+    /// `spec:`), with `documents` after it, applied.
+    fn custom(platform_extra: &str, documents: &str) -> Instance {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let prefix = format!(
             "d{:x}{}",
@@ -79,14 +94,8 @@ impl Instance {
             (std::process::id() + n) % 250,
             state.path().display()
         );
-        for name in tenants {
-            yaml.push_str("---\n");
-            yaml.push_str(&tenant(name));
-        }
-        yaml.push_str("---\n");
-        yaml.push_str(STEADY);
-        yaml.push_str("---\n");
-        yaml.push_str(CRASHY);
+        yaml.push_str(platform_extra);
+        yaml.push_str(documents);
         let spec = state.path().join("spec.yaml");
         std::fs::write(&spec, yaml).expect("write spec");
         let instance = Instance {
@@ -127,12 +136,41 @@ impl Instance {
             .to_owned()
     }
 
+    /// A token for `subject` (people are told apart by subject: the two-person rule).
+    fn token_for(&self, subject: &str, role: &str, tenant: Option<&str>) -> String {
+        let mut args = vec![
+            "token",
+            "create",
+            "--role",
+            role,
+            "--ttl",
+            "1h",
+            "--subject",
+            subject,
+        ];
+        if let Some(tenant) = tenant {
+            args.extend(["--tenant", tenant]);
+        }
+        let out = self.cli(&args);
+        assert!(out.status.success(), "token create: {}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
     fn socket(&self) -> PathBuf {
         self.state.path().join(&self.prefix).join("api.sock")
     }
 
     /// Starts the daemon and waits until its first reconciler pass is done.
     fn serve(&mut self, reconcile_interval: &str) {
+        self.serve_with(reconcile_interval, &[]);
+    }
+
+    /// [`Instance::serve`] with more flags.
+    fn serve_with(&mut self, reconcile_interval: &str, extra: &[&str]) {
         let log = std::fs::File::create(self.state.path().join("serve.log")).expect("log");
         let child = self
             .command()
@@ -145,6 +183,7 @@ impl Instance {
                 "--backoff-max",
                 "2",
             ])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -263,7 +302,8 @@ type Case<'a> = (&'a str, String, String, Option<(&'a str, &'a str)>);
 /// What every role may do, written out from the issue, not from the policy file.
 fn expected(role: &str, action: &str, own: bool) -> bool {
     match role {
-        "platform-admin" => true,
+        // Exec into a tenant needs an approved operator-exec elevation.
+        "platform-admin" => action != "workload.exec",
         "tenant-admin" => {
             own && matches!(
                 action,
@@ -291,7 +331,8 @@ fn workload_yaml(tenant: &str, name: &str) -> String {
 fn the_authorization_matrix_holds_against_the_live_api() {
     require_root!();
     let mut instance = Instance::new(&["a", "b", "c"]);
-    instance.serve("30");
+    // Every denial here is deliberate; the rate limit of denials has its own test.
+    instance.serve_with("30", &["--denial-limit", "1000"]);
     let admin = instance.token("platform-admin", None, "1h");
     let tenant_admin = instance.token("tenant-admin", Some("a"), "1h");
     let viewer = instance.token("tenant-viewer", Some("a"), "1h");
@@ -821,4 +862,638 @@ fn a_daemon_killed_during_an_apply_converges_on_restart_without_leaks() {
         });
     assert!(!any_process, "a workload of the instance outlived gc");
     assert!(leftovers.is_empty(), "leftovers: {leftovers:?}");
+}
+
+fn elevation_body(kind: &str, tenant: &str, parameters: &str, ttl: u64) -> String {
+    format!(
+        r#"{{"kind": "{kind}", "tenant": "{tenant}", "parameters": {parameters}, "reason": "serve test", "ttl_seconds": {ttl}}}"#
+    )
+}
+
+fn read_trim(path: &str) -> String {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn an_elevation_needs_a_second_admin_applies_to_the_kernel_and_expires() {
+    require_root!();
+    let mut instance = Instance::new(&["a", "b"]);
+    instance.serve("1");
+    let alice = instance.token_for("alice", "platform-admin", None);
+    let bob = instance.token_for("bob", "platform-admin", None);
+    let tenant_admin = instance.token_for("carol", "tenant-admin", Some("a"));
+    let viewer = instance.token_for("dave", "tenant-viewer", Some("a"));
+    let memory = format!(
+        "/sys/fs/cgroup/memory/{}/a/memory.limit_in_bytes",
+        instance.prefix
+    );
+    assert_eq!(read_trim(&memory), (1u64 << 30).to_string());
+
+    // Tenant roles can neither ask nor list.
+    let raise = elevation_body("quota-raise", "a", r#"{"memory": "2Gi"}"#, 6);
+    for token in [&tenant_admin, &viewer] {
+        let (status, reply) = instance.request(
+            "POST",
+            "/elevations",
+            token,
+            Some(("application/json", &raise)),
+        );
+        assert_eq!(status, 403, "{reply}");
+        assert_eq!(instance.request("GET", "/elevations", token, None).0, 403);
+    }
+    // A raise that lowers, or names a quota a raise may not change, is refused.
+    for bad in [r#"{"memory": "512Mi"}"#, r#"{"storage": "9Gi"}"#] {
+        let body = elevation_body("quota-raise", "a", bad, 6);
+        let (status, reply) = instance.request(
+            "POST",
+            "/elevations",
+            &alice,
+            Some(("application/json", &body)),
+        );
+        assert_eq!(status, 422, "{bad}: {reply}");
+    }
+
+    let (status, pending) = instance.request(
+        "POST",
+        "/elevations",
+        &alice,
+        Some(("application/json", &raise)),
+    );
+    assert_eq!(status, 200, "{pending}");
+    assert_eq!(pending["status"], "pending");
+    let id = pending["id"].as_str().expect("id").to_owned();
+    let approve = format!("/elevations/{id}/approve");
+
+    // The requester cannot approve (or deny) their own; tenant roles cannot approve.
+    for (token, who) in [(&alice, "requester"), (&tenant_admin, "tenant-admin")] {
+        let (status, reply) = instance.request("POST", &approve, token, None);
+        assert_eq!(status, 403, "{who}: {reply}");
+    }
+    let (status, _) = instance.request("POST", &format!("/elevations/{id}/deny"), &alice, None);
+    assert_eq!(status, 403);
+    assert_eq!(
+        read_trim(&memory),
+        (1u64 << 30).to_string(),
+        "nothing changed"
+    );
+
+    // Another admin approves: the kernel's limit is raised at once.
+    let (status, changed) = instance.request(
+        "POST",
+        &approve,
+        &bob,
+        Some(("application/json", r#"{"note": "ok"}"#)),
+    );
+    assert_eq!(status, 200, "{changed}");
+    assert_eq!(changed["elevation"]["status"], "active");
+    assert_eq!(changed["elevation"]["decided_by"], "bob");
+    assert_eq!(read_trim(&memory), (2u64 << 30).to_string());
+    // Approving twice is a conflict.
+    assert_eq!(instance.request("POST", &approve, &bob, None).0, 409);
+
+    // The TTL runs out: the reconciler marks it expired and the limit goes back.
+    let expired = time_until(Duration::from_secs(60), || {
+        let (_, all) = instance.request("GET", "/elevations", &bob, None);
+        let status = all
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["id"] == id.as_str())
+            .map(|e| e["status"].clone());
+        status == Some(Value::from("expired")) && read_trim(&memory) == (1u64 << 30).to_string()
+    });
+    assert!(expired.is_some(), "the raise expired and was reverted");
+
+    // Every step is in the audit log.
+    let audit = instance.audit();
+    let has = |action: &str, result: &str, actor: &str| {
+        audit.iter().any(|r| {
+            r["action"] == action
+                && r["result"] == result
+                && r["actor"].as_str().unwrap_or_default().starts_with(actor)
+        })
+    };
+    assert!(has("elevation.request", "succeeded", "alice"));
+    assert!(has("elevation.request", "denied", "carol"));
+    assert!(
+        has("elevation.approve", "denied", "alice"),
+        "self-approval audited"
+    );
+    assert!(has("elevation.approve", "denied", "carol"));
+    assert!(has("elevation.approve", "succeeded", "bob"));
+    assert!(has(
+        "elevation.expire",
+        "succeeded",
+        "bulkhead-daemon/reconciler"
+    ));
+    assert!(
+        audit
+            .iter()
+            .any(|r| r["actor"] == "bulkhead-daemon/reconciler"
+                && r["object"] == "tenant/a"
+                && r["action"] == "set-tenant-limits"
+                && r["detail"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("memory 1Gi")),
+        "the revert is an audited host action"
+    );
+    assert!(instance.cli(&["audit", "verify"]).status.success());
+}
+
+#[test]
+fn operator_exec_and_egress_exceptions_hold_only_while_granted() {
+    require_root!();
+    let mut instance = Instance::new(&["a", "b"]);
+    instance.serve("30");
+    let alice = instance.token_for("alice", "platform-admin", None);
+    let bob = instance.token_for("bob", "platform-admin", None);
+    let exec = |token: &str, tenant: &str| {
+        instance
+            .request(
+                "POST",
+                &format!("/tenants/{tenant}/workloads/steady/exec"),
+                token,
+                Some(("application/json", r#"{"command": ["/bin/true"]}"#)),
+            )
+            .0
+    };
+    assert_eq!(exec(&alice, "a"), 403, "no exec without an elevation");
+
+    let body = elevation_body("operator-exec", "a", "{}", 3600);
+    let (status, pending) = instance.request(
+        "POST",
+        "/elevations",
+        &alice,
+        Some(("application/json", &body)),
+    );
+    assert_eq!(status, 200, "{pending}");
+    let id = pending["id"].as_str().expect("id").to_owned();
+    let (status, reply) =
+        instance.request("POST", &format!("/elevations/{id}/approve"), &bob, None);
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(exec(&alice, "a"), 200, "the requester, on that tenant");
+    assert_eq!(exec(&alice, "b"), 403, "not another tenant");
+    assert_eq!(exec(&bob, "a"), 403, "not the approver");
+    let (status, _) = instance.request("POST", &format!("/elevations/{id}/revoke"), &bob, None);
+    assert_eq!(status, 200);
+    assert_eq!(exec(&alice, "a"), 403, "revoked");
+
+    // An egress exception appears in the compiled firewall while it is active.
+    let table = format!("bulkhead_{}", instance.prefix);
+    let ruleset = || {
+        let out = Command::new("nft")
+            .args(["list", "table", "inet", &table])
+            .output()
+            .expect("nft");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(!ruleset().contains("203.0.113.0/24"));
+    let body = elevation_body(
+        "egress-exception",
+        "b",
+        r#"{"cidr": "203.0.113.0/24", "ports": ["443/tcp"]}"#,
+        3600,
+    );
+    let (status, pending) = instance.request(
+        "POST",
+        "/elevations",
+        &bob,
+        Some(("application/json", &body)),
+    );
+    assert_eq!(status, 200, "{pending}");
+    let id = pending["id"].as_str().expect("id").to_owned();
+    let (status, reply) =
+        instance.request("POST", &format!("/elevations/{id}/approve"), &alice, None);
+    assert_eq!(status, 200, "{reply}");
+    assert!(ruleset().contains("203.0.113.0/24"), "{}", ruleset());
+    let (status, _) = instance.request("POST", &format!("/elevations/{id}/revoke"), &alice, None);
+    assert_eq!(status, 200);
+    assert!(!ruleset().contains("203.0.113.0/24"), "{}", ruleset());
+    // The CLI goes through the daemon with the caller's token: the requester's own
+    // approval is refused (exit 3), another admin's goes through.
+    let cli = |token: &str, args: &[&str]| {
+        let mut command = instance.command();
+        command
+            .env("BULKHEAD_TOKEN", token)
+            .arg("elevate")
+            .args(args);
+        command.output().expect("run bulkhead elevate")
+    };
+    let out = cli(
+        &alice,
+        &[
+            "request",
+            "--kind",
+            "quota-raise",
+            "--tenant",
+            "b",
+            "--parameters",
+            r#"{"pids": 1024}"#,
+            "--reason",
+            "cli",
+            "--ttl",
+            "1h",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let cli_id = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let out = cli(&alice, &["approve", &cli_id]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("two-person"), "{}", stderr(&out));
+    let out = cli(&bob, &["approve", &cli_id, "--note", "ok"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        read_trim(&format!(
+            "/sys/fs/cgroup/pids/{}/b/pids.max",
+            instance.prefix
+        )),
+        "1024"
+    );
+    let out = cli(&bob, &["-o", "json", "list"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let list: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(list.as_array().map(Vec::len), Some(3));
+
+    let audit = instance.audit();
+    assert!(audit.iter().any(|r| r["action"] == "elevation.revoke"
+        && r["result"] == "succeeded"
+        && r["object"] == format!("elevation/{id}")));
+}
+
+#[test]
+fn a_token_denied_too_often_gets_429_and_the_refusals_are_audited_in_aggregate() {
+    require_root!();
+    let mut instance = Instance::new(&["a"]);
+    instance.serve_with(
+        "30",
+        &[
+            "--denial-limit",
+            "3",
+            "--denial-window",
+            "60",
+            "--denial-block",
+            "3",
+        ],
+    );
+    let admin = instance.token_for("alice", "platform-admin", None);
+    let viewer = instance.token_for("dave", "tenant-viewer", Some("a"));
+    let viewer_id = viewer.split('_').nth(1).expect("id").to_owned();
+    let before = instance.audit().len();
+    for _ in 0..3 {
+        assert_eq!(instance.request("GET", "/tokens", &viewer, None).0, 403);
+    }
+    // Blocked: even what the role may do is refused for now, without an audit record
+    // per request.
+    let mut refused = 0;
+    for _ in 0..10 {
+        let (status, reply) = instance.request("GET", "/tenants/a", &viewer, None);
+        assert_eq!(status, 429, "{reply}");
+        assert_eq!(reply["error"], "too-many-requests");
+        refused += 1;
+    }
+    assert_eq!(instance.request("GET", "/tenants/a", &admin, None).0, 200);
+    let during = instance.audit();
+    let mine: Vec<&Value> = during[before..]
+        .iter()
+        .filter(|r| r["actor"].as_str().unwrap_or_default().contains(&viewer_id))
+        .collect();
+    assert_eq!(
+        mine.iter().filter(|r| r["action"] == "token.list").count(),
+        3,
+        "each denial before the block is audited"
+    );
+    assert_eq!(
+        mine.iter().filter(|r| r["action"] == "rate-limit").count(),
+        1,
+        "the block's start: {mine:?}"
+    );
+    assert_eq!(mine.len(), 4, "no record per refused request: {mine:?}");
+
+    std::thread::sleep(Duration::from_millis(3200));
+    assert_eq!(instance.request("GET", "/tenants/a", &viewer, None).0, 200);
+    let after = instance.audit();
+    let ended: Vec<&Value> = after[before..]
+        .iter()
+        .filter(|r| {
+            r["action"] == "rate-limit"
+                && r["actor"].as_str().unwrap_or_default().contains(&viewer_id)
+                && r["detail"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .starts_with("block ended")
+        })
+        .collect();
+    assert_eq!(ended.len(), 1, "{ended:?}");
+    assert!(
+        ended[0]["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&format!("{refused} request(s)")),
+        "{ended:?}"
+    );
+    assert!(instance.cli(&["audit", "verify"]).status.success());
+}
+
+/// A self-signed CA certificate at `pem` (key `<dir>/<name>.key`); false without openssl.
+fn make_ca(dir: &std::path::Path, name: &str, pem: &std::path::Path) -> bool {
+    Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args([
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            &format!("/CN=bulkhead test {name}"),
+        ])
+        .arg("-keyout")
+        .arg(dir.join(format!("{name}.key")))
+        .arg("-out")
+        .arg(pem)
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// One HTTPS request with rustls, trusting only `ca`.
+fn tls_request(
+    address: std::net::SocketAddr,
+    ca: &std::path::Path,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> std::io::Result<(u16, Value)> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).map_err(std::io::Error::other)? {
+        roots
+            .add(cert.map_err(std::io::Error::other)?)
+            .map_err(std::io::Error::other)?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(std::io::Error::other)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name =
+        rustls::pki_types::ServerName::try_from("localhost").map_err(std::io::Error::other)?;
+    let connection = rustls::ClientConnection::new(std::sync::Arc::new(config), name)
+        .map_err(std::io::Error::other)?;
+    let tcp = std::net::TcpStream::connect(address)?;
+    tcp.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut stream = rustls::StreamOwned::new(connection, tcp);
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: 0\r\n"
+    );
+    if let Some(token) = token {
+        head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes())?;
+    let mut response = Vec::new();
+    match stream.read_to_end(&mut response) {
+        Ok(_) => {}
+        // A server that closes without close_notify after a complete response.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !response.is_empty() => {}
+        Err(e) => return Err(e),
+    }
+    let text = String::from_utf8_lossy(&response);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    Ok((
+        status,
+        serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.to_owned())),
+    ))
+}
+
+#[test]
+fn the_tls_listener_authenticates_and_authorizes_like_the_socket() {
+    require_root!();
+    let mut instance = Instance::new(&["a", "b"]);
+    let dir = instance.state.path().to_owned();
+    let (cert, key, ca) = (
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+        dir.join("ca.pem"),
+    );
+    if !make_ca(&dir, "ca", &ca) {
+        eprintln!("skipped: needs the openssl binary to make a test certificate");
+        return;
+    }
+    let ext = dir.join("leaf.ext");
+    std::fs::write(
+        &ext,
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .expect("ext");
+    let openssl = |args: &[&std::ffi::OsStr]| {
+        Command::new("openssl")
+            .args(args)
+            .stderr(Stdio::null())
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let csr = dir.join("leaf.csr");
+    assert!(openssl(&[
+        "req".as_ref(),
+        "-newkey".as_ref(),
+        "ec".as_ref(),
+        "-pkeyopt".as_ref(),
+        "ec_paramgen_curve:prime256v1".as_ref(),
+        "-nodes".as_ref(),
+        "-subj".as_ref(),
+        "/CN=localhost".as_ref(),
+        "-keyout".as_ref(),
+        key.as_os_str(),
+        "-out".as_ref(),
+        csr.as_os_str(),
+    ]));
+    assert!(openssl(&[
+        "x509".as_ref(),
+        "-req".as_ref(),
+        "-in".as_ref(),
+        csr.as_os_str(),
+        "-CA".as_ref(),
+        ca.as_os_str(),
+        "-CAkey".as_ref(),
+        dir.join("ca.key").as_os_str(),
+        "-CAcreateserial".as_ref(),
+        "-days".as_ref(),
+        "1".as_ref(),
+        "-extfile".as_ref(),
+        ext.as_os_str(),
+        "-out".as_ref(),
+        cert.as_os_str(),
+    ]));
+    // A free loopback port (bound, then released for the daemon).
+    let address = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let listen = address.to_string();
+    instance.serve_with(
+        "30",
+        &[
+            "--tls-listen",
+            &listen,
+            "--tls-cert",
+            &cert.display().to_string(),
+            "--tls-key",
+            &key.display().to_string(),
+        ],
+    );
+    let admin = instance.token_for("alice", "platform-admin", None);
+    let viewer = instance.token_for("dave", "tenant-viewer", Some("a"));
+
+    let (status, _) = tls_request(address, &ca, "GET", "/tenants", None).expect("tls");
+    assert_eq!(status, 401);
+    let (status, tenants) =
+        tls_request(address, &ca, "GET", "/tenants", Some(&admin)).expect("tls");
+    assert_eq!(status, 200, "{tenants}");
+    assert_eq!(tenants.as_array().map(Vec::len), Some(2));
+    let (status, reply) =
+        tls_request(address, &ca, "GET", "/tenants/b", Some(&viewer)).expect("tls");
+    assert_eq!(status, 403, "{reply}");
+    let (status, _) = tls_request(address, &ca, "GET", "/tenants/a", Some(&viewer)).expect("tls");
+    assert_eq!(status, 200);
+    // The denial over TLS is audited like one over the socket.
+    assert!(instance.audit().iter().any(|r| r["action"] == "tenant.get"
+        && r["object"] == "tenant/b"
+        && r["result"] == "denied"
+        && r["actor"].as_str().unwrap_or_default().starts_with("dave")));
+
+    // A client that trusts another CA gets no answer at all.
+    let other = dir.join("other.pem");
+    assert!(make_ca(&dir, "other", &other));
+    assert!(tls_request(address, &other, "GET", "/tenants", Some(&admin)).is_err());
+    // Plain HTTP on the TLS port gets no HTTP answer either.
+    let mut plain = std::net::TcpStream::connect(address).expect("connect");
+    plain
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .expect("timeout");
+    let _ = plain.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let mut answer = Vec::new();
+    let _ = plain.read_to_end(&mut answer);
+    assert!(!String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+}
+
+const HOG: &str = r#"
+apiVersion: bulkhead.dev/v1alpha1
+kind: Workload
+metadata: { name: burn, tenant: hog }
+spec:
+  command: [/bin/sh, -c, "while :; do :; done"]
+  restart: always
+"#;
+
+#[test]
+fn a_cpu_hog_gets_a_lower_weight_for_a_cool_down_restored_even_across_a_restart() {
+    require_root!();
+    let nn = "  noisyNeighbours: { tighten: true, sampleSeconds: 1, windowSeconds: 2, coolDownSeconds: 10, tightenCpuWeight: 10, cpuBusyMillicores: 500 }\n";
+    let mut documents = format!("---\n{}---\n{}", tenant("hog"), tenant("calm"));
+    documents.push_str("---\n");
+    documents.push_str(HOG);
+    let mut instance = Instance::custom(nn, &documents);
+    let prefix = instance.prefix.clone();
+    let shares = |t: &str| read_trim(&format!("/sys/fs/cgroup/cpu/{prefix}/{t}/cpu.shares"));
+    let normal = shares("hog");
+    assert_eq!(normal, shares("calm"));
+    instance.serve("30");
+
+    // The hog burns a core: after the window its weight drops in the kernel.
+    let lowered = time_until(Duration::from_secs(60), || shares("hog") != normal);
+    assert!(lowered.is_some(), "the hog's cpu.shares stayed {normal}");
+    let tightened = shares("hog");
+    assert!(
+        tightened.parse::<u64>().unwrap_or(u64::MAX) < normal.parse::<u64>().unwrap_or(0),
+        "{tightened} < {normal}"
+    );
+    assert_eq!(shares("calm"), normal, "the quiet neighbour is untouched");
+    let audit = instance.audit();
+    assert!(audit.iter().any(|r| {
+        r["action"] == "noisy-neighbour.detected"
+            && r["object"] == "tenant/hog"
+            && r["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("cpu-busy")
+    }));
+    assert!(
+        audit
+            .iter()
+            .any(|r| r["action"] == "noisy-neighbour.tighten" && r["object"] == "tenant/hog")
+    );
+    assert!(
+        !audit
+            .iter()
+            .any(|r| r["action"] == "noisy-neighbour.detected" && r["object"] == "tenant/calm")
+    );
+    let admin = instance.token("platform-admin", None, "1h");
+    let (_, metrics) = instance.request("GET", "/metrics", &admin, None);
+    let metrics = metrics.as_str().unwrap_or_default().to_owned();
+    assert!(
+        metrics.contains("bulkhead_tenant_tightened_cpu_weight{tenant=\"hog\"} 10"),
+        "{metrics}"
+    );
+    // A v1 (or hybrid) host has no per-cgroup PSI: no pressure series, not zeros.
+    if std::path::Path::new(&format!("/sys/fs/cgroup/cpu/{}", instance.prefix)).exists() {
+        assert!(
+            !metrics
+                .lines()
+                .any(|l| l.starts_with("bulkhead_tenant_pressure_stalled_seconds_total{")),
+            "{metrics}"
+        );
+    }
+
+    // The daemon dies while the tenant is tightened; the hog goes away (a CLI apply,
+    // which keeps the tightening in force: it is in the store, not the daemon).
+    instance.kill_daemon();
+    let calm_only = format!(
+        "{}---\n{}---\n{}",
+        std::fs::read_to_string(&instance.spec)
+            .expect("spec")
+            .split("---\n")
+            .next()
+            .unwrap_or_default(),
+        tenant("hog"),
+        tenant("calm")
+    );
+    std::fs::write(&instance.spec, calm_only).expect("write spec");
+    let out = instance.cli(&["apply", &instance.spec.display().to_string()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(shares("hog"), tightened, "still tightened after the apply");
+
+    // A new daemon after the cool-down restores the weight and audits it.
+    std::thread::sleep(Duration::from_secs(10));
+    instance.serve("30");
+    let restored = time_until(Duration::from_secs(30), || shares("hog") == normal);
+    assert!(restored.is_some(), "cpu.shares is {}", shares("hog"));
+    let restore = time_until(Duration::from_secs(30), || {
+        instance
+            .audit()
+            .iter()
+            .any(|r| r["action"] == "noisy-neighbour.restore" && r["object"] == "tenant/hog")
+    });
+    assert!(restore.is_some(), "the restore is audited");
+    assert!(instance.cli(&["audit", "verify"]).status.success());
 }

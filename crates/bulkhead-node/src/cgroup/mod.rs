@@ -91,7 +91,10 @@ pub use limits::{
     CpuMax, Cpuset, DEFAULT_PERIOD_US, DEFAULT_WEIGHT, Device, IoDeviceLimit, Limits, format_cpus,
     page_size, shares_to_weight, weight_to_shares,
 };
-pub use usage::{CpuUsage, IoUsage, MemoryEvents, MemoryUsage, Usage};
+pub use usage::{
+    CpuUsage, IoUsage, MemoryEvents, MemoryUsage, Pressure, PressureLine, PressureStat, Usage,
+    parse_pressure,
+};
 
 use crate::naming::Instance;
 

@@ -441,7 +441,31 @@ fn usage_reads_cpu_memory_pids_and_io() {
         "254:0 rbytes=4096 wbytes=8192 rios=1 wios=2 dbytes=0 dios=0\n8:16 rbytes=1 wbytes=2 rios=1 wios=1 dbytes=0 dios=0\n",
     )
     .expect("set");
+    fake.set(
+        &t.join("cpu.pressure"),
+        "some avg10=1.50 avg60=0.40 avg300=0.10 total=123456\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=789\n",
+    )
+    .expect("set");
+    fake.set(
+        &t.join("memory.pressure"),
+        "some avg10=12.05 avg60=3.00 avg300=1.00 total=42\nfull avg10=7.1 avg60=2.00 avg300=0.50 total=40\n",
+    )
+    .expect("set");
+    // No io.pressure: the kernel does not offer it here.
     let usage = f.cgroups.usage(&f.tenant()).expect("usage");
+    let cpu = usage.pressure.cpu.expect("cpu pressure");
+    assert_eq!(
+        cpu.some,
+        PressureLine {
+            avg10_centi: 150,
+            total_us: 123_456
+        }
+    );
+    assert_eq!(cpu.full.map(|f| f.total_us), Some(789));
+    let memory = usage.pressure.memory.expect("memory pressure");
+    assert_eq!(memory.some.avg10_centi, 1205);
+    assert_eq!(memory.full.map(|f| f.avg10_centi), Some(710));
+    assert_eq!(usage.pressure.io, None, "absent, not zero");
     assert_eq!(
         usage.cpu,
         CpuUsage {
@@ -529,4 +553,16 @@ fn paths_outside_the_hierarchy_are_refused() {
             "{bad:?}"
         );
     }
+}
+
+#[test]
+fn pressure_text_that_is_not_psi_is_refused() {
+    assert_eq!(parse_pressure("garbage"), None);
+    assert_eq!(parse_pressure("some avg10=x total=1\n"), None);
+    assert_eq!(
+        parse_pressure("full avg10=0.00 avg60=0 avg300=0 total=1\n"),
+        None,
+        "no some line"
+    );
+    assert!(parse_pressure("some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n").is_some());
 }

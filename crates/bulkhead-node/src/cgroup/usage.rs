@@ -13,6 +13,81 @@ pub struct Usage {
     pub pids_current: u64,
     /// Bytes moved per device.
     pub io: Vec<IoUsage>,
+    /// Pressure stall information, where the kernel offers it per cgroup (v2 only).
+    pub pressure: Pressure,
+}
+
+/// Pressure stall information of a cgroup (v2 `cpu.pressure`, `memory.pressure`,
+/// `io.pressure`). `None` where the file is absent or unreadable (cgroup v1 has no
+/// per-cgroup PSI; a kernel booted with `psi=0` refuses the read).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pressure {
+    /// CPU.
+    pub cpu: Option<PressureStat>,
+    /// Memory.
+    pub memory: Option<PressureStat>,
+    /// Block I/O.
+    pub io: Option<PressureStat>,
+}
+
+/// One `<resource>.pressure` file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PressureStat {
+    /// Some task stalled.
+    pub some: PressureLine,
+    /// All non-idle tasks stalled at once (absent for cpu on older kernels).
+    pub full: Option<PressureLine>,
+}
+
+/// One line of a pressure file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PressureLine {
+    /// Share of the last 10 s stalled, in hundredths of a percent (`avg10=1.23` → 123).
+    pub avg10_centi: u32,
+    /// Total stall time, microseconds.
+    pub total_us: u64,
+}
+
+/// Parses `some avg10=0.12 avg60=0.00 avg300=0.00 total=1234` (and a `full` line);
+/// `None` when the text is not a pressure file.
+pub fn parse_pressure(text: &str) -> Option<PressureStat> {
+    let mut some = None;
+    let mut full = None;
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let mut fields = line.split_whitespace();
+        let kind = fields.next()?;
+        let mut parsed = PressureLine::default();
+        let mut seen = (false, false);
+        for field in fields {
+            let (key, value) = field.split_once('=')?;
+            match key {
+                "avg10" => {
+                    let (whole, frac) = value.split_once('.').unwrap_or((value, "0"));
+                    let frac = format!("{frac:0<2}");
+                    parsed.avg10_centi = whole
+                        .parse::<u32>()
+                        .ok()?
+                        .checked_mul(100)?
+                        .checked_add(frac.get(..2)?.parse::<u32>().ok()?)?;
+                    seen.0 = true;
+                }
+                "total" => {
+                    parsed.total_us = value.parse().ok()?;
+                    seen.1 = true;
+                }
+                _ => {}
+            }
+        }
+        if seen != (true, true) {
+            return None;
+        }
+        match kind {
+            "some" => some = Some(parsed),
+            "full" => full = Some(parsed),
+            _ => return None,
+        }
+    }
+    Some(PressureStat { some: some?, full })
 }
 
 /// CPU time and throttling.

@@ -10,7 +10,7 @@ use super::layout::{Controller, Layout};
 use super::limits::{
     CpuMax, Cpuset, Device, IoDeviceLimit, Limits, format_cpus, shares_to_weight, weight_to_shares,
 };
-use super::usage::{CpuUsage, IoUsage, MemoryUsage, Usage};
+use super::usage::{CpuUsage, IoUsage, MemoryUsage, Pressure, Usage};
 use super::{CgroupError, Change, Ctx};
 
 /// v1 memory files read a huge page-aligned number (`PAGE_COUNTER_MAX` pages)
@@ -596,6 +596,8 @@ pub(super) fn usage(ctx: &Ctx<'_>, layout: &Layout, rel: &Path) -> Result<Usage,
         memory: memory_usage,
         pids_current: ctx.read_u64(&pids.join("pids.current"))?,
         io,
+        // v1 hierarchies have no per-cgroup pressure files.
+        pressure: Pressure::default(),
     })
 }
 

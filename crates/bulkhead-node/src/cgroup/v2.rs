@@ -7,7 +7,7 @@ use std::path::Path;
 use bulkhead_spec::parse_cpuset;
 
 use super::limits::{CpuMax, Cpuset, Device, IoDeviceLimit, Limits, format_cpus};
-use super::usage::{CpuUsage, IoUsage, MemoryEvents, MemoryUsage, Usage};
+use super::usage::{CpuUsage, IoUsage, MemoryEvents, MemoryUsage, Pressure, PressureStat, Usage};
 use super::{CgroupError, Change, Controller, Ctx, format_max, parse_max};
 
 /// Controllers enabled for every tenant, and those enabled when the root offers
@@ -421,7 +421,23 @@ pub(super) fn usage(ctx: &Ctx<'_>, root: &Path, rel: &Path) -> Result<Usage, Cgr
         memory,
         pids_current: ctx.read_u64(&dir.join("pids.current"))?,
         io,
+        pressure: Pressure {
+            cpu: pressure(ctx, &dir.join("cpu.pressure")),
+            memory: pressure(ctx, &dir.join("memory.pressure")),
+            io: pressure(ctx, &dir.join("io.pressure")),
+        },
     })
+}
+
+/// A pressure file, if the kernel offers it: absent files and refused reads (a kernel
+/// booted with `psi=0` answers EOPNOTSUPP) are `None`, never zeros.
+fn pressure(ctx: &Ctx<'_>, path: &Path) -> Option<PressureStat> {
+    if !ctx.fs.exists(path) {
+        return None;
+    }
+    ctx.read(path)
+        .ok()
+        .and_then(|text| super::usage::parse_pressure(&text))
 }
 
 /// `io.stat`: `MAJ:MIN rbytes=.. wbytes=.. rios=.. wios=.. dbytes=.. dios=..`.

@@ -387,6 +387,32 @@ fn host_for(instance: &Instance, desired: &Desired) -> Result<Host, Failure> {
         )))
 }
 
+/// `desired` with the elevations approved through the control plane and the
+/// noisy-neighbour tightenings in force now (both kept in the store), so that every
+/// converge — `apply`, `gc`, the daemon's reconciler — enforces the same effective
+/// state, and one that runs after a grant's expiry takes the host back. A grant that
+/// no longer validates is left out (the revision, stricter, holds) with a warning.
+pub fn effective(desired: &Desired, store: &Store) -> Result<Desired, Failure> {
+    let now = bulkhead_daemon::daemon::now_unix();
+    let grants = store
+        .active_elevations(now)
+        .context("cannot read the active elevations")?;
+    let tightenings: Vec<_> = store
+        .tightenings()
+        .context("cannot read the tightenings")?
+        .into_iter()
+        .filter(|t| t.until > now)
+        .collect();
+    if grants.is_empty() && tightenings.is_empty() {
+        return Ok(desired.clone());
+    }
+    let (effective, skipped) = bulkhead_daemon::elevate::overlay(desired, &grants, &tightenings);
+    for s in skipped {
+        eprintln!("warning: {} is not applied: {}", s.id, s.why);
+    }
+    Ok(effective)
+}
+
 /// Converges the host to `desired`, auditing every action. `fail_after` stops the
 /// process after that many actions, as a crash would (for crash-recovery tests).
 pub fn converge(
@@ -413,6 +439,8 @@ pub fn converge_by_tenant(
             "host enforcement needs root (expected to run as root; `apply --record-only` records the revision without touching the host)"
         )));
     }
+    let effective = effective(desired, store)?;
+    let desired = &effective;
     let report = doctor::run_system();
     require_host_features(desired, &report)?;
     let mut master = LazyMaster { desired, key: None };

@@ -3,6 +3,7 @@
 pub mod apply;
 mod audit;
 mod doctor;
+mod elevate;
 mod get;
 mod history;
 pub mod host;
@@ -11,7 +12,7 @@ mod lifecycle;
 mod logs;
 pub mod net;
 mod serve;
-mod token;
+pub(crate) mod token;
 mod validate;
 mod verify;
 
@@ -100,6 +101,9 @@ pub fn run(cli: Cli) -> Outcome {
             backoff_base,
             backoff_max,
             log_file_bytes,
+            denial_limit,
+            denial_window,
+            denial_block,
         } => {
             let seconds = |s: f64| std::time::Duration::from_secs_f64(s.clamp(0.01, 86_400.0));
             let tls = match (tls_listen, tls_cert, tls_key) {
@@ -117,10 +121,16 @@ pub fn run(cli: Cli) -> Outcome {
                     backoff_base: seconds(backoff_base),
                     backoff_max: seconds(backoff_max),
                     log_file_bytes,
+                    denial_limit: bulkhead_daemon::throttle::DenialLimit {
+                        max_denials: denial_limit,
+                        window: seconds(denial_window),
+                        block: seconds(denial_block),
+                    },
                 },
             )
         }
         Command::Token { action } => token::token(global, action),
+        Command::Elevate { token, action } => elevate::elevate(global, token, action),
         Command::Logs {
             target,
             tail,

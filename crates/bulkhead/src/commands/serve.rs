@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use bulkhead_daemon::backend::Output as Stream;
-use bulkhead_daemon::{Applied, Backend, BackendError, Repair, TenantUsage, WorkloadProcess};
+use bulkhead_daemon::{
+    Applied, Backend, BackendError, PressureSeries, Repair, TenantUsage, WorkloadProcess,
+};
 use bulkhead_node::host::Host;
 use bulkhead_node::naming::Instance;
 use bulkhead_spec::Desired;
@@ -34,6 +36,8 @@ pub struct ServeOptions {
     pub backoff_max: Duration,
     /// Bytes per log file before it rotates.
     pub log_file_bytes: u64,
+    /// When a denied token is refused with 429.
+    pub denial_limit: bulkhead_daemon::throttle::DenialLimit,
 }
 
 fn failure(failure: Failure) -> BackendError {
@@ -57,6 +61,16 @@ struct CliBackend {
     state_root: PathBuf,
     instance: Instance,
     host: Host,
+    /// A connection for reads, and the desired state of the latest revision parsed
+    /// once: every API read needs it, and parsing every object per request made
+    /// reads cost O(tenants) (see bench/README.md, api-load).
+    reads: std::sync::Mutex<Reads>,
+}
+
+#[derive(Default)]
+struct Reads {
+    store: Option<bulkhead_store::Store>,
+    cached: Option<(bulkhead_store::RevisionId, Desired)>,
 }
 
 impl CliBackend {
@@ -115,17 +129,34 @@ impl Backend for CliBackend {
     }
 
     fn current(&self) -> Result<Option<Desired>, BackendError> {
-        let Some(store) = context::existing_store(&self.instance).map_err(failure)? else {
+        let mut reads = self
+            .reads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if reads.store.is_none() {
+            let Some(store) = context::existing_store(&self.instance).map_err(failure)? else {
+                return Ok(None);
+            };
+            reads.store = Some(store);
+        }
+        let cannot = |e: bulkhead_store::GetRevisionError| {
+            BackendError::Failed(format!("cannot read the latest revision: {e}"))
+        };
+        let Some(store) = reads.store.as_ref() else {
             return Ok(None);
         };
-        let revision = store
-            .latest_revision()
-            .map_err(|e| BackendError::Failed(format!("cannot read the latest revision: {e}")))?;
-        revision
-            .as_ref()
-            .map(context::desired_of)
-            .transpose()
-            .map_err(failure)
+        let Some(latest) = store.latest_revision_id().map_err(cannot)? else {
+            return Ok(None);
+        };
+        if let Some((id, desired)) = &reads.cached
+            && *id == latest
+        {
+            return Ok(Some(desired.clone()));
+        }
+        let revision = store.revision(latest).map_err(cannot)?;
+        let desired = context::desired_of(&revision).map_err(failure)?;
+        reads.cached = Some((revision.id, desired.clone()));
+        Ok(Some(desired))
     }
 
     fn apply(&self, yaml: &str, actor: &str, message: &str) -> Result<Applied, BackendError> {
@@ -227,6 +258,7 @@ impl Backend for CliBackend {
             io_write_bytes: usage.io.iter().map(|d| d.write_bytes).sum(),
             storage_used_bytes,
             storage_limit_bytes,
+            pressure: pressure_series(&usage.pressure),
         })
     }
 
@@ -256,6 +288,29 @@ impl Backend for CliBackend {
     }
 }
 
+/// The pressure lines the kernel offers, as the daemon reports them.
+fn pressure_series(pressure: &bulkhead_node::cgroup::Pressure) -> Vec<PressureSeries> {
+    let mut out = Vec::new();
+    for (resource, stat) in [
+        ("cpu", pressure.cpu),
+        ("memory", pressure.memory),
+        ("io", pressure.io),
+    ] {
+        let Some(stat) = stat else { continue };
+        for (kind, line) in [("some", Some(stat.some)), ("full", stat.full)] {
+            if let Some(line) = line {
+                out.push(PressureSeries {
+                    resource,
+                    kind,
+                    avg10_centi: line.avg10_centi,
+                    total_us: line.total_us,
+                });
+            }
+        }
+    }
+    out
+}
+
 pub fn serve(global: &Global, options: ServeOptions) -> Outcome {
     if !host::is_root() {
         return Err(anyhow::anyhow!(
@@ -283,11 +338,13 @@ pub fn serve(global: &Global, options: ServeOptions) -> Outcome {
             max: options.backoff_max,
             ..Default::default()
         },
+        denial_limit: options.denial_limit,
     };
     let backend = CliBackend {
         state_root: global.state_root.clone(),
         host: Host::new(instance.clone()).context("cannot read the host's cgroups")?,
         instance,
+        reads: std::sync::Mutex::new(Reads::default()),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
