@@ -724,11 +724,16 @@ fn the_reconciler_repairs_a_raised_limit_and_a_flushed_firewall() {
         limit.as_millis(),
         firewall.as_millis()
     );
-    let repairs: Vec<Value> = instance
-        .audit()
-        .into_iter()
-        .filter(|r| r["actor"] == "bulkhead-daemon/reconciler" && r["result"] == "succeeded")
-        .collect();
+    // The outcome record follows the kernel repair: wait for it rather than race it.
+    let repaired = |instance: &Instance| -> Vec<Value> {
+        instance
+            .audit()
+            .into_iter()
+            .filter(|r| r["actor"] == "bulkhead-daemon/reconciler" && r["result"] == "succeeded")
+            .collect()
+    };
+    let _ = time_until(Duration::from_secs(30), || repaired(&instance).len() >= 2);
+    let repairs = repaired(&instance);
     assert!(repairs.len() >= 2, "each repair is audited: {repairs:?}");
 }
 
@@ -1409,7 +1414,7 @@ spec:
 #[test]
 fn a_cpu_hog_gets_a_lower_weight_for_a_cool_down_restored_even_across_a_restart() {
     require_root!();
-    let nn = "  noisyNeighbours: { tighten: true, sampleSeconds: 1, windowSeconds: 2, coolDownSeconds: 10, tightenCpuWeight: 10, cpuBusyMillicores: 500 }\n";
+    let nn = "  noisyNeighbours: { tighten: true, sampleSeconds: 1, windowSeconds: 2, coolDownSeconds: 10, tightenCpuWeight: 10, cpuBusyMillicores: 100 }\n";
     let mut documents = format!("---\n{}---\n{}", tenant("hog"), tenant("calm"));
     documents.push_str("---\n");
     documents.push_str(HOG);
@@ -1420,7 +1425,9 @@ fn a_cpu_hog_gets_a_lower_weight_for_a_cool_down_restored_even_across_a_restart(
     assert_eq!(normal, shares("calm"));
     instance.serve("30");
 
-    // The hog burns a core: after the window its weight drops in the kernel.
+    // The hog burns what it gets of a core (on a loaded machine far less than a whole
+    // one, hence the low threshold; the quiet tenant runs nothing): after the window
+    // its weight drops in the kernel.
     let lowered = time_until(Duration::from_secs(60), || shares("hog") != normal);
     assert!(lowered.is_some(), "the hog's cpu.shares stayed {normal}");
     let tightened = shares("hog");
