@@ -141,7 +141,7 @@ fn confinement_for(
     probe_exe: &Path,
 ) -> Result<Option<Arc<Confinement>>, String> {
     let profile = match tenant.confine {
-        Confine::AsDeclared => tenant.profile,
+        Confine::AsDeclared | Confine::ExtraWritable(_) => tenant.profile,
         Confine::Profile(profile) => profile,
         Confine::Nothing => return Ok(None),
     };
@@ -155,10 +155,21 @@ fn confinement_for(
     read_only.extend(inside(&["/etc", "/proc"]));
     let exe = std::fs::canonicalize(probe_exe).unwrap_or_else(|_| probe_exe.to_owned());
     read_only.push(exe);
+    let mut writable = inside(&["/tmp", "/data", "/dev/null", "/dev/zero", "/dev/full"]);
+    if let Confine::ExtraWritable(path) = &tenant.confine {
+        let path = sandbox.host_path(path);
+        if !path.exists() {
+            return Err(format!(
+                "extra writable path {} does not exist",
+                path.display()
+            ));
+        }
+        writable.push(path);
+    }
     let options = ConfineOptions {
         paths: LandlockPaths {
             read_only,
-            writable: inside(&["/tmp", "/data", "/dev/null", "/dev/zero", "/dev/full"]),
+            writable,
         },
         landlock_mode: LandlockMode::Required,
         ..ConfineOptions::default()

@@ -53,6 +53,10 @@ const TESTS: &[Test] = &[
         bounding_capabilities_are_a_privilege_leak,
     ),
     (
+        "relaxed_landlock_rule_is_a_filesystem_leak",
+        relaxed_landlock_rule_is_a_filesystem_leak,
+    ),
+    (
         "timings_for_two_and_ten_tenants",
         timings_for_two_and_ten_tenants,
     ),
@@ -527,6 +531,36 @@ fn shared_mount_is_a_filesystem_leak() -> TestResult {
             "filesystem.foreign-mounts",
         )],
     )
+}
+
+/// An operator let alpha's workloads write all of `/dev` instead of only
+/// `null`, `zero` and `full`. Inside the sandbox everything else (read-only
+/// mounts, ownership, namespaces) already stops what Landlock stops, except
+/// the host's device nodes bound into `/dev` (mode 0666): with the relaxed
+/// rule alpha can open the kernel's one random pool for writing.
+fn relaxed_landlock_rule_is_a_filesystem_leak() -> TestResult {
+    let mut env = Env::new()?;
+    let mut tenants = env.tenants(&two())?;
+    tenants[0].confine = Confine::ExtraWritable(PathBuf::from("/dev"));
+    let report = env.verify(&tenants)?;
+    expect_exactly(
+        &report,
+        &[(
+            "leak",
+            "filesystem",
+            "alpha",
+            "host",
+            "filesystem.device-write",
+        )],
+    )?;
+    // Both shared nodes, and only in alpha.
+    let leaked: Vec<&str> = report.violations().map(|r| r.attempt.as_str()).collect();
+    if leaked.len() != 2 {
+        return Err(format!(
+            "expected /dev/random and /dev/urandom, got {leaked:?}"
+        ));
+    }
+    Ok(())
 }
 
 fn shared_id_range_is_a_processes_and_filesystem_leak() -> TestResult {
