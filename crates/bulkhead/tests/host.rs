@@ -764,3 +764,59 @@ fn a_firewall_wider_or_narrower_than_the_engine_is_exactly_that_leak_or_outage()
     );
     assert_eq!(code, Some(7));
 }
+
+/// Under load the resolver's flows get a second, longer try before they count as an
+/// outage; a resolver that is really gone must still be one: stop it (this test's own
+/// apply started it) and every tenant allowed DNS reports both protocols on 53 down.
+#[test]
+fn a_stopped_resolver_is_an_outage_for_every_tenant_allowed_dns() {
+    require_root!();
+    let instance = Instance::new();
+    own_network(&instance, "[]");
+    instance.apply();
+    let record = instance.state_dir().join("resolver/resolver.record");
+    let text = std::fs::read_to_string(&record).expect("resolver record");
+    let pid: u32 = text
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("resolver pid");
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill {pid}");
+    // Gone (or a zombie of the apply that started it, which has exited).
+    let gone = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(") Z "))
+    };
+    for _ in 0..100 {
+        if gone() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(gone(), "the resolver {pid} did not stop");
+    let (code, report) = verify_network(&instance);
+    let mut want: Vec<String> = ["db", "ingress", "web"]
+        .iter()
+        .flat_map(|t| {
+            ["tcp", "udp"].map(|p| format!("outage network {t} host network.host.{p}.53"))
+        })
+        .collect();
+    want.sort();
+    assert_eq!(violations(&report), want);
+    assert_eq!(code, Some(7));
+    // The refusal came from the host's kernel: nothing listens on 53 any more.
+    let rows = report["rows"].as_array().expect("rows");
+    let row = rows
+        .iter()
+        .find(|r| r["tenant"] == "web" && r["id"] == "network.host.udp.53")
+        .expect("web's resolver row");
+    assert!(
+        row["observed"]
+            .as_str()
+            .is_some_and(|o| o.starts_with("refused")),
+        "{row}"
+    );
+}

@@ -37,6 +37,15 @@ const SETTLE: Duration = Duration::from_millis(300);
 /// Network probes run at least this many source tenants at once (they wait
 /// on timeouts, not on the CPU).
 const MIN_PARALLEL: usize = 16;
+/// Source tenants asking the resolver at once: one process on the host
+/// answers every tenant.
+const RESOLVER_PARALLEL: usize = 4;
+/// Source tenants retrying their unanswered allowed flows at once.
+const RETRY_PARALLEL: usize = 4;
+/// The retry waits this many times [`NetworkUnderTest::timeout`].
+const RETRY_FACTOR: u32 = 3;
+/// The DNS port.
+const DNS_PORT: u16 = 53;
 
 /// A listener in one tenant.
 struct Listener {
@@ -106,11 +115,12 @@ fn describe(outcome: &Result<FlowOutcome, String>, timeout: Duration) -> String 
 
 /// A flow's row: reached where denied is a leak, not reached where allowed
 /// an outage, except a UDP port our listener could not bind and nobody
-/// answered on (not judged).
+/// answered on (not judged). An allowed flow to the resolver must be
+/// answered: a refusal there is the host's kernel saying nobody serves DNS.
 fn flow_row(
     tenant: &str,
     (target, id, attempt): (Target, String, String),
-    allowed: bool,
+    (allowed, needs_answer): (bool, bool),
     outcome: &Result<FlowOutcome, String>,
     unbound: Option<i32>,
     timeout: Duration,
@@ -123,7 +133,11 @@ fn flow_row(
     let mut observed = describe(outcome, timeout);
     let verdict = match outcome {
         Ok(o) => {
-            let reached = o.reach.reached();
+            let reached = if allowed && needs_answer {
+                o.reach == Reach::Connected
+            } else {
+                o.reach.reached()
+            };
             if allowed
                 && !reached
                 && let Some(errno) = unbound
@@ -181,6 +195,8 @@ fn skipped_row(tenant: &str, target: Target, id: &str, attempt: String, observed
 
 /// One source tenant's flow outcomes, in order, or why there are none.
 type FlowResult = Result<Vec<FlowOutcome>, String>;
+/// One flow's outcome by `(source tenant, index in its plan)`.
+type Keyed = ((usize, usize), Result<FlowOutcome, String>);
 /// One source tenant's attack rows, and the errno of each forged packet
 /// that could not be sent.
 type AttackResult = (usize, Vec<Row>, Vec<Option<i32>>);
@@ -188,8 +204,88 @@ type AttackResult = (usize, Vec<Row>, Vec<Option<i32>>);
 /// What one source tenant's flows are about.
 enum About {
     Peer { dst: usize, allowed: bool },
-    Host { allowed: bool },
+    Host { allowed: bool, resolver: bool },
     Metadata { allowed: bool },
+}
+
+impl About {
+    fn allowed(&self) -> bool {
+        match self {
+            About::Peer { allowed, .. }
+            | About::Host { allowed, .. }
+            | About::Metadata { allowed } => *allowed,
+        }
+    }
+
+    /// A flow to the instance's resolver on the bridge (port 53).
+    fn is_resolver(&self) -> bool {
+        matches!(self, About::Host { resolver: true, .. })
+    }
+}
+
+/// Runs `jobs` (per source tenant, the indices of its flows in `plans`),
+/// `parallel` sources at a time, one confined probe each, with `timeout`
+/// per batch; the outcome of each `(source, flow index)`.
+fn run_flows(
+    ctx: &Context<'_, '_>,
+    plans: &[(usize, Vec<(Flow, About)>)],
+    jobs: &[(usize, Vec<usize>)],
+    timeout: Duration,
+    parallel: usize,
+    payload: &str,
+) -> Vec<Keyed> {
+    let jobs: Vec<&(usize, Vec<usize>)> = jobs.iter().filter(|(_, k)| !k.is_empty()).collect();
+    let results: Mutex<Vec<Keyed>> = Mutex::new(Vec::new());
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..parallel.max(1).min(jobs.len()) {
+            scope.spawn(|| {
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((i, picked)) = jobs.get(n).copied() else {
+                        break;
+                    };
+                    let Ok(p) = &ctx.prepared[*i] else { continue };
+                    let Some((_, flows)) = plans.iter().find(|(k, _)| k == i) else {
+                        continue;
+                    };
+                    let request = Request::Connect(ConnectRequest {
+                        flows: picked.iter().map(|k| flows[*k].0).collect(),
+                        timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(1000),
+                        payload: payload.to_owned(),
+                    });
+                    let result: FlowResult = spawn(p, &request, &ctx.options.probe_exe, &[], &[])
+                        .and_then(|process| finish(process, ctx.options.probe_timeout))
+                        .and_then(|(code, out, err)| {
+                            serde_json::from_slice::<Vec<FlowOutcome>>(&out).map_err(|e| {
+                                format!(
+                                    "network probe in {} exited {code} without a report ({e}): {}",
+                                    p.tenant.name,
+                                    String::from_utf8_lossy(&err).trim()
+                                )
+                            })
+                        });
+                    let mine: Vec<_> = picked
+                        .iter()
+                        .enumerate()
+                        .map(|(n, k)| {
+                            let outcome = match &result {
+                                Ok(list) => {
+                                    list.get(n).copied().ok_or_else(|| "no outcome".to_owned())
+                                }
+                                Err(message) => Err(message.clone()),
+                            };
+                            ((*i, *k), outcome)
+                        })
+                        .collect();
+                    if let Ok(mut list) = results.lock() {
+                        list.extend(mine);
+                    }
+                }
+            });
+        }
+    });
+    results.into_inner().unwrap_or_default()
 }
 
 /// One forged packet, and what it pretends.
@@ -290,6 +386,7 @@ pub(crate) fn probe(ctx: &Context<'_, '_>, report: &mut Report) {
 
     // Flows, per source tenant in parallel.
     let payload = format!("bhn-{}-x", ctx.nonce);
+    let resolver_on_bridge = network.resolver == network.bridge;
     let plans: Vec<(usize, Vec<(Flow, About)>)> = part
         .iter()
         .map(|&i| {
@@ -304,6 +401,7 @@ pub(crate) fn probe(ctx: &Context<'_, '_>, report: &mut Report) {
                             address: dst,
                             protocol: e.protocol,
                             port: e.port,
+                            dns: false,
                         },
                         About::Peer {
                             dst: j,
@@ -313,13 +411,15 @@ pub(crate) fn probe(ctx: &Context<'_, '_>, report: &mut Report) {
                 }
             }
             for (protocol, port, allowed) in host_expectations(network, name(i)) {
+                let resolver = resolver_on_bridge && port == DNS_PORT;
                 flows.push((
                     Flow {
                         address: network.bridge,
                         protocol,
                         port,
+                        dns: resolver,
                     },
-                    About::Host { allowed },
+                    About::Host { allowed, resolver },
                 ));
             }
             if stand_in.is_some() {
@@ -328,6 +428,7 @@ pub(crate) fn probe(ctx: &Context<'_, '_>, report: &mut Report) {
                         address: METADATA_ADDRESS,
                         protocol: Protocol::Tcp,
                         port: METADATA_PORT,
+                        dns: false,
                     },
                     About::Metadata {
                         allowed: metadata_expected(network, name(i)),
@@ -337,56 +438,73 @@ pub(crate) fn probe(ctx: &Context<'_, '_>, report: &mut Report) {
             (i, flows)
         })
         .collect();
-    let results: Mutex<Vec<(usize, FlowResult)>> = Mutex::new(Vec::new());
-    let next = AtomicUsize::new(0);
     let threads = ctx
         .options
         .parallelism
         .max(MIN_PARALLEL)
         .min(plans.len().max(1));
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|| {
-                loop {
-                    let k = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((i, flows)) = plans.get(k) else {
-                        break;
-                    };
-                    let Ok(p) = &ctx.prepared[*i] else { continue };
-                    let request = Request::Connect(ConnectRequest {
-                        flows: flows.iter().map(|(f, _)| *f).collect(),
-                        timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(1000),
-                        payload: payload.clone(),
-                    });
-                    let result = spawn(p, &request, &ctx.options.probe_exe, &[], &[])
-                        .and_then(|process| finish(process, ctx.options.probe_timeout))
-                        .and_then(|(code, out, err)| {
-                            serde_json::from_slice::<Vec<FlowOutcome>>(&out).map_err(|e| {
-                                format!(
-                                    "network probe in {} exited {code} without a report ({e}): {}",
-                                    p.tenant.name,
-                                    String::from_utf8_lossy(&err).trim()
-                                )
-                            })
-                        });
-                    if let Ok(mut list) = results.lock() {
-                        list.push((*i, result));
-                    }
-                }
-            });
+    // Everything but the resolver, many sources at once; then the resolver,
+    // a few sources at a time (one process answers them all); then every
+    // allowed flow that got no answer once more, a few at a time and with a
+    // longer deadline, before it counts as an outage.
+    let mut outcomes: BTreeMap<(usize, usize), (Result<FlowOutcome, String>, bool)> =
+        BTreeMap::new();
+    let phase_jobs = |resolver: bool| -> Vec<(usize, Vec<usize>)> {
+        plans
+            .iter()
+            .map(|(i, flows)| {
+                let picked = flows
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, (_, about))| about.is_resolver() == resolver)
+                    .map(|(k, _)| k)
+                    .collect();
+                (*i, picked)
+            })
+            .collect()
+    };
+    for (jobs, parallel) in [
+        (phase_jobs(false), threads),
+        (phase_jobs(true), RESOLVER_PARALLEL),
+    ] {
+        for (key, outcome) in run_flows(ctx, &plans, &jobs, timeout, parallel, &payload) {
+            outcomes.insert(key, (outcome, false));
         }
-    });
-    let mut results = results.into_inner().unwrap_or_default();
-    results.sort_by_key(|(i, _)| *i);
-    for (i, result) in results {
-        let Some((_, flows)) = plans.iter().find(|(k, _)| *k == i) else {
-            continue;
-        };
+    }
+    let retry: Vec<(usize, Vec<usize>)> = plans
+        .iter()
+        .map(|(i, flows)| {
+            let again = flows
+                .iter()
+                .enumerate()
+                .filter(|(k, (_, about))| {
+                    about.allowed()
+                        && matches!(
+                            outcomes.get(&(*i, *k)),
+                            Some((
+                                Ok(FlowOutcome {
+                                    reach: Reach::Silent,
+                                    ..
+                                }),
+                                _
+                            ))
+                        )
+                })
+                .map(|(k, _)| k)
+                .collect();
+            (*i, again)
+        })
+        .collect();
+    let retry_timeout = timeout.saturating_mul(RETRY_FACTOR);
+    for (key, outcome) in run_flows(ctx, &plans, &retry, retry_timeout, RETRY_PARALLEL, &payload) {
+        outcomes.insert(key, (outcome, true));
+    }
+    for (i, flows) in &plans {
+        let i = *i;
         for (k, (flow, about)) in flows.iter().enumerate() {
-            let outcome = match &result {
-                Ok(list) => list.get(k).copied().ok_or_else(|| "no outcome".to_owned()),
-                Err(message) => Err(message.clone()),
-            };
+            let (outcome, retried) = outcomes
+                .remove(&(i, k))
+                .unwrap_or_else(|| (Err("no outcome".to_owned()), false));
             let proto = protocol_name(flow.protocol);
             let (what, allowed, unbound) = match about {
                 About::Peer { dst, allowed } => (
@@ -403,11 +521,18 @@ pub(crate) fn probe(ctx: &Context<'_, '_>, report: &mut Report) {
                     *allowed,
                     unbound(*dst, flow.protocol, flow.port),
                 ),
-                About::Host { allowed } => (
+                About::Host { allowed, resolver } => (
                     (
                         Target::Host,
                         format!("network.host.{proto}.{}", flow.port),
-                        format!("reach the host at {}:{}/{proto}", flow.address, flow.port),
+                        if *resolver {
+                            format!(
+                                "reach the host's resolver at {}:{}/{proto} (a query answered)",
+                                flow.address, flow.port
+                            )
+                        } else {
+                            format!("reach the host at {}:{}/{proto}", flow.address, flow.port)
+                        },
                     ),
                     *allowed,
                     None,
@@ -425,7 +550,22 @@ pub(crate) fn probe(ctx: &Context<'_, '_>, report: &mut Report) {
                     None,
                 ),
             };
-            let row = flow_row(name(i), what, allowed, &outcome, unbound, timeout);
+            let wait = if retried { retry_timeout } else { timeout };
+            let mut row = flow_row(
+                name(i),
+                what,
+                (allowed, about.is_resolver()),
+                &outcome,
+                unbound,
+                wait,
+            );
+            if retried {
+                row.observed = format!(
+                    "{} (second try, after no answer in {} ms)",
+                    row.observed,
+                    timeout.as_millis()
+                );
+            }
             report.rows.push(row);
         }
     }

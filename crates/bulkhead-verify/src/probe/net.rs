@@ -18,6 +18,10 @@ use serde::{Deserialize, Serialize};
 const BATCH: usize = 384;
 /// A UDP datagram without an answer is sent again after this long.
 const RESEND: Duration = Duration::from_millis(200);
+/// The name asked of the resolver: one label, which the resolver answers
+/// itself (`NXDOMAIN`, or `REFUSED` for a source it has no view for) and
+/// never forwards, so the answer does not wait on an upstream.
+pub const DNS_PROBE_NAME: &str = "bulkhead-verify-probe";
 
 /// Bind TCP and UDP on `ports` and answer: accept connections, echo
 /// datagrams.
@@ -57,6 +61,10 @@ pub struct Flow {
     pub protocol: Protocol,
     /// The destination port.
     pub port: u16,
+    /// A flow to a DNS resolver: over UDP the datagram is a real query (for
+    /// [`DNS_PROBE_NAME`]), so an answer means the resolver answered.
+    #[serde(default)]
+    pub dns: bool,
 }
 
 /// Try `flows`, then send `broadcast` datagrams.
@@ -202,7 +210,21 @@ struct Pending {
     index: usize,
     socket: OwnedFd,
     udp: bool,
+    dns: bool,
     sent: Instant,
+}
+
+/// A DNS query for [`DNS_PROBE_NAME`], type A, class IN, recursion desired.
+pub fn dns_query(id: u16) -> Vec<u8> {
+    let mut query = Vec::with_capacity(12 + DNS_PROBE_NAME.len() + 6);
+    query.extend_from_slice(&id.to_be_bytes());
+    query.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in DNS_PROBE_NAME.split('.') {
+        query.push(u8::try_from(label.len()).unwrap_or(63).min(63));
+        query.extend_from_slice(&label.as_bytes()[..label.len().min(63)]);
+    }
+    query.extend_from_slice(&[0, 0, 1, 0, 1]);
+    query
 }
 
 fn start(flow: &Flow, payload: &[u8]) -> Result<Option<OwnedFd>, Errno> {
@@ -231,17 +253,20 @@ fn start(flow: &Flow, payload: &[u8]) -> Result<Option<OwnedFd>, Errno> {
 pub(super) fn connect(request: &ConnectRequest) -> Vec<FlowOutcome> {
     let timeout = Duration::from_millis(request.timeout_ms);
     let payload = request.payload.as_bytes();
+    let query = dns_query(0x6268);
+    let payload_of = |dns: bool| -> &[u8] { if dns { &query } else { payload } };
     let mut out = vec![FlowOutcome::of(Reach::Silent); request.flows.len()];
     let mut buf = [0u8; 1500];
     for (chunk, flows) in request.flows.chunks(BATCH).enumerate() {
         let mut pending: Vec<Pending> = Vec::new();
         for (k, flow) in flows.iter().enumerate() {
             let index = chunk * BATCH + k;
-            match start(flow, payload) {
+            match start(flow, payload_of(flow.dns)) {
                 Ok(Some(socket)) => pending.push(Pending {
                     index,
                     socket,
                     udp: flow.protocol == Protocol::Udp,
+                    dns: flow.dns,
                     sent: Instant::now(),
                 }),
                 Ok(None) => {}
@@ -275,7 +300,7 @@ pub(super) fn connect(request: &ConnectRequest) -> Vec<FlowOutcome> {
                     if p.udp && p.sent.elapsed() >= RESEND {
                         let _ = rustix::net::send(
                             p.socket.as_fd(),
-                            payload,
+                            payload_of(p.dns),
                             rustix::net::SendFlags::empty(),
                         );
                         still.push(Pending {
