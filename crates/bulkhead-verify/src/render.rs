@@ -15,7 +15,12 @@ pub fn table(report: &Report, only_violations: bool) -> String {
     ];
     let mut lines: Vec<[String; 7]> = vec![header.map(str::to_owned)];
     for row in &report.rows {
-        if only_violations && !matches!(row.verdict, Verdict::Leak | Verdict::Outage) {
+        if only_violations
+            && !matches!(
+                row.verdict,
+                Verdict::Leak | Verdict::Outage | Verdict::Narrowed
+            )
+        {
             continue;
         }
         lines.push([
@@ -49,9 +54,10 @@ pub fn table(report: &Report, only_violations: bool) -> String {
     }
     let leaks = report.leaks().count();
     let outages = report.outages().count();
+    let narrowed = report.narrowed().count();
     let _ = writeln!(
         out,
-        "\n{} attempts: {} passed, {leaks} leaks, {outages} outages, {} not judged",
+        "\n{} attempts: {} passed, {leaks} leaks, {outages} outages, {narrowed} narrowed, {} not judged",
         report.rows.len(),
         report
             .rows
@@ -130,7 +136,7 @@ pub fn junit(report: &Report) -> String {
             .count();
         let skipped = rows
             .iter()
-            .filter(|r| r.verdict == Verdict::Skipped)
+            .filter(|r| matches!(r.verdict, Verdict::Skipped | Verdict::Narrowed))
             .count();
         let _ = writeln!(
             out,
@@ -151,6 +157,13 @@ pub fn junit(report: &Report) -> String {
                     let _ = writeln!(
                         out,
                         "><skipped message=\"{}\"/></testcase>",
+                        xml(&row.observed)
+                    );
+                }
+                Verdict::Narrowed => {
+                    let _ = writeln!(
+                        out,
+                        "><skipped message=\"narrowed by the firewall as planned: {}\"/></testcase>",
                         xml(&row.observed)
                     );
                 }

@@ -820,3 +820,58 @@ fn a_stopped_resolver_is_an_outage_for_every_tenant_allowed_dns() {
         "{row}"
     );
 }
+
+/// A second workload in db that web's rule does not select: web -> db 5432/tcp holds for
+/// some of db's workloads only, and they share one address, so the firewall narrows it
+/// (what `plan` reports). verify expects it dropped and says "narrowed": neither a
+/// pass nor an outage, and the run is clean.
+#[test]
+fn a_flow_the_firewall_narrows_is_reported_as_narrowed() {
+    require_root!();
+    let instance = Instance::new();
+    own_network(&instance, "[]");
+    let db = instance.specs.path().join("tenants/db.yaml");
+    let mut text = std::fs::read_to_string(&db).expect("read db.yaml");
+    text.push_str(
+        "---\napiVersion: bulkhead.dev/v1alpha1\nkind: Workload\nmetadata:\n  name: metrics\n  tenant: db\n  labels: { app: metrics }\nspec:\n  command: [/bin/sleep, \"3600\"]\n  resources: { cpu: 100m, memory: 64Mi, pids: 8 }\n",
+    );
+    std::fs::write(&db, text).expect("write db.yaml");
+    // apply says what the firewall narrows when it loads it.
+    let applied = instance
+        .cmd()
+        .arg("apply")
+        .arg(instance.specs.path())
+        .output()
+        .expect("apply");
+    assert!(applied.status.success(), "apply failed");
+    let notes = String::from_utf8_lossy(&applied.stderr);
+    assert!(
+        notes.lines().any(|l| l.starts_with("note: narrowed")
+            && l.contains("web")
+            && l.contains("db")
+            && l.contains("5432")),
+        "apply does not report the narrowing: {notes}"
+    );
+    let (code, report) = verify_network(&instance);
+    assert_eq!(violations(&report), Vec::<String>::new());
+    assert_eq!(code, Some(0));
+    let rows = report["rows"].as_array().expect("rows");
+    let narrowed: Vec<String> = rows
+        .iter()
+        .filter(|r| r["verdict"] == "narrowed")
+        .map(|r| {
+            format!(
+                "{} {} {}",
+                r["tenant"].as_str().unwrap_or("?"),
+                r["target"]["name"].as_str().unwrap_or("?"),
+                r["id"].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
+    assert_eq!(narrowed, vec!["web db network.tcp.5432".to_owned()]);
+    let row = rows
+        .iter()
+        .find(|r| r["verdict"] == "narrowed")
+        .expect("narrowed row");
+    assert_eq!(row["expected"], "narrowed");
+}

@@ -113,23 +113,20 @@ fn describe(outcome: &Result<FlowOutcome, String>, timeout: Duration) -> String 
     }
 }
 
-/// A flow's row: reached where denied is a leak, not reached where allowed
-/// an outage, except a UDP port our listener could not bind and nobody
-/// answered on (not judged). An allowed flow to the resolver must be
-/// answered: a refusal there is the host's kernel saying nobody serves DNS.
+/// A flow's row: reached where denied (or narrowed) is a leak, not reached
+/// where allowed an outage, except a UDP port our listener could not bind
+/// and nobody answered on (not judged); not reached where narrowed is
+/// [`Verdict::Narrowed`]. An allowed flow to the resolver must be answered:
+/// a refusal there is the host's kernel saying nobody serves DNS.
 fn flow_row(
     tenant: &str,
     (target, id, attempt): (Target, String, String),
-    (allowed, needs_answer): (bool, bool),
+    (expected, needs_answer): (Expected, bool),
     outcome: &Result<FlowOutcome, String>,
     unbound: Option<i32>,
     timeout: Duration,
 ) -> Row {
-    let expected = if allowed {
-        Expected::Allowed
-    } else {
-        Expected::Denied
-    };
+    let allowed = expected == Expected::Allowed;
     let mut observed = describe(outcome, timeout);
     let verdict = match outcome {
         Ok(o) => {
@@ -203,18 +200,43 @@ type AttackResult = (usize, Vec<Row>, Vec<Option<i32>>);
 
 /// What one source tenant's flows are about.
 enum About {
-    Peer { dst: usize, allowed: bool },
-    Host { allowed: bool, resolver: bool },
-    Metadata { allowed: bool },
+    Peer {
+        dst: usize,
+        allowed: bool,
+        narrowed: bool,
+    },
+    Host {
+        allowed: bool,
+        resolver: bool,
+        narrowed: bool,
+    },
+    Metadata {
+        allowed: bool,
+    },
 }
 
 impl About {
-    fn allowed(&self) -> bool {
-        match self {
-            About::Peer { allowed, .. }
-            | About::Host { allowed, .. }
-            | About::Metadata { allowed } => *allowed,
+    /// What the row expects.
+    fn expected(&self) -> Expected {
+        let (allowed, narrowed) = match self {
+            About::Peer {
+                allowed, narrowed, ..
+            }
+            | About::Host {
+                allowed, narrowed, ..
+            } => (*allowed, *narrowed),
+            About::Metadata { allowed } => (*allowed, false),
+        };
+        match (allowed, narrowed) {
+            (true, true) => Expected::Narrowed,
+            (true, false) => Expected::Allowed,
+            (false, _) => Expected::Denied,
         }
+    }
+
+    /// Allowed (and not narrowed): no answer is an outage.
+    fn allowed(&self) -> bool {
+        self.expected() == Expected::Allowed
     }
 
     /// A flow to the instance's resolver on the bridge (port 53).
@@ -406,6 +428,12 @@ pub(crate) fn probe(ctx: &Context<'_, '_>, report: &mut Report) {
                         About::Peer {
                             dst: j,
                             allowed: e.allowed,
+                            narrowed: network.tenants_narrowed(
+                                name(i),
+                                name(j),
+                                e.protocol,
+                                e.port,
+                            ),
                         },
                     ));
                 }
@@ -419,7 +447,11 @@ pub(crate) fn probe(ctx: &Context<'_, '_>, report: &mut Report) {
                         port,
                         dns: resolver,
                     },
-                    About::Host { allowed, resolver },
+                    About::Host {
+                        allowed,
+                        resolver,
+                        narrowed: resolver && network.dns_narrowed(name(i), protocol, port),
+                    },
                 ));
             }
             if stand_in.is_some() {
@@ -506,8 +538,8 @@ pub(crate) fn probe(ctx: &Context<'_, '_>, report: &mut Report) {
                 .remove(&(i, k))
                 .unwrap_or_else(|| (Err("no outcome".to_owned()), false));
             let proto = protocol_name(flow.protocol);
-            let (what, allowed, unbound) = match about {
-                About::Peer { dst, allowed } => (
+            let (what, unbound) = match about {
+                About::Peer { dst, .. } => (
                     (
                         Target::Tenant(name(*dst).to_owned()),
                         format!("network.{proto}.{}", flow.port),
@@ -518,10 +550,9 @@ pub(crate) fn probe(ctx: &Context<'_, '_>, report: &mut Report) {
                             flow.port
                         ),
                     ),
-                    *allowed,
                     unbound(*dst, flow.protocol, flow.port),
                 ),
-                About::Host { allowed, resolver } => (
+                About::Host { resolver, .. } => (
                     (
                         Target::Host,
                         format!("network.host.{proto}.{}", flow.port),
@@ -534,10 +565,9 @@ pub(crate) fn probe(ctx: &Context<'_, '_>, report: &mut Report) {
                             format!("reach the host at {}:{}/{proto}", flow.address, flow.port)
                         },
                     ),
-                    *allowed,
                     None,
                 ),
-                About::Metadata { allowed } => (
+                About::Metadata { .. } => (
                     (
                         Target::Host,
                         format!("network.metadata.{proto}.{}", flow.port),
@@ -546,7 +576,6 @@ pub(crate) fn probe(ctx: &Context<'_, '_>, report: &mut Report) {
                             flow.address, flow.port
                         ),
                     ),
-                    *allowed,
                     None,
                 ),
             };
@@ -554,7 +583,7 @@ pub(crate) fn probe(ctx: &Context<'_, '_>, report: &mut Report) {
             let mut row = flow_row(
                 name(i),
                 what,
-                (allowed, about.is_resolver()),
+                (about.expected(), about.is_resolver()),
                 &outcome,
                 unbound,
                 wait,
@@ -838,7 +867,9 @@ fn spoof_plan(
                     &both_protocols(ports),
                 )
                 .into_iter()
-                .find(|e| e.allowed)
+                .find(|e| {
+                    e.allowed && !network.tenants_narrowed(&name(*b), &name(to), e.protocol, e.port)
+                })
                 .map(|e| (*b, e.protocol, e.port))
             });
             let choice = allowed.or_else(|| others.first().map(|b| (*b, Protocol::Udp, first)));

@@ -5,6 +5,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use anyhow::Context as _;
 use bulkhead_node::host::RUN_CGROUP;
+use bulkhead_node::net::firewall;
 use bulkhead_policy::tenancy::{self, TenancyOptions};
 use bulkhead_spec::{Desired, PortMatch};
 use bulkhead_verify::network::{METADATA_ADDRESS, METADATA_ENDPOINT};
@@ -29,6 +30,7 @@ pub fn last_report_path(instance: &bulkhead_node::naming::Instance) -> std::path
 /// external endpoint, so that a policy allowing it is expected to work), and the
 /// platform's network settings. `Err`: why the network class cannot run.
 fn network_under_test(
+    instance: &bulkhead_node::naming::Instance,
     desired: &Desired,
     addresses: &BTreeMap<String, Ipv4Addr>,
 ) -> Result<NetworkUnderTest, String> {
@@ -57,6 +59,37 @@ fn network_under_test(
     let mut under_test = NetworkUnderTest::new(matrix, bridge, range.broadcast());
     under_test.resolver = resolver;
     under_test.allow_link_local = network.allow_link_local;
+    // Where the firewall narrows the engine on purpose (what `plan` reports),
+    // those flows are expected dropped: narrowed, not outages.
+    let placed: BTreeMap<String, Ipv4Addr> = addresses
+        .iter()
+        .filter(|(tenant, _)| {
+            desired
+                .tenants
+                .keys()
+                .any(|n| n.as_str() == tenant.as_str())
+        })
+        .map(|(tenant, address)| (tenant.clone(), *address))
+        .collect();
+    // Without the compiled firewall (a tenant not applied yet) nothing is
+    // expected narrowed: such flows show as outages, never as passes.
+    match firewall::compile(instance, desired, &placed) {
+        Ok(ruleset) => {
+            under_test.narrowed = ruleset
+                .deviations
+                .into_iter()
+                .filter_map(|d| match d {
+                    firewall::Deviation::Narrowed {
+                        src, dst, ports, ..
+                    } => Some((src, dst, ports)),
+                    firewall::Deviation::NotEnforced { .. } => None,
+                })
+                .collect();
+        }
+        Err(e) => eprintln!(
+            "warning: cannot compile the firewall to see what it narrows ({e}); narrowed flows will show as outages"
+        ),
+    }
     under_test.host_ports = network
         .host_ports
         .iter()
@@ -129,7 +162,7 @@ pub fn verify(
         return Err(Failure::Other(anyhow::anyhow!("no tenant to verify")));
     }
     let network = if only.is_none_or(|c| c == ProbeClass::Network) {
-        match network_under_test(&desired, &addresses) {
+        match network_under_test(&instance, &desired, &addresses) {
             Ok(network) => Some(network),
             Err(why) => {
                 eprintln!("warning: the network class cannot run: {why}");
