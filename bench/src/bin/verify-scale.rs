@@ -79,6 +79,18 @@ struct Outcome {
     /// Leaks and outages: "verdict id" → count.
     violations: BTreeMap<String, usize>,
     phases: String,
+    /// Packets the kernel dropped from its per-CPU receive backlogs during the
+    /// run (`/proc/net/softnet_stat`, second column, all CPUs): host-wide.
+    backlog_drops: u64,
+}
+
+fn backlog_drops() -> u64 {
+    std::fs::read_to_string("/proc/net/softnet_stat")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter_map(|hex| u64::from_str_radix(hex, 16).ok())
+        .sum()
 }
 
 fn verify(instance: &BenchInstance, only: Option<&str>) -> Result<Outcome, String> {
@@ -87,11 +99,13 @@ fn verify(instance: &BenchInstance, only: Option<&str>) -> Result<Outcome, Strin
     if let Some(class) = only {
         command.args(["--only", class]);
     }
+    let drops_before = backlog_drops();
     let started = Instant::now();
     let output = command
         .output()
         .map_err(|e| format!("cannot start bulkhead verify: {e}"))?;
     let took = started.elapsed();
+    let backlog_drops = backlog_drops().saturating_sub(drops_before);
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).map_err(|e| {
         format!(
             "verify gave no report ({e}, exit {:?}): {}",
@@ -135,6 +149,7 @@ fn verify(instance: &BenchInstance, only: Option<&str>) -> Result<Outcome, Strin
         verdicts,
         violations,
         phases,
+        backlog_drops,
     })
 }
 
@@ -188,10 +203,11 @@ fn run() -> Result<(), String> {
         let network = verify(&instance, Some("network"))?;
         for (label, o) in [("full", &full), ("network", &network)] {
             eprintln!(
-                "N={n} {label}: {:.1} s, {} rows {:?}; {}",
+                "N={n} {label}: {:.1} s, {} rows {:?}, {} backlog drops; {}",
                 o.took.as_secs_f64(),
                 o.rows,
                 o.verdicts,
+                o.backlog_drops,
                 o.phases
             );
             for (what, count) in &o.violations {
@@ -214,6 +230,7 @@ fn run() -> Result<(), String> {
         "vs N=2",
         "network rows",
         "network leaks / outages / narrowed",
+        "backlog drops (full / network)",
     ]);
     for (n, full, network) in &results {
         let count = |o: &Outcome, v: &str| o.verdicts.get(v).copied().unwrap_or(0);
@@ -232,6 +249,7 @@ fn run() -> Result<(), String> {
                 count(network, "outage"),
                 count(network, "narrowed")
             ),
+            format!("{} / {}", full.backlog_drops, network.backlog_drops),
         ]);
     }
     println!("{table}");

@@ -27,6 +27,7 @@
 #![forbid(unsafe_code)]
 
 mod class;
+mod exhaustion;
 mod judge;
 pub mod network;
 pub mod probe;

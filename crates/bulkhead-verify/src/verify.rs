@@ -708,7 +708,7 @@ pub fn verify(
             let victim = (n > 1)
                 .then(|| (i + 1) % n)
                 .and_then(|j| prepared[j].as_ref().ok());
-            resources(p, victim, &canaries, options, &nonce, &mut report);
+            resources(p, victim, &canaries, options, &nonce, &dir, &mut report);
         }
         report.timed("resource probes", phase.elapsed());
     }
@@ -794,6 +794,7 @@ fn resources(
     canaries: &BTreeMap<String, CanaryProc>,
     options: &VerifyOptions,
     nonce: &str,
+    host_dir: &Path,
     report: &mut Report,
 ) {
     const C: ProbeClass = ProbeClass::Resources;
@@ -904,6 +905,12 @@ fn resources(
             format!("slow {}'s fixed CPU work more than {bound}×", v.tenant.name),
             result,
         );
+    }
+
+    if let Some(v) = victim {
+        report
+            .rows
+            .extend(crate::exhaustion::probe(p, v, options, nonce, host_dir));
     }
 }
 

@@ -408,6 +408,17 @@ fn isolated_tenants_pass_every_probe() -> TestResult {
     let tenants = env.tenants(&three())?;
     let report = env.verify(&tenants)?;
     println!("{}", render::table(&report, false));
+    // The exhaustion figures in full (the table clips them).
+    for row in report
+        .rows
+        .iter()
+        .filter(|r| r.id.starts_with("resources."))
+    {
+        println!(
+            "    {} {} -> {}: {}",
+            row.id, row.tenant, row.target, row.observed
+        );
+    }
     expect_exactly(&report, &[])?;
     for class in [
         ProbeClass::Processes,
