@@ -30,6 +30,47 @@ use crate::tenant::{Confine, TenantUnderTest};
 
 const MIB: u64 = 1024 * 1024;
 
+/// Receives how far a run got, for a progress bar: per phase, steps done of
+/// a total. Phases: the isolation classes together (one step per tenant's
+/// probe), `network` (one step per flow, then per tenant's attacks),
+/// `resources` (one step per tenant). Called from the verifier's threads.
+pub trait Progress: Send + Sync {
+    /// `phase` has `total` steps in all (called again if the total grows).
+    fn total(&self, phase: &str, total: u64);
+    /// `steps` more steps of `phase` are done.
+    fn advance(&self, phase: &str, steps: u64);
+}
+
+/// A [`Progress`] receiver in [`VerifyOptions`].
+#[derive(Clone)]
+pub struct ProgressSink(pub Arc<dyn Progress>);
+
+impl std::fmt::Debug for ProgressSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProgressSink")
+    }
+}
+
+impl PartialEq for ProgressSink {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl VerifyOptions {
+    pub(crate) fn progress_total(&self, phase: &str, total: u64) {
+        if let Some(sink) = &self.progress {
+            sink.0.total(phase, total);
+        }
+    }
+
+    pub(crate) fn progress_advance(&self, phase: &str, steps: u64) {
+        if let Some(sink) = &self.progress {
+            sink.0.advance(phase, steps);
+        }
+    }
+}
+
 /// How to verify.
 #[derive(Clone, Debug, PartialEq)]
 pub struct VerifyOptions {
@@ -55,6 +96,8 @@ pub struct VerifyOptions {
     pub cpu_work: Duration,
     /// The tenant network to probe (the network class); `None`: not probed.
     pub network: Option<NetworkUnderTest>,
+    /// Where to report progress; `None`: nowhere.
+    pub progress: Option<ProgressSink>,
 }
 
 impl Default for VerifyOptions {
@@ -68,6 +111,7 @@ impl Default for VerifyOptions {
             cpu_ratio_bound: 5.0,
             cpu_work: Duration::from_millis(150),
             network: None,
+            progress: None,
         }
     }
 }
@@ -521,6 +565,12 @@ pub fn verify(
             .collect();
         let next = AtomicUsize::new(0);
         let results = std::sync::Mutex::new(Vec::new());
+        let phase_name = isolation
+            .iter()
+            .map(|c| c.as_str())
+            .collect::<Vec<_>>()
+            .join("+");
+        options.progress_total(&phase_name, requests.iter().flatten().count() as u64);
         std::thread::scope(|scope| {
             for _ in 0..options.parallelism.max(1).min(n.max(1)) {
                 scope.spawn(|| {
@@ -533,6 +583,7 @@ pub fn verify(
                             continue;
                         };
                         let result = run_isolation(p, request, options);
+                        options.progress_advance(&phase_name, 1);
                         if let Ok(mut list) = results.lock() {
                             list.push((i, result));
                         }
@@ -703,12 +754,14 @@ pub fn verify(
     // Resources, one tenant at a time (victim: the next tenant).
     if classes.contains(&ProbeClass::Resources) {
         let phase = Instant::now();
+        options.progress_total("resources", prepared.iter().flatten().count() as u64);
         for i in 0..n {
             let Ok(p) = &prepared[i] else { continue };
             let victim = (n > 1)
                 .then(|| (i + 1) % n)
                 .and_then(|j| prepared[j].as_ref().ok());
             resources(p, victim, &canaries, options, &nonce, &dir, &mut report);
+            options.progress_advance("resources", 1);
         }
         report.timed("resource probes", phase.elapsed());
     }

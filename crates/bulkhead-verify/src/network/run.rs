@@ -32,6 +32,8 @@ use crate::report::{Report, Row};
 use crate::verify::{Prepared, VerifyOptions, finish, spawn, spawn_helper};
 
 const C: ProbeClass = ProbeClass::Network;
+/// The progress phase: one step per flow, then one per tenant's attacks.
+const PHASE: &str = "network";
 /// Time for the last forged and broadcast packets to arrive.
 const SETTLE: Duration = Duration::from_millis(300);
 /// Network probes run at least this many source tenants at once (they wait
@@ -287,6 +289,7 @@ fn run_flows(
                                 )
                             })
                         });
+                    ctx.options.progress_advance(PHASE, picked.len() as u64);
                     let mine: Vec<_> = picked
                         .iter()
                         .enumerate()
@@ -481,6 +484,9 @@ pub(crate) fn probe(ctx: &Context<'_, '_>, report: &mut Report) {
     // longer deadline, before it counts as an outage.
     let mut outcomes: BTreeMap<(usize, usize), (Result<FlowOutcome, String>, bool)> =
         BTreeMap::new();
+    let flows_total: usize = plans.iter().map(|(_, f)| f.len()).sum();
+    ctx.options
+        .progress_total(PHASE, (flows_total + part.len()) as u64);
     let phase_jobs = |resolver: bool| -> Vec<(usize, Vec<usize>)> {
         plans
             .iter()
@@ -528,6 +534,11 @@ pub(crate) fn probe(ctx: &Context<'_, '_>, report: &mut Report) {
         })
         .collect();
     let retry_timeout = timeout.saturating_mul(RETRY_FACTOR);
+    let retries: usize = retry.iter().map(|(_, k)| k.len()).sum();
+    if retries > 0 {
+        ctx.options
+            .progress_total(PHASE, (flows_total + retries + part.len()) as u64);
+    }
     for (key, outcome) in run_flows(ctx, &plans, &retry, retry_timeout, RETRY_PARALLEL, &payload) {
         outcomes.insert(key, (outcome, true));
     }
@@ -724,6 +735,7 @@ pub(crate) fn probe(ctx: &Context<'_, '_>, report: &mut Report) {
                             vec![e.raw_os_error().or(Some(libc::EIO)); packets.len()]
                         })
                     };
+                    ctx.options.progress_advance(PHASE, 1);
                     if let Ok(mut list) = attack.lock() {
                         list.push((i, rows, sent));
                     }

@@ -1,6 +1,7 @@
 //! `bulkhead verify`: the isolation verifier on the tenants this instance runs.
 
 use std::collections::BTreeMap;
+use std::io::IsTerminal as _;
 use std::net::{IpAddr, Ipv4Addr};
 
 use anyhow::Context as _;
@@ -16,6 +17,63 @@ use bulkhead_verify::{
 
 use crate::cli::{Global, Output};
 use crate::context::{self, EXIT_OK, Failure, Outcome};
+
+/// Progress bars on stderr, one per phase of the run, each made when its phase
+/// first reports: the isolation classes and resources count tenants probed,
+/// the network class counts flows (then each tenant's attacks).
+struct Bars {
+    multi: indicatif::MultiProgress,
+    bars: std::sync::Mutex<BTreeMap<String, indicatif::ProgressBar>>,
+}
+
+impl Bars {
+    fn new() -> Bars {
+        Bars {
+            multi: indicatif::MultiProgress::with_draw_target(
+                indicatif::ProgressDrawTarget::stderr(),
+            ),
+            bars: std::sync::Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn bar(&self, phase: &str) -> Option<indicatif::ProgressBar> {
+        let mut bars = self.bars.lock().ok()?;
+        let bar = bars.entry(phase.to_owned()).or_insert_with(|| {
+            let bar = self.multi.add(indicatif::ProgressBar::new(0));
+            let style = indicatif::ProgressStyle::with_template(
+                "{prefix:>36} [{bar:30}] {pos}/{len} {msg} {elapsed}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> ");
+            bar.set_style(style);
+            bar.set_prefix(phase.to_owned());
+            bar.set_message(if phase == "network" {
+                "flows, then attacks per tenant"
+            } else {
+                "tenants"
+            });
+            bar
+        });
+        Some(bar.clone())
+    }
+}
+
+impl bulkhead_verify::Progress for Bars {
+    fn total(&self, phase: &str, total: u64) {
+        if let Some(bar) = self.bar(phase) {
+            bar.set_length(total);
+        }
+    }
+
+    fn advance(&self, phase: &str, steps: u64) {
+        if let Some(bar) = self.bar(phase) {
+            bar.inc(steps);
+            if bar.length().is_some_and(|len| bar.position() >= len) {
+                bar.finish();
+            }
+        }
+    }
+}
 
 /// Exit code when a probe found a leak or an outage.
 pub const EXIT_VIOLATION: u8 = 7;
@@ -172,10 +230,21 @@ pub fn verify(
     } else {
         None
     };
+    let format = format
+        .map(str::to_owned)
+        .unwrap_or_else(|| match global.output {
+            Output::Json => "json".to_owned(),
+            _ => "table".to_owned(),
+        });
+    // A progress bar only for a person watching: stderr is a terminal and the
+    // report is not JSON.
+    let progress = (std::io::stderr().is_terminal() && format != "json")
+        .then(|| bulkhead_verify::ProgressSink(std::sync::Arc::new(Bars::new())));
     let options = VerifyOptions {
         only,
         sample,
         network,
+        progress,
         ..VerifyOptions::default()
     };
     eprintln!(
@@ -191,12 +260,6 @@ pub fn verify(
         .context("verify could not run its probes")?;
     let json = render::json(&report);
     std::fs::write(last_report_path(&instance), &json).context("cannot keep the report")?;
-    let format = format
-        .map(str::to_owned)
-        .unwrap_or_else(|| match global.output {
-            Output::Json => "json".to_owned(),
-            _ => "table".to_owned(),
-        });
     match format.as_str() {
         "json" => println!("{json}"),
         "junit" => print!("{}", render::junit(&report)),
