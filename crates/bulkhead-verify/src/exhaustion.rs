@@ -35,6 +35,37 @@ const INODE_CAP: u64 = 20_000;
 const CONNTRACK_CAP: u64 = 20_000;
 /// Time budget of each exhaustion attempt.
 const BUDGET_MS: u64 = 5_000;
+/// Kernel memory a bound TCP socket costs the tenant, about (measured: a
+/// 96 MiB tenant held 20,000 and lost a process to its OOM killer past
+/// that). Sockets and tmpfs inodes are charged to the tenant's memory
+/// cgroup, but the OOM killer ranks processes by their own pages: past the
+/// limit it would kill another process of the tenant (a workload), not the
+/// holder. So the probes take at most half of the memory left.
+const SOCKET_BYTES: u64 = 4096;
+/// The same for an empty file on a tmpfs (inode and dentry).
+const TMPFS_FILE_BYTES: u64 = 1024;
+
+/// Memory the tenant has left under its declared `memory.max`: the limit
+/// minus the highest usage of the cgroups its probes join and their parents
+/// (the tenant's own cgroup). `None`: no limit declared.
+fn memory_headroom(p: &Prepared<'_>) -> Option<u64> {
+    let max = p.tenant.limits.memory_max?;
+    let mut used = 0u64;
+    for procs in &p.tenant.cgroup_procs {
+        let Some(dir) = procs.parent() else { continue };
+        for d in [Some(dir), dir.parent()].into_iter().flatten() {
+            for file in ["memory.usage_in_bytes", "memory.current"] {
+                if let Some(n) = std::fs::read_to_string(d.join(file))
+                    .ok()
+                    .and_then(|t| t.trim().parse::<u64>().ok())
+                {
+                    used = used.max(n);
+                }
+            }
+        }
+    }
+    Some(max.saturating_sub(used))
+}
 
 /// A probe that holds what it took until its stdout is closed.
 struct Holding {
@@ -148,7 +179,8 @@ fn ports(p: &Prepared<'_>, victim: &Prepared<'_>, options: &VerifyOptions) -> Ro
     let mut last: Option<PortsHeld> = None;
     let mut failure = None;
     let started = std::time::Instant::now();
-    while holders.len() < PORT_HOLDERS && held < PORT_CAP {
+    let cap = memory_headroom(p).map_or(PORT_CAP, |room| PORT_CAP.min(room / 2 / SOCKET_BYTES));
+    while holders.len() < PORT_HOLDERS && held < cap {
         let left = BUDGET_MS
             .saturating_sub(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
         if left == 0 {
@@ -156,7 +188,7 @@ fn ports(p: &Prepared<'_>, victim: &Prepared<'_>, options: &VerifyOptions) -> Ro
         }
         let request = Request::PortHold {
             first: next,
-            cap: PORT_CAP - held,
+            cap: cap - held,
             millis: left,
         };
         match Holding::start(p, &request, options) {
@@ -198,6 +230,10 @@ fn ports(p: &Prepared<'_>, victim: &Prepared<'_>, options: &VerifyOptions) -> Ro
         let how = match &last {
             Some(o) if o.exhausted => format!(
                 "the range {}-{} was used up (bind to port 0: EADDRINUSE)",
+                o.range.0, o.range.1
+            ),
+            Some(o) if held >= cap && cap < PORT_CAP => format!(
+                "the range {}-{} was not used up: half of the tenant's free memory holds only {cap} sockets",
                 o.range.0, o.range.1
             ),
             Some(o) => format!(
@@ -254,9 +290,12 @@ fn inodes(
         }
         dirs
     };
+    // /tmp's inodes are memory of the tenant: keep to half of what is left.
+    let cap =
+        memory_headroom(p).map_or(INODE_CAP, |room| INODE_CAP.min(room / 2 / TMPFS_FILE_BYTES));
     let request = Request::InodeFill {
         dirs: dirs_of(p),
-        cap: INODE_CAP,
+        cap,
         millis: BUDGET_MS,
         nonce: nonce.to_owned(),
     };
