@@ -875,3 +875,38 @@ fn a_flow_the_firewall_narrows_is_reported_as_narrowed() {
         .expect("narrowed row");
     assert_eq!(row["expected"], "narrowed");
 }
+
+/// Progress bars are for a person at a terminal: under a pseudo-terminal (`script`)
+/// stderr shows each phase's bar counting tenants; piped, and with JSON, nothing.
+#[test]
+fn verify_draws_progress_bars_only_on_a_terminal() {
+    require_root!();
+    let instance = Instance::new();
+    own_network(&instance, "[]");
+    instance.apply();
+    let binary = assert_cmd::cargo::cargo_bin("bulkhead");
+    let output = std::process::Command::new("script")
+        .args(["-qec"])
+        .arg(format!("{} verify --only processes", binary.display()))
+        .arg("/dev/null")
+        .env("BULKHEAD_STATE_ROOT", instance.state.path())
+        .env("BULKHEAD_INSTANCE", &instance.prefix)
+        .env("BULKHEAD_ACTOR", "host-test")
+        .output()
+        .expect("script");
+    let terminal = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        terminal.contains("processes [") && terminal.contains("3/3 tenants"),
+        "no progress bar on a terminal: {terminal}"
+    );
+    let piped = instance
+        .cmd()
+        .args(["verify", "--only", "processes"])
+        .output()
+        .expect("verify");
+    let stderr = String::from_utf8_lossy(&piped.stderr);
+    assert!(
+        !stderr.contains("3/3"),
+        "a progress bar without a terminal: {stderr}"
+    );
+}
