@@ -245,6 +245,34 @@ mod tests {
     }
 
     #[test]
+    fn narrowed_rows_are_shown_counted_and_skipped_in_junit_not_failed() {
+        let mut report = sample();
+        report.rows.push(Row {
+            class: ProbeClass::Network,
+            tenant: "a".into(),
+            target: Target::Tenant("b".into()),
+            id: "network.tcp.5432".into(),
+            attempt: "reach b at 10.0.0.3:5432/tcp".into(),
+            expected: Expected::Narrowed,
+            observed: "no answer in 1000 ms".into(),
+            verdict: Verdict::Narrowed,
+        });
+        report.finish();
+        let text = table(&report, true);
+        assert!(text.contains("NARROWED"), "{text}");
+        assert!(text.contains("1 leaks, 0 outages, 1 narrowed"), "{text}");
+        let xml = junit(&report);
+        assert!(xml.contains("failures=\"1\""), "{xml}");
+        assert!(
+            xml.contains("<skipped message=\"narrowed by the firewall as planned"),
+            "{xml}"
+        );
+        assert!(!report.is_clean() && report.narrowed().count() == 1);
+        // Narrowed rows do not count towards exposure (they are not denied).
+        assert_eq!(report.exposure_of("a").map(|e| e.attempts), Some(1));
+    }
+
+    #[test]
     fn json_round_trips_as_a_value() {
         let value: serde_json::Value = serde_json::from_str(&json(&sample())).expect("json");
         assert_eq!(value["rows"][1]["verdict"], "leak");
