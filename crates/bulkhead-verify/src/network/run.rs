@@ -247,6 +247,39 @@ impl About {
     }
 }
 
+/// The ARP entries for `dst` in the tenant's namespace (through its holder)
+/// and for the tenant's own address on the host.
+fn arp_evidence(holder: u32, dst: Ipv4Addr, own: Option<Ipv4Addr>) -> String {
+    let entry = |table: &str, ip: Ipv4Addr| -> String {
+        std::fs::read_to_string(table)
+            .ok()
+            .and_then(|text| {
+                text.lines()
+                    .find(|l| l.split_whitespace().next() == Some(ip.to_string().as_str()))
+                    .map(|l| {
+                        let f: Vec<&str> = l.split_whitespace().collect();
+                        format!(
+                            "flags {} {}",
+                            f.get(2).copied().unwrap_or("?"),
+                            f.get(3).copied().unwrap_or("?")
+                        )
+                    })
+            })
+            .unwrap_or_else(|| "no entry".to_owned())
+    };
+    let mut text = format!(
+        "tenant ARP for {dst}: {}",
+        entry(&format!("/proc/{holder}/net/arp"), dst)
+    );
+    if let Some(own) = own {
+        text.push_str(&format!(
+            ", host ARP for {own}: {}",
+            entry("/proc/net/arp", own)
+        ));
+    }
+    text
+}
+
 /// Runs `jobs` (per source tenant, the indices of its flows in `plans`),
 /// `parallel` sources at a time, one confined probe each, with `timeout`
 /// per batch; the outcome of each `(source, flow index)`.
@@ -605,6 +638,17 @@ pub(crate) fn probe(ctx: &Context<'_, '_>, report: &mut Report) {
                     row.observed,
                     timeout.as_millis()
                 );
+                if row.verdict == Verdict::Outage
+                    && let Ok(p) = &ctx.prepared[i]
+                {
+                    // Evidence for whoever looks into it: the neighbour
+                    // entries on both ends of the first hop.
+                    row.observed = format!(
+                        "{}; {}",
+                        row.observed,
+                        arp_evidence(p.sandbox.holder_pid(), flow.address, p.tenant.address)
+                    );
+                }
             }
             report.rows.push(row);
         }
