@@ -94,6 +94,11 @@ pub enum Expected {
     Allowed,
     /// Recorded, not judged (e.g. capabilities of a privileged tenant).
     Observed,
+    /// A flow the policy engine allows for some workloads of a tenant only,
+    /// which the firewall drops on purpose (it cannot tell workloads of one
+    /// tenant apart; `plan` reports it as narrowed): it must not get
+    /// through; if it does, the firewall is wider than its plan (a leak).
+    Narrowed,
 }
 
 /// How a row came out.
@@ -108,6 +113,9 @@ pub enum Verdict {
     Outage,
     /// Not judged (observed only, or could not be attempted meaningfully).
     Skipped,
+    /// Dropped as the firewall's plan narrows it ([`Expected::Narrowed`]):
+    /// neither a pass nor an outage.
+    Narrowed,
 }
 
 impl Verdict {
@@ -115,7 +123,8 @@ impl Verdict {
     pub fn judge(expected: Expected, worked: bool) -> Verdict {
         match (expected, worked) {
             (Expected::Denied, false) | (Expected::Allowed, true) => Verdict::Pass,
-            (Expected::Denied, true) => Verdict::Leak,
+            (Expected::Denied | Expected::Narrowed, true) => Verdict::Leak,
+            (Expected::Narrowed, false) => Verdict::Narrowed,
             (Expected::Allowed, false) => Verdict::Outage,
             (Expected::Observed, _) => Verdict::Skipped,
         }
@@ -128,6 +137,7 @@ impl Verdict {
             Verdict::Leak => "leak",
             Verdict::Outage => "outage",
             Verdict::Skipped => "skipped",
+            Verdict::Narrowed => "narrowed",
         }
     }
 }
@@ -135,5 +145,18 @@ impl Verdict {
 impl fmt::Display for Verdict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_narrowed_flow_is_neither_a_pass_nor_an_outage_and_leaks_if_it_gets_through() {
+        assert_eq!(Verdict::judge(Expected::Narrowed, false), Verdict::Narrowed);
+        assert_eq!(Verdict::judge(Expected::Narrowed, true), Verdict::Leak);
+        assert_eq!(Verdict::judge(Expected::Allowed, false), Verdict::Outage);
+        assert_eq!(Verdict::judge(Expected::Denied, true), Verdict::Leak);
     }
 }

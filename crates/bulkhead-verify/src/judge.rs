@@ -41,7 +41,12 @@ fn expectation(id: &str, target: &Target, profile: Profile) -> Expected {
         "processes.uid-map" => Expected::Observed,
         _ if id.starts_with("ipc.") && *target == Target::Own => Expected::Allowed,
         _ if id.starts_with("privilege.caps.") => by_profile,
-        "privilege.userns" | "privilege.keyring" | "filesystem.mount" => by_profile,
+        // Seccomp, capabilities or Landlock keep these shut, and privileged
+        // has none of them (`device-write`: Landlock alone).
+        "privilege.userns"
+        | "privilege.keyring"
+        | "filesystem.mount"
+        | "filesystem.device-write" => by_profile,
         _ => Expected::Denied,
     }
 }

@@ -27,6 +27,7 @@
 #![forbid(unsafe_code)]
 
 mod class;
+mod exhaustion;
 mod judge;
 pub mod network;
 pub mod probe;
@@ -40,4 +41,4 @@ pub use network::NetworkUnderTest;
 pub use probe::{is_probe_invocation, probe_main};
 pub use report::{Exposure, Report, Row, Summary};
 pub use tenant::{Confine, DeclaredLimits, TenantUnderTest};
-pub use verify::{VerifyError, VerifyOptions, verify};
+pub use verify::{Progress, ProgressSink, VerifyError, VerifyOptions, verify};

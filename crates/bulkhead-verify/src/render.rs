@@ -15,7 +15,12 @@ pub fn table(report: &Report, only_violations: bool) -> String {
     ];
     let mut lines: Vec<[String; 7]> = vec![header.map(str::to_owned)];
     for row in &report.rows {
-        if only_violations && !matches!(row.verdict, Verdict::Leak | Verdict::Outage) {
+        if only_violations
+            && !matches!(
+                row.verdict,
+                Verdict::Leak | Verdict::Outage | Verdict::Narrowed
+            )
+        {
             continue;
         }
         lines.push([
@@ -49,9 +54,10 @@ pub fn table(report: &Report, only_violations: bool) -> String {
     }
     let leaks = report.leaks().count();
     let outages = report.outages().count();
+    let narrowed = report.narrowed().count();
     let _ = writeln!(
         out,
-        "\n{} attempts: {} passed, {leaks} leaks, {outages} outages, {} not judged",
+        "\n{} attempts: {} passed, {leaks} leaks, {outages} outages, {narrowed} narrowed, {} not judged",
         report.rows.len(),
         report
             .rows
@@ -130,7 +136,7 @@ pub fn junit(report: &Report) -> String {
             .count();
         let skipped = rows
             .iter()
-            .filter(|r| r.verdict == Verdict::Skipped)
+            .filter(|r| matches!(r.verdict, Verdict::Skipped | Verdict::Narrowed))
             .count();
         let _ = writeln!(
             out,
@@ -151,6 +157,13 @@ pub fn junit(report: &Report) -> String {
                     let _ = writeln!(
                         out,
                         "><skipped message=\"{}\"/></testcase>",
+                        xml(&row.observed)
+                    );
+                }
+                Verdict::Narrowed => {
+                    let _ = writeln!(
+                        out,
+                        "><skipped message=\"narrowed by the firewall as planned: {}\"/></testcase>",
                         xml(&row.observed)
                     );
                 }
@@ -229,6 +242,34 @@ mod tests {
             text.lines()
                 .any(|l| l.trim_start().starts_with('b') && l.contains("10.0  unsafe"))
         );
+    }
+
+    #[test]
+    fn narrowed_rows_are_shown_counted_and_skipped_in_junit_not_failed() {
+        let mut report = sample();
+        report.rows.push(Row {
+            class: ProbeClass::Network,
+            tenant: "a".into(),
+            target: Target::Tenant("b".into()),
+            id: "network.tcp.5432".into(),
+            attempt: "reach b at 10.0.0.3:5432/tcp".into(),
+            expected: Expected::Narrowed,
+            observed: "no answer in 1000 ms".into(),
+            verdict: Verdict::Narrowed,
+        });
+        report.finish();
+        let text = table(&report, true);
+        assert!(text.contains("NARROWED"), "{text}");
+        assert!(text.contains("1 leaks, 0 outages, 1 narrowed"), "{text}");
+        let xml = junit(&report);
+        assert!(xml.contains("failures=\"1\""), "{xml}");
+        assert!(
+            xml.contains("<skipped message=\"narrowed by the firewall as planned"),
+            "{xml}"
+        );
+        assert!(!report.is_clean() && report.narrowed().count() == 1);
+        // Narrowed rows do not count towards exposure (they are not denied).
+        assert_eq!(report.exposure_of("a").map(|e| e.attempts), Some(1));
     }
 
     #[test]

@@ -74,6 +74,8 @@ pub struct Summary {
     pub outage: usize,
     /// Not judged.
     pub skipped: usize,
+    /// Dropped as the firewall's plan narrows them.
+    pub narrowed: usize,
 }
 
 /// A tenant's exposure (see the module docs for the formula).
@@ -130,6 +132,11 @@ impl Report {
         self.rows.iter().filter(|r| r.verdict == Verdict::Outage)
     }
 
+    /// Flows dropped as the firewall's plan narrows them.
+    pub fn narrowed(&self) -> impl Iterator<Item = &Row> {
+        self.rows.iter().filter(|r| r.verdict == Verdict::Narrowed)
+    }
+
     /// Leaks and outages.
     pub fn violations(&self) -> impl Iterator<Item = &Row> {
         self.rows
@@ -171,6 +178,7 @@ impl Report {
                 Verdict::Leak => entry.leak += 1,
                 Verdict::Outage => entry.outage += 1,
                 Verdict::Skipped => entry.skipped += 1,
+                Verdict::Narrowed => entry.narrowed += 1,
             }
         }
         self.summary = summary.into_values().collect();

@@ -8,7 +8,7 @@ use bulkhead_spec::Profile;
 /// How the probe is confined, which should be how the tenant's workloads
 /// are. Anything but [`Confine::AsDeclared`] reproduces a misconfiguration
 /// on purpose (the verifier's own tests use it).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum Confine {
     /// [`Confinement`](bulkhead_node::confine::Confinement) of the declared profile.
     #[default]
@@ -17,6 +17,10 @@ pub enum Confine {
     Profile(Profile),
     /// No confinement at all (no seccomp, capabilities, no_new_privs, Landlock).
     Nothing,
+    /// The declared profile's confinement with one more path (inside the
+    /// sandbox, e.g. `/dev`) writable in its Landlock ruleset: a relaxed
+    /// Landlock rule, everything else as declared.
+    ExtraWritable(PathBuf),
 }
 
 /// The limits the tenant's quota declares, as the resource probes check them.

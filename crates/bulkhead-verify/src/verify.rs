@@ -30,6 +30,47 @@ use crate::tenant::{Confine, TenantUnderTest};
 
 const MIB: u64 = 1024 * 1024;
 
+/// Receives how far a run got, for a progress bar: per phase, steps done of
+/// a total. Phases: the isolation classes together (one step per tenant's
+/// probe), `network` (one step per flow, then per tenant's attacks),
+/// `resources` (one step per tenant). Called from the verifier's threads.
+pub trait Progress: Send + Sync {
+    /// `phase` has `total` steps in all (called again if the total grows).
+    fn total(&self, phase: &str, total: u64);
+    /// `steps` more steps of `phase` are done.
+    fn advance(&self, phase: &str, steps: u64);
+}
+
+/// A [`Progress`] receiver in [`VerifyOptions`].
+#[derive(Clone)]
+pub struct ProgressSink(pub Arc<dyn Progress>);
+
+impl std::fmt::Debug for ProgressSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProgressSink")
+    }
+}
+
+impl PartialEq for ProgressSink {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl VerifyOptions {
+    pub(crate) fn progress_total(&self, phase: &str, total: u64) {
+        if let Some(sink) = &self.progress {
+            sink.0.total(phase, total);
+        }
+    }
+
+    pub(crate) fn progress_advance(&self, phase: &str, steps: u64) {
+        if let Some(sink) = &self.progress {
+            sink.0.advance(phase, steps);
+        }
+    }
+}
+
 /// How to verify.
 #[derive(Clone, Debug, PartialEq)]
 pub struct VerifyOptions {
@@ -55,6 +96,8 @@ pub struct VerifyOptions {
     pub cpu_work: Duration,
     /// The tenant network to probe (the network class); `None`: not probed.
     pub network: Option<NetworkUnderTest>,
+    /// Where to report progress; `None`: nowhere.
+    pub progress: Option<ProgressSink>,
 }
 
 impl Default for VerifyOptions {
@@ -68,6 +111,7 @@ impl Default for VerifyOptions {
             cpu_ratio_bound: 5.0,
             cpu_work: Duration::from_millis(150),
             network: None,
+            progress: None,
         }
     }
 }
@@ -141,7 +185,7 @@ fn confinement_for(
     probe_exe: &Path,
 ) -> Result<Option<Arc<Confinement>>, String> {
     let profile = match tenant.confine {
-        Confine::AsDeclared => tenant.profile,
+        Confine::AsDeclared | Confine::ExtraWritable(_) => tenant.profile,
         Confine::Profile(profile) => profile,
         Confine::Nothing => return Ok(None),
     };
@@ -155,10 +199,21 @@ fn confinement_for(
     read_only.extend(inside(&["/etc", "/proc"]));
     let exe = std::fs::canonicalize(probe_exe).unwrap_or_else(|_| probe_exe.to_owned());
     read_only.push(exe);
+    let mut writable = inside(&["/tmp", "/data", "/dev/null", "/dev/zero", "/dev/full"]);
+    if let Confine::ExtraWritable(path) = &tenant.confine {
+        let path = sandbox.host_path(path);
+        if !path.exists() {
+            return Err(format!(
+                "extra writable path {} does not exist",
+                path.display()
+            ));
+        }
+        writable.push(path);
+    }
     let options = ConfineOptions {
         paths: LandlockPaths {
             read_only,
-            writable: inside(&["/tmp", "/data", "/dev/null", "/dev/zero", "/dev/full"]),
+            writable,
         },
         landlock_mode: LandlockMode::Required,
         ..ConfineOptions::default()
@@ -510,6 +565,12 @@ pub fn verify(
             .collect();
         let next = AtomicUsize::new(0);
         let results = std::sync::Mutex::new(Vec::new());
+        let phase_name = isolation
+            .iter()
+            .map(|c| c.as_str())
+            .collect::<Vec<_>>()
+            .join("+");
+        options.progress_total(&phase_name, requests.iter().flatten().count() as u64);
         std::thread::scope(|scope| {
             for _ in 0..options.parallelism.max(1).min(n.max(1)) {
                 scope.spawn(|| {
@@ -522,6 +583,7 @@ pub fn verify(
                             continue;
                         };
                         let result = run_isolation(p, request, options);
+                        options.progress_advance(&phase_name, 1);
                         if let Ok(mut list) = results.lock() {
                             list.push((i, result));
                         }
@@ -692,12 +754,14 @@ pub fn verify(
     // Resources, one tenant at a time (victim: the next tenant).
     if classes.contains(&ProbeClass::Resources) {
         let phase = Instant::now();
+        options.progress_total("resources", prepared.iter().flatten().count() as u64);
         for i in 0..n {
             let Ok(p) = &prepared[i] else { continue };
             let victim = (n > 1)
                 .then(|| (i + 1) % n)
                 .and_then(|j| prepared[j].as_ref().ok());
-            resources(p, victim, &canaries, options, &nonce, &mut report);
+            resources(p, victim, &canaries, options, &nonce, &dir, &mut report);
+            options.progress_advance("resources", 1);
         }
         report.timed("resource probes", phase.elapsed());
     }
@@ -783,6 +847,7 @@ fn resources(
     canaries: &BTreeMap<String, CanaryProc>,
     options: &VerifyOptions,
     nonce: &str,
+    host_dir: &Path,
     report: &mut Report,
 ) {
     const C: ProbeClass = ProbeClass::Resources;
@@ -893,6 +958,12 @@ fn resources(
             format!("slow {}'s fixed CPU work more than {bound}×", v.tenant.name),
             result,
         );
+    }
+
+    if let Some(v) = victim {
+        report
+            .rows
+            .extend(crate::exhaustion::probe(p, v, options, nonce, host_dir));
     }
 }
 

@@ -53,6 +53,10 @@ const TESTS: &[Test] = &[
         bounding_capabilities_are_a_privilege_leak,
     ),
     (
+        "relaxed_landlock_rule_is_a_filesystem_leak",
+        relaxed_landlock_rule_is_a_filesystem_leak,
+    ),
+    (
         "timings_for_two_and_ten_tenants",
         timings_for_two_and_ten_tenants,
     ),
@@ -404,6 +408,17 @@ fn isolated_tenants_pass_every_probe() -> TestResult {
     let tenants = env.tenants(&three())?;
     let report = env.verify(&tenants)?;
     println!("{}", render::table(&report, false));
+    // The exhaustion figures in full (the table clips them).
+    for row in report
+        .rows
+        .iter()
+        .filter(|r| r.id.starts_with("resources."))
+    {
+        println!(
+            "    {} {} -> {}: {}",
+            row.id, row.tenant, row.target, row.observed
+        );
+    }
     expect_exactly(&report, &[])?;
     for class in [
         ProbeClass::Processes,
@@ -466,13 +481,22 @@ fn bounding_capabilities_are_a_privilege_leak() -> TestResult {
 }
 
 /// Every violation is a privilege leak of `tenant` against itself or the
-/// host (nothing reaches another tenant), and `required` is among them.
+/// host (nothing reaches another tenant), or the one filesystem leak that
+/// only Landlock stops (`filesystem.device-write` on the host: both breaks
+/// below take Landlock away with the rest), and `required` is among them.
 fn expect_privilege_leaks_only(report: &Report, tenant: &str, required: &str) -> TestResult {
     let got = violations(report);
     let stray: Vec<_> = got
         .iter()
-        .filter(|(v, c, t, g, _)| {
-            !(v == "leak" && c == "privilege" && t == tenant && (g == "self" || g == "host"))
+        .filter(|(v, c, t, g, id)| {
+            let privilege =
+                v == "leak" && c == "privilege" && t == tenant && (g == "self" || g == "host");
+            let landlock = v == "leak"
+                && c == "filesystem"
+                && t == tenant
+                && g == "host"
+                && id == "filesystem.device-write";
+            !(privilege || landlock)
         })
         .collect();
     if !stray.is_empty() || !got.iter().any(|(.., id)| id == required) {
@@ -527,6 +551,36 @@ fn shared_mount_is_a_filesystem_leak() -> TestResult {
             "filesystem.foreign-mounts",
         )],
     )
+}
+
+/// An operator let alpha's workloads write all of `/dev` instead of only
+/// `null`, `zero` and `full`. Inside the sandbox everything else (read-only
+/// mounts, ownership, namespaces) already stops what Landlock stops, except
+/// the host's device nodes bound into `/dev` (mode 0666): with the relaxed
+/// rule alpha can open the kernel's one random pool for writing.
+fn relaxed_landlock_rule_is_a_filesystem_leak() -> TestResult {
+    let mut env = Env::new()?;
+    let mut tenants = env.tenants(&two())?;
+    tenants[0].confine = Confine::ExtraWritable(PathBuf::from("/dev"));
+    let report = env.verify(&tenants)?;
+    expect_exactly(
+        &report,
+        &[(
+            "leak",
+            "filesystem",
+            "alpha",
+            "host",
+            "filesystem.device-write",
+        )],
+    )?;
+    // Both shared nodes, and only in alpha.
+    let leaked: Vec<&str> = report.violations().map(|r| r.attempt.as_str()).collect();
+    if leaked.len() != 2 {
+        return Err(format!(
+            "expected /dev/random and /dev/urandom, got {leaked:?}"
+        ));
+    }
+    Ok(())
 }
 
 fn shared_id_range_is_a_processes_and_filesystem_leak() -> TestResult {

@@ -764,3 +764,149 @@ fn a_firewall_wider_or_narrower_than_the_engine_is_exactly_that_leak_or_outage()
     );
     assert_eq!(code, Some(7));
 }
+
+/// Under load the resolver's flows get a second, longer try before they count as an
+/// outage; a resolver that is really gone must still be one: stop it (this test's own
+/// apply started it) and every tenant allowed DNS reports both protocols on 53 down.
+#[test]
+fn a_stopped_resolver_is_an_outage_for_every_tenant_allowed_dns() {
+    require_root!();
+    let instance = Instance::new();
+    own_network(&instance, "[]");
+    instance.apply();
+    let record = instance.state_dir().join("resolver/resolver.record");
+    let text = std::fs::read_to_string(&record).expect("resolver record");
+    let pid: u32 = text
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("resolver pid");
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill {pid}");
+    // Gone (or a zombie of the apply that started it, which has exited).
+    let gone = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(") Z "))
+    };
+    for _ in 0..100 {
+        if gone() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(gone(), "the resolver {pid} did not stop");
+    let (code, report) = verify_network(&instance);
+    let mut want: Vec<String> = ["db", "ingress", "web"]
+        .iter()
+        .flat_map(|t| {
+            ["tcp", "udp"].map(|p| format!("outage network {t} host network.host.{p}.53"))
+        })
+        .collect();
+    want.sort();
+    assert_eq!(violations(&report), want);
+    assert_eq!(code, Some(7));
+    // The refusal came from the host's kernel: nothing listens on 53 any more.
+    let rows = report["rows"].as_array().expect("rows");
+    let row = rows
+        .iter()
+        .find(|r| r["tenant"] == "web" && r["id"] == "network.host.udp.53")
+        .expect("web's resolver row");
+    assert!(
+        row["observed"]
+            .as_str()
+            .is_some_and(|o| o.starts_with("refused")),
+        "{row}"
+    );
+}
+
+/// A second workload in db that web's rule does not select: web -> db 5432/tcp holds for
+/// some of db's workloads only, and they share one address, so the firewall narrows it
+/// (what `plan` reports). verify expects it dropped and says "narrowed": neither a
+/// pass nor an outage, and the run is clean.
+#[test]
+fn a_flow_the_firewall_narrows_is_reported_as_narrowed() {
+    require_root!();
+    let instance = Instance::new();
+    own_network(&instance, "[]");
+    let db = instance.specs.path().join("tenants/db.yaml");
+    let mut text = std::fs::read_to_string(&db).expect("read db.yaml");
+    text.push_str(
+        "---\napiVersion: bulkhead.dev/v1alpha1\nkind: Workload\nmetadata:\n  name: metrics\n  tenant: db\n  labels: { app: metrics }\nspec:\n  command: [/bin/sleep, \"3600\"]\n  resources: { cpu: 100m, memory: 64Mi, pids: 8 }\n",
+    );
+    std::fs::write(&db, text).expect("write db.yaml");
+    // apply says what the firewall narrows when it loads it.
+    let applied = instance
+        .cmd()
+        .arg("apply")
+        .arg(instance.specs.path())
+        .output()
+        .expect("apply");
+    assert!(applied.status.success(), "apply failed");
+    let notes = String::from_utf8_lossy(&applied.stderr);
+    assert!(
+        notes.lines().any(|l| l.starts_with("note: narrowed")
+            && l.contains("web")
+            && l.contains("db")
+            && l.contains("5432")),
+        "apply does not report the narrowing: {notes}"
+    );
+    let (code, report) = verify_network(&instance);
+    assert_eq!(violations(&report), Vec::<String>::new());
+    assert_eq!(code, Some(0));
+    let rows = report["rows"].as_array().expect("rows");
+    let narrowed: Vec<String> = rows
+        .iter()
+        .filter(|r| r["verdict"] == "narrowed")
+        .map(|r| {
+            format!(
+                "{} {} {}",
+                r["tenant"].as_str().unwrap_or("?"),
+                r["target"]["name"].as_str().unwrap_or("?"),
+                r["id"].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
+    assert_eq!(narrowed, vec!["web db network.tcp.5432".to_owned()]);
+    let row = rows
+        .iter()
+        .find(|r| r["verdict"] == "narrowed")
+        .expect("narrowed row");
+    assert_eq!(row["expected"], "narrowed");
+}
+
+/// Progress bars are for a person at a terminal: under a pseudo-terminal (`script`)
+/// stderr shows each phase's bar counting tenants; piped, and with JSON, nothing.
+#[test]
+fn verify_draws_progress_bars_only_on_a_terminal() {
+    require_root!();
+    let instance = Instance::new();
+    own_network(&instance, "[]");
+    instance.apply();
+    let binary = assert_cmd::cargo::cargo_bin("bulkhead");
+    let output = std::process::Command::new("script")
+        .args(["-qec"])
+        .arg(format!("{} verify --only processes", binary.display()))
+        .arg("/dev/null")
+        .env("BULKHEAD_STATE_ROOT", instance.state.path())
+        .env("BULKHEAD_INSTANCE", &instance.prefix)
+        .env("BULKHEAD_ACTOR", "host-test")
+        .output()
+        .expect("script");
+    let terminal = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        terminal.contains("processes [") && terminal.contains("3/3 tenants"),
+        "no progress bar on a terminal: {terminal}"
+    );
+    let piped = instance
+        .cmd()
+        .args(["verify", "--only", "processes"])
+        .output()
+        .expect("verify");
+    let stderr = String::from_utf8_lossy(&piped.stderr);
+    assert!(
+        !stderr.contains("3/3"),
+        "a progress bar without a terminal: {stderr}"
+    );
+}

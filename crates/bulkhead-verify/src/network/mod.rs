@@ -26,7 +26,7 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use bulkhead_policy::tenancy::{DNS_ENDPOINT, TenantMatrix};
-use bulkhead_policy::{GroupKey, Protocol};
+use bulkhead_policy::{GroupKey, PortSet, Protocol};
 use serde::Serialize;
 
 /// The external endpoint name a caller gives 169.254.169.254 in the
@@ -67,6 +67,11 @@ pub struct NetworkUnderTest {
     pub allow_link_local: bool,
     /// How long a connection attempt may take before it counts as dropped.
     pub timeout: Duration,
+    /// Where the firewall is narrower than the engine on purpose
+    /// (`bulkhead_node::net::firewall::Deviation::Narrowed`, which `plan`
+    /// reports): `(source, destination, ports)`. A flow the matrix allows
+    /// there is expected dropped and reported as narrowed, not as an outage.
+    pub narrowed: Vec<(GroupKey, GroupKey, PortSet)>,
 }
 
 impl NetworkUnderTest {
@@ -81,7 +86,38 @@ impl NetworkUnderTest {
             host_ports: Vec::new(),
             allow_link_local: false,
             timeout: Duration::from_secs(1),
+            narrowed: Vec::new(),
         }
+    }
+
+    /// Whether the firewall narrows `src -> dst` on `protocol`/`port`.
+    pub fn is_narrowed(
+        &self,
+        src: &GroupKey,
+        dst: &GroupKey,
+        protocol: Protocol,
+        port: u16,
+    ) -> bool {
+        self.narrowed
+            .iter()
+            .any(|(s, d, ports)| s == src && d == dst && ports.contains(protocol, port))
+    }
+
+    /// [`Self::is_narrowed`] between two tenants.
+    pub fn tenants_narrowed(&self, src: &str, dst: &str, protocol: Protocol, port: u16) -> bool {
+        self.is_narrowed(&tenant_key(src), &tenant_key(dst), protocol, port)
+    }
+
+    /// [`Self::is_narrowed`] from a tenant to the resolver (`dns: true`).
+    pub fn dns_narrowed(&self, tenant: &str, protocol: Protocol, port: u16) -> bool {
+        self.is_narrowed(
+            &tenant_key(tenant),
+            &GroupKey::External {
+                name: DNS_ENDPOINT.to_owned(),
+            },
+            protocol,
+            port,
+        )
     }
 }
 

@@ -32,11 +32,22 @@ use crate::report::{Report, Row};
 use crate::verify::{Prepared, VerifyOptions, finish, spawn, spawn_helper};
 
 const C: ProbeClass = ProbeClass::Network;
+/// The progress phase: one step per flow, then one per tenant's attacks.
+const PHASE: &str = "network";
 /// Time for the last forged and broadcast packets to arrive.
 const SETTLE: Duration = Duration::from_millis(300);
 /// Network probes run at least this many source tenants at once (they wait
 /// on timeouts, not on the CPU).
 const MIN_PARALLEL: usize = 16;
+/// Source tenants asking the resolver at once: one process on the host
+/// answers every tenant.
+const RESOLVER_PARALLEL: usize = 4;
+/// Source tenants retrying their unanswered allowed flows at once.
+const RETRY_PARALLEL: usize = 4;
+/// The retry waits this many times [`NetworkUnderTest::timeout`].
+const RETRY_FACTOR: u32 = 3;
+/// The DNS port.
+const DNS_PORT: u16 = 53;
 
 /// A listener in one tenant.
 struct Listener {
@@ -104,26 +115,28 @@ fn describe(outcome: &Result<FlowOutcome, String>, timeout: Duration) -> String 
     }
 }
 
-/// A flow's row: reached where denied is a leak, not reached where allowed
-/// an outage, except a UDP port our listener could not bind and nobody
-/// answered on (not judged).
+/// A flow's row: reached where denied (or narrowed) is a leak, not reached
+/// where allowed an outage, except a UDP port our listener could not bind
+/// and nobody answered on (not judged); not reached where narrowed is
+/// [`Verdict::Narrowed`]. An allowed flow to the resolver must be answered:
+/// a refusal there is the host's kernel saying nobody serves DNS.
 fn flow_row(
     tenant: &str,
     (target, id, attempt): (Target, String, String),
-    allowed: bool,
+    (expected, needs_answer): (Expected, bool),
     outcome: &Result<FlowOutcome, String>,
     unbound: Option<i32>,
     timeout: Duration,
 ) -> Row {
-    let expected = if allowed {
-        Expected::Allowed
-    } else {
-        Expected::Denied
-    };
+    let allowed = expected == Expected::Allowed;
     let mut observed = describe(outcome, timeout);
     let verdict = match outcome {
         Ok(o) => {
-            let reached = o.reach.reached();
+            let reached = if allowed && needs_answer {
+                o.reach == Reach::Connected
+            } else {
+                o.reach.reached()
+            };
             if allowed
                 && !reached
                 && let Some(errno) = unbound
@@ -181,15 +194,156 @@ fn skipped_row(tenant: &str, target: Target, id: &str, attempt: String, observed
 
 /// One source tenant's flow outcomes, in order, or why there are none.
 type FlowResult = Result<Vec<FlowOutcome>, String>;
+/// One flow's outcome by `(source tenant, index in its plan)`.
+type Keyed = ((usize, usize), Result<FlowOutcome, String>);
 /// One source tenant's attack rows, and the errno of each forged packet
 /// that could not be sent.
 type AttackResult = (usize, Vec<Row>, Vec<Option<i32>>);
 
 /// What one source tenant's flows are about.
 enum About {
-    Peer { dst: usize, allowed: bool },
-    Host { allowed: bool },
-    Metadata { allowed: bool },
+    Peer {
+        dst: usize,
+        allowed: bool,
+        narrowed: bool,
+    },
+    Host {
+        allowed: bool,
+        resolver: bool,
+        narrowed: bool,
+    },
+    Metadata {
+        allowed: bool,
+    },
+}
+
+impl About {
+    /// What the row expects.
+    fn expected(&self) -> Expected {
+        let (allowed, narrowed) = match self {
+            About::Peer {
+                allowed, narrowed, ..
+            }
+            | About::Host {
+                allowed, narrowed, ..
+            } => (*allowed, *narrowed),
+            About::Metadata { allowed } => (*allowed, false),
+        };
+        match (allowed, narrowed) {
+            (true, true) => Expected::Narrowed,
+            (true, false) => Expected::Allowed,
+            (false, _) => Expected::Denied,
+        }
+    }
+
+    /// Allowed (and not narrowed): no answer is an outage.
+    fn allowed(&self) -> bool {
+        self.expected() == Expected::Allowed
+    }
+
+    /// A flow to the instance's resolver on the bridge (port 53).
+    fn is_resolver(&self) -> bool {
+        matches!(self, About::Host { resolver: true, .. })
+    }
+}
+
+/// The ARP entries for `dst` in the tenant's namespace (through its holder)
+/// and for the tenant's own address on the host.
+fn arp_evidence(holder: u32, dst: Ipv4Addr, own: Option<Ipv4Addr>) -> String {
+    let entry = |table: &str, ip: Ipv4Addr| -> String {
+        std::fs::read_to_string(table)
+            .ok()
+            .and_then(|text| {
+                text.lines()
+                    .find(|l| l.split_whitespace().next() == Some(ip.to_string().as_str()))
+                    .map(|l| {
+                        let f: Vec<&str> = l.split_whitespace().collect();
+                        format!(
+                            "flags {} {}",
+                            f.get(2).copied().unwrap_or("?"),
+                            f.get(3).copied().unwrap_or("?")
+                        )
+                    })
+            })
+            .unwrap_or_else(|| "no entry".to_owned())
+    };
+    let mut text = format!(
+        "tenant ARP for {dst}: {}",
+        entry(&format!("/proc/{holder}/net/arp"), dst)
+    );
+    if let Some(own) = own {
+        text.push_str(&format!(
+            ", host ARP for {own}: {}",
+            entry("/proc/net/arp", own)
+        ));
+    }
+    text
+}
+
+/// Runs `jobs` (per source tenant, the indices of its flows in `plans`),
+/// `parallel` sources at a time, one confined probe each, with `timeout`
+/// per batch; the outcome of each `(source, flow index)`.
+fn run_flows(
+    ctx: &Context<'_, '_>,
+    plans: &[(usize, Vec<(Flow, About)>)],
+    jobs: &[(usize, Vec<usize>)],
+    timeout: Duration,
+    parallel: usize,
+    payload: &str,
+) -> Vec<Keyed> {
+    let jobs: Vec<&(usize, Vec<usize>)> = jobs.iter().filter(|(_, k)| !k.is_empty()).collect();
+    let results: Mutex<Vec<Keyed>> = Mutex::new(Vec::new());
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..parallel.max(1).min(jobs.len()) {
+            scope.spawn(|| {
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((i, picked)) = jobs.get(n).copied() else {
+                        break;
+                    };
+                    let Ok(p) = &ctx.prepared[*i] else { continue };
+                    let Some((_, flows)) = plans.iter().find(|(k, _)| k == i) else {
+                        continue;
+                    };
+                    let request = Request::Connect(ConnectRequest {
+                        flows: picked.iter().map(|k| flows[*k].0).collect(),
+                        timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(1000),
+                        payload: payload.to_owned(),
+                    });
+                    let result: FlowResult = spawn(p, &request, &ctx.options.probe_exe, &[], &[])
+                        .and_then(|process| finish(process, ctx.options.probe_timeout))
+                        .and_then(|(code, out, err)| {
+                            serde_json::from_slice::<Vec<FlowOutcome>>(&out).map_err(|e| {
+                                format!(
+                                    "network probe in {} exited {code} without a report ({e}): {}",
+                                    p.tenant.name,
+                                    String::from_utf8_lossy(&err).trim()
+                                )
+                            })
+                        });
+                    ctx.options.progress_advance(PHASE, picked.len() as u64);
+                    let mine: Vec<_> = picked
+                        .iter()
+                        .enumerate()
+                        .map(|(n, k)| {
+                            let outcome = match &result {
+                                Ok(list) => {
+                                    list.get(n).copied().ok_or_else(|| "no outcome".to_owned())
+                                }
+                                Err(message) => Err(message.clone()),
+                            };
+                            ((*i, *k), outcome)
+                        })
+                        .collect();
+                    if let Ok(mut list) = results.lock() {
+                        list.extend(mine);
+                    }
+                }
+            });
+        }
+    });
+    results.into_inner().unwrap_or_default()
 }
 
 /// One forged packet, and what it pretends.
@@ -290,6 +444,7 @@ pub(crate) fn probe(ctx: &Context<'_, '_>, report: &mut Report) {
 
     // Flows, per source tenant in parallel.
     let payload = format!("bhn-{}-x", ctx.nonce);
+    let resolver_on_bridge = network.resolver == network.bridge;
     let plans: Vec<(usize, Vec<(Flow, About)>)> = part
         .iter()
         .map(|&i| {
@@ -304,22 +459,35 @@ pub(crate) fn probe(ctx: &Context<'_, '_>, report: &mut Report) {
                             address: dst,
                             protocol: e.protocol,
                             port: e.port,
+                            dns: false,
                         },
                         About::Peer {
                             dst: j,
                             allowed: e.allowed,
+                            narrowed: network.tenants_narrowed(
+                                name(i),
+                                name(j),
+                                e.protocol,
+                                e.port,
+                            ),
                         },
                     ));
                 }
             }
             for (protocol, port, allowed) in host_expectations(network, name(i)) {
+                let resolver = resolver_on_bridge && port == DNS_PORT;
                 flows.push((
                     Flow {
                         address: network.bridge,
                         protocol,
                         port,
+                        dns: resolver,
                     },
-                    About::Host { allowed },
+                    About::Host {
+                        allowed,
+                        resolver,
+                        narrowed: resolver && network.dns_narrowed(name(i), protocol, port),
+                    },
                 ));
             }
             if stand_in.is_some() {
@@ -328,6 +496,7 @@ pub(crate) fn probe(ctx: &Context<'_, '_>, report: &mut Report) {
                         address: METADATA_ADDRESS,
                         protocol: Protocol::Tcp,
                         port: METADATA_PORT,
+                        dns: false,
                     },
                     About::Metadata {
                         allowed: metadata_expected(network, name(i)),
@@ -337,59 +506,97 @@ pub(crate) fn probe(ctx: &Context<'_, '_>, report: &mut Report) {
             (i, flows)
         })
         .collect();
-    let results: Mutex<Vec<(usize, FlowResult)>> = Mutex::new(Vec::new());
-    let next = AtomicUsize::new(0);
+    // The kernel's neighbour (ARP) table is one for all network namespaces,
+    // and past `gc_thresh3` (1,024 by default) it refuses new entries that
+    // are younger than 5 s: packets to a peer without one are dropped. A
+    // source creates an entry per peer in its namespace and one in each
+    // peer's (from its ARP request): keep the sources at once within half
+    // the limit.
+    let per_source = 2 * (ctx.peers.iter().map(Vec::len).max().unwrap_or(0) + 2);
+    let neighbour_room = std::fs::read_to_string("/proc/sys/net/ipv4/neigh/default/gc_thresh3")
+        .ok()
+        .and_then(|t| t.trim().parse::<usize>().ok())
+        .unwrap_or(1024)
+        / 2;
     let threads = ctx
         .options
         .parallelism
         .max(MIN_PARALLEL)
+        .min((neighbour_room / per_source.max(1)).max(1))
         .min(plans.len().max(1));
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|| {
-                loop {
-                    let k = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((i, flows)) = plans.get(k) else {
-                        break;
-                    };
-                    let Ok(p) = &ctx.prepared[*i] else { continue };
-                    let request = Request::Connect(ConnectRequest {
-                        flows: flows.iter().map(|(f, _)| *f).collect(),
-                        timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(1000),
-                        payload: payload.clone(),
-                    });
-                    let result = spawn(p, &request, &ctx.options.probe_exe, &[], &[])
-                        .and_then(|process| finish(process, ctx.options.probe_timeout))
-                        .and_then(|(code, out, err)| {
-                            serde_json::from_slice::<Vec<FlowOutcome>>(&out).map_err(|e| {
-                                format!(
-                                    "network probe in {} exited {code} without a report ({e}): {}",
-                                    p.tenant.name,
-                                    String::from_utf8_lossy(&err).trim()
-                                )
-                            })
-                        });
-                    if let Ok(mut list) = results.lock() {
-                        list.push((*i, result));
-                    }
-                }
-            });
+    // Everything but the resolver, many sources at once; then the resolver,
+    // a few sources at a time (one process answers them all); then every
+    // allowed flow that got no answer once more, a few at a time and with a
+    // longer deadline, before it counts as an outage.
+    let mut outcomes: BTreeMap<(usize, usize), (Result<FlowOutcome, String>, bool)> =
+        BTreeMap::new();
+    let flows_total: usize = plans.iter().map(|(_, f)| f.len()).sum();
+    ctx.options
+        .progress_total(PHASE, (flows_total + part.len()) as u64);
+    let phase_jobs = |resolver: bool| -> Vec<(usize, Vec<usize>)> {
+        plans
+            .iter()
+            .map(|(i, flows)| {
+                let picked = flows
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, (_, about))| about.is_resolver() == resolver)
+                    .map(|(k, _)| k)
+                    .collect();
+                (*i, picked)
+            })
+            .collect()
+    };
+    for (jobs, parallel) in [
+        (phase_jobs(false), threads),
+        (phase_jobs(true), RESOLVER_PARALLEL),
+    ] {
+        for (key, outcome) in run_flows(ctx, &plans, &jobs, timeout, parallel, &payload) {
+            outcomes.insert(key, (outcome, false));
         }
-    });
-    let mut results = results.into_inner().unwrap_or_default();
-    results.sort_by_key(|(i, _)| *i);
-    for (i, result) in results {
-        let Some((_, flows)) = plans.iter().find(|(k, _)| *k == i) else {
-            continue;
-        };
+    }
+    let retry: Vec<(usize, Vec<usize>)> = plans
+        .iter()
+        .map(|(i, flows)| {
+            let again = flows
+                .iter()
+                .enumerate()
+                .filter(|(k, (_, about))| {
+                    about.allowed()
+                        && matches!(
+                            outcomes.get(&(*i, *k)),
+                            Some((
+                                Ok(FlowOutcome {
+                                    reach: Reach::Silent,
+                                    ..
+                                }),
+                                _
+                            ))
+                        )
+                })
+                .map(|(k, _)| k)
+                .collect();
+            (*i, again)
+        })
+        .collect();
+    let retry_timeout = timeout.saturating_mul(RETRY_FACTOR);
+    let retries: usize = retry.iter().map(|(_, k)| k.len()).sum();
+    if retries > 0 {
+        ctx.options
+            .progress_total(PHASE, (flows_total + retries + part.len()) as u64);
+    }
+    for (key, outcome) in run_flows(ctx, &plans, &retry, retry_timeout, RETRY_PARALLEL, &payload) {
+        outcomes.insert(key, (outcome, true));
+    }
+    for (i, flows) in &plans {
+        let i = *i;
         for (k, (flow, about)) in flows.iter().enumerate() {
-            let outcome = match &result {
-                Ok(list) => list.get(k).copied().ok_or_else(|| "no outcome".to_owned()),
-                Err(message) => Err(message.clone()),
-            };
+            let (outcome, retried) = outcomes
+                .remove(&(i, k))
+                .unwrap_or_else(|| (Err("no outcome".to_owned()), false));
             let proto = protocol_name(flow.protocol);
-            let (what, allowed, unbound) = match about {
-                About::Peer { dst, allowed } => (
+            let (what, unbound) = match about {
+                About::Peer { dst, .. } => (
                     (
                         Target::Tenant(name(*dst).to_owned()),
                         format!("network.{proto}.{}", flow.port),
@@ -400,19 +607,24 @@ pub(crate) fn probe(ctx: &Context<'_, '_>, report: &mut Report) {
                             flow.port
                         ),
                     ),
-                    *allowed,
                     unbound(*dst, flow.protocol, flow.port),
                 ),
-                About::Host { allowed } => (
+                About::Host { resolver, .. } => (
                     (
                         Target::Host,
                         format!("network.host.{proto}.{}", flow.port),
-                        format!("reach the host at {}:{}/{proto}", flow.address, flow.port),
+                        if *resolver {
+                            format!(
+                                "reach the host's resolver at {}:{}/{proto} (a query answered)",
+                                flow.address, flow.port
+                            )
+                        } else {
+                            format!("reach the host at {}:{}/{proto}", flow.address, flow.port)
+                        },
                     ),
-                    *allowed,
                     None,
                 ),
-                About::Metadata { allowed } => (
+                About::Metadata { .. } => (
                     (
                         Target::Host,
                         format!("network.metadata.{proto}.{}", flow.port),
@@ -421,11 +633,36 @@ pub(crate) fn probe(ctx: &Context<'_, '_>, report: &mut Report) {
                             flow.address, flow.port
                         ),
                     ),
-                    *allowed,
                     None,
                 ),
             };
-            let row = flow_row(name(i), what, allowed, &outcome, unbound, timeout);
+            let wait = if retried { retry_timeout } else { timeout };
+            let mut row = flow_row(
+                name(i),
+                what,
+                (about.expected(), about.is_resolver()),
+                &outcome,
+                unbound,
+                wait,
+            );
+            if retried {
+                row.observed = format!(
+                    "{} (second try, after no answer in {} ms)",
+                    row.observed,
+                    timeout.as_millis()
+                );
+                if row.verdict == Verdict::Outage
+                    && let Ok(p) = &ctx.prepared[i]
+                {
+                    // Evidence for whoever looks into it: the neighbour
+                    // entries on both ends of the first hop.
+                    row.observed = format!(
+                        "{}; {}",
+                        row.observed,
+                        arp_evidence(p.sandbox.holder_pid(), flow.address, p.tenant.address)
+                    );
+                }
+            }
             report.rows.push(row);
         }
     }
@@ -555,6 +792,7 @@ pub(crate) fn probe(ctx: &Context<'_, '_>, report: &mut Report) {
                             vec![e.raw_os_error().or(Some(libc::EIO)); packets.len()]
                         })
                     };
+                    ctx.options.progress_advance(PHASE, 1);
                     if let Ok(mut list) = attack.lock() {
                         list.push((i, rows, sent));
                     }
@@ -698,7 +936,9 @@ fn spoof_plan(
                     &both_protocols(ports),
                 )
                 .into_iter()
-                .find(|e| e.allowed)
+                .find(|e| {
+                    e.allowed && !network.tenants_narrowed(&name(*b), &name(to), e.protocol, e.port)
+                })
                 .map(|e| (*b, e.protocol, e.port))
             });
             let choice = allowed.or_else(|| others.first().map(|b| (*b, Protocol::Udp, first)));

@@ -40,6 +40,12 @@ const DEVICES: &[&str] = &[
     "/dev/fuse",
 ];
 
+/// Device nodes of the sandbox's `/dev` that read fine but must not open for
+/// writing: the host's random pool is one for the whole kernel. Only Landlock
+/// stops this (the nodes are the host's, mode 0666, bound without `nodev`):
+/// its ruleset makes `/dev` read-only except `null`, `zero` and `full`.
+const SHARED_DEVICES: &[&str] = &["/dev/random", "/dev/urandom"];
+
 /// Directories outside the volume and `/tmp` the probe tries to create a file in.
 const READ_ONLY_DIRS: &[&str] = &["/", "/usr", "/etc", "/dev", "/proc", "/bin"];
 
@@ -482,6 +488,20 @@ fn filesystem(request: &IsolationRequest, out: &mut Out) {
             C,
             "filesystem.device",
             format!("open {device}"),
+            Target::Host,
+            opened,
+        );
+    }
+    for device in SHARED_DEVICES {
+        let opened = std::fs::OpenOptions::new()
+            .write(true)
+            .open(device)
+            .map(|_| "opened for writing".to_owned())
+            .map_err(|e| errno_of(&e));
+        out.push(
+            C,
+            "filesystem.device-write",
+            format!("open {device} for writing (never written)"),
             Target::Host,
             opened,
         );

@@ -19,6 +19,8 @@
 //!   when the verifier closes its stdout pipe;
 //! - `memory-hog`, `fork-bomb`, `disk-fill`, `cpu-hog`, `cpu-work`: the
 //!   resource attempts, each printing one JSON [`ResourceOutcome`];
+//! - `port-hold`, `local-connect`, `inode-fill`, `touch`,
+//!   `conntrack-flood`: exhaustion of shared kernel tables ([`exhaust`]);
 //! - `listen`, `connect`, `broadcast`: the network class ([`net`]): a
 //!   listener in the destination tenant, the flows from the source tenant,
 //!   UDP broadcasts;
@@ -28,6 +30,7 @@
 //! [`crate::verify`] holds the expectations.
 
 mod attempts;
+pub mod exhaust;
 mod modes;
 pub mod net;
 
@@ -75,6 +78,27 @@ pub fn probe_main() -> ! {
         Request::DiskFill { path, cap } => print_json(&modes::disk_fill(&path, cap)),
         Request::CpuHog { threads, millis } => modes::cpu_hog(threads, millis),
         Request::CpuWork { rounds } => print_json(&modes::cpu_work(rounds)),
+        Request::PortHold { first, cap, millis } => exhaust::port_hold(first, cap, millis),
+        Request::LocalConnect => print_json(&exhaust::local_connect()),
+        Request::InodeFill {
+            dirs,
+            cap,
+            millis,
+            nonce,
+        } => exhaust::inode_fill(&dirs, cap, millis, &nonce),
+        Request::Touch { paths } => print_json(&exhaust::touch(&paths)),
+        Request::ConntrackFlood {
+            address,
+            port,
+            cap,
+            millis,
+        } => print_json(&exhaust::conntrack_flood(
+            address,
+            port,
+            &net::dns_query(0x6263),
+            cap,
+            millis,
+        )),
         Request::Listen(request) => net::listen(&request),
         Request::Connect(request) => print_json(&net::connect(&request)),
         Request::Broadcast(request) => print_json(&net::broadcast(&request)),
@@ -135,6 +159,46 @@ pub enum Request {
     CpuWork {
         /// Rounds of the work function.
         rounds: u64,
+    },
+    /// Bind the ephemeral TCP ports from `first` until the range ends, the
+    /// open-file limit, `cap` or `millis`; hold them.
+    PortHold {
+        /// Where to start (0: the range's start).
+        first: u32,
+        /// Most ports.
+        cap: u64,
+        /// Time budget.
+        millis: u64,
+    },
+    /// Connect to a listener of our own on loopback.
+    LocalConnect,
+    /// Fill inodes under each directory; hold, then remove them.
+    InodeFill {
+        /// Where.
+        dirs: Vec<String>,
+        /// Most files in each directory.
+        cap: u64,
+        /// Time budget.
+        millis: u64,
+        /// Names the directory it makes.
+        nonce: String,
+    },
+    /// Create and remove one file at each path.
+    Touch {
+        /// The files.
+        paths: Vec<String>,
+    },
+    /// Open tracked UDP flows (a DNS query from a new port each) to
+    /// `address:port` until `cap` or `millis`.
+    ConntrackFlood {
+        /// Where to (an allowed destination: dropped flows leave no entry).
+        address: std::net::Ipv4Addr,
+        /// Its port.
+        port: u16,
+        /// Most flows.
+        cap: u64,
+        /// Time budget.
+        millis: u64,
     },
     /// Listen on ports of the tenant (network class).
     Listen(net::ListenRequest),

@@ -1,10 +1,12 @@
 //! `bulkhead verify`: the isolation verifier on the tenants this instance runs.
 
 use std::collections::BTreeMap;
+use std::io::IsTerminal as _;
 use std::net::{IpAddr, Ipv4Addr};
 
 use anyhow::Context as _;
 use bulkhead_node::host::RUN_CGROUP;
+use bulkhead_node::net::firewall;
 use bulkhead_policy::tenancy::{self, TenancyOptions};
 use bulkhead_spec::{Desired, PortMatch};
 use bulkhead_verify::network::{METADATA_ADDRESS, METADATA_ENDPOINT};
@@ -15,6 +17,63 @@ use bulkhead_verify::{
 
 use crate::cli::{Global, Output};
 use crate::context::{self, EXIT_OK, Failure, Outcome};
+
+/// Progress bars on stderr, one per phase of the run, each made when its phase
+/// first reports: the isolation classes and resources count tenants probed,
+/// the network class counts flows (then each tenant's attacks).
+struct Bars {
+    multi: indicatif::MultiProgress,
+    bars: std::sync::Mutex<BTreeMap<String, indicatif::ProgressBar>>,
+}
+
+impl Bars {
+    fn new() -> Bars {
+        Bars {
+            multi: indicatif::MultiProgress::with_draw_target(
+                indicatif::ProgressDrawTarget::stderr(),
+            ),
+            bars: std::sync::Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn bar(&self, phase: &str) -> Option<indicatif::ProgressBar> {
+        let mut bars = self.bars.lock().ok()?;
+        let bar = bars.entry(phase.to_owned()).or_insert_with(|| {
+            let bar = self.multi.add(indicatif::ProgressBar::new(0));
+            let style = indicatif::ProgressStyle::with_template(
+                "{prefix:>36} [{bar:30}] {pos}/{len} {msg} {elapsed}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> ");
+            bar.set_style(style);
+            bar.set_prefix(phase.to_owned());
+            bar.set_message(if phase == "network" {
+                "flows, then attacks per tenant"
+            } else {
+                "tenants"
+            });
+            bar
+        });
+        Some(bar.clone())
+    }
+}
+
+impl bulkhead_verify::Progress for Bars {
+    fn total(&self, phase: &str, total: u64) {
+        if let Some(bar) = self.bar(phase) {
+            bar.set_length(total);
+        }
+    }
+
+    fn advance(&self, phase: &str, steps: u64) {
+        if let Some(bar) = self.bar(phase) {
+            bar.inc(steps);
+            if bar.length().is_some_and(|len| bar.position() >= len) {
+                bar.finish();
+            }
+        }
+    }
+}
 
 /// Exit code when a probe found a leak or an outage.
 pub const EXIT_VIOLATION: u8 = 7;
@@ -29,6 +88,7 @@ pub fn last_report_path(instance: &bulkhead_node::naming::Instance) -> std::path
 /// external endpoint, so that a policy allowing it is expected to work), and the
 /// platform's network settings. `Err`: why the network class cannot run.
 fn network_under_test(
+    instance: &bulkhead_node::naming::Instance,
     desired: &Desired,
     addresses: &BTreeMap<String, Ipv4Addr>,
 ) -> Result<NetworkUnderTest, String> {
@@ -57,6 +117,37 @@ fn network_under_test(
     let mut under_test = NetworkUnderTest::new(matrix, bridge, range.broadcast());
     under_test.resolver = resolver;
     under_test.allow_link_local = network.allow_link_local;
+    // Where the firewall narrows the engine on purpose (what `plan` reports),
+    // those flows are expected dropped: narrowed, not outages.
+    let placed: BTreeMap<String, Ipv4Addr> = addresses
+        .iter()
+        .filter(|(tenant, _)| {
+            desired
+                .tenants
+                .keys()
+                .any(|n| n.as_str() == tenant.as_str())
+        })
+        .map(|(tenant, address)| (tenant.clone(), *address))
+        .collect();
+    // Without the compiled firewall (a tenant not applied yet) nothing is
+    // expected narrowed: such flows show as outages, never as passes.
+    match firewall::compile(instance, desired, &placed) {
+        Ok(ruleset) => {
+            under_test.narrowed = ruleset
+                .deviations
+                .into_iter()
+                .filter_map(|d| match d {
+                    firewall::Deviation::Narrowed {
+                        src, dst, ports, ..
+                    } => Some((src, dst, ports)),
+                    firewall::Deviation::NotEnforced { .. } => None,
+                })
+                .collect();
+        }
+        Err(e) => eprintln!(
+            "warning: cannot compile the firewall to see what it narrows ({e}); narrowed flows will show as outages"
+        ),
+    }
     under_test.host_ports = network
         .host_ports
         .iter()
@@ -129,7 +220,7 @@ pub fn verify(
         return Err(Failure::Other(anyhow::anyhow!("no tenant to verify")));
     }
     let network = if only.is_none_or(|c| c == ProbeClass::Network) {
-        match network_under_test(&desired, &addresses) {
+        match network_under_test(&instance, &desired, &addresses) {
             Ok(network) => Some(network),
             Err(why) => {
                 eprintln!("warning: the network class cannot run: {why}");
@@ -139,10 +230,21 @@ pub fn verify(
     } else {
         None
     };
+    let format = format
+        .map(str::to_owned)
+        .unwrap_or_else(|| match global.output {
+            Output::Json => "json".to_owned(),
+            _ => "table".to_owned(),
+        });
+    // A progress bar only for a person watching: stderr is a terminal and the
+    // report is not JSON.
+    let progress = (std::io::stderr().is_terminal() && format != "json")
+        .then(|| bulkhead_verify::ProgressSink(std::sync::Arc::new(Bars::new())));
     let options = VerifyOptions {
         only,
         sample,
         network,
+        progress,
         ..VerifyOptions::default()
     };
     eprintln!(
@@ -158,12 +260,6 @@ pub fn verify(
         .context("verify could not run its probes")?;
     let json = render::json(&report);
     std::fs::write(last_report_path(&instance), &json).context("cannot keep the report")?;
-    let format = format
-        .map(str::to_owned)
-        .unwrap_or_else(|| match global.output {
-            Output::Json => "json".to_owned(),
-            _ => "table".to_owned(),
-        });
     match format.as_str() {
         "json" => println!("{json}"),
         "junit" => print!("{}", render::junit(&report)),
