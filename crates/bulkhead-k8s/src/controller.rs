@@ -30,7 +30,12 @@
 //! 4. **Render** that desired state and keep this Tenant's objects and the platform's
 //!    admission policies; **apply** them with [`crate::apply::apply`] (server-side
 //!    apply, field manager `bulkhead`) and prune this Tenant's objects the render no
-//!    longer has (only objects with its `bulkhead.dev/tenant` label).
+//!    longer has (only objects with its `bulkhead.dev/tenant` label). The tenant's
+//!    reconciler RoleBinding names the platform ClusterRole
+//!    [`crate::rbac::CLUSTER_ROLE`], which the controller neither applies nor prunes
+//!    ([`crate::apply::PLATFORM_ONLY`]): it is installed with the controller's
+//!    manifests, and the controller may bind it (`bind` by `resourceNames`) without
+//!    holding the rights it grants.
 //! 5. **Status** through the status subresource (a merge patch of `.status`):
 //!    `observedGeneration`, conditions `Ready` and `Degraded` (reason and message), and
 //!    the count of objects applied and pruned; an **Event** (`Applied`, `InvalidSpec`,
@@ -570,7 +575,12 @@ async fn refresh_platform(ctx: &Context, gone: &str) -> Result<usize, ReconcileE
         tenant: gone.to_owned(),
         message: e.to_string(),
     })?;
-    let platform: Vec<_> = objects.into_iter().filter(|o| o.tenant.is_none()).collect();
+    // Not the shared reconciler ClusterRole: the controller holds `bind` on it, not the
+    // rights it grants, so it cannot write it (and has no need: no tenant changes it).
+    let platform: Vec<_> = objects
+        .into_iter()
+        .filter(|o| o.tenant.is_none() && !crate::apply::PLATFORM_ONLY.contains(&o.kind.as_str()))
+        .collect();
     let options = ApplyOptions {
         prune: false,
         ..ctx.apply.clone()

@@ -322,7 +322,24 @@ async fn a_new_tenant_gets_the_finalizer_first_then_its_objects_then_ready() {
         .iter()
         .filter(|s| s.method == "GET" && s.query.contains("labelSelector"))
         .collect();
-    assert_eq!(lists.len(), bulkhead_k8s::apply::PRUNABLE.len());
+    // Every kind but the shared reconciler ClusterRole, which the controller neither
+    // applies, lists nor deletes.
+    assert_eq!(
+        lists.len(),
+        bulkhead_k8s::apply::PRUNABLE.len() - bulkhead_k8s::apply::PLATFORM_ONLY.len()
+    );
+    assert!(
+        seen.iter().all(|s| !s.path.contains("/clusterroles")),
+        "{seen:?}"
+    );
+    // The reconciler's RoleBinding names the platform ClusterRole; no Role is applied.
+    let binding = applies
+        .iter()
+        .find(|a| a.path == "/apis/rbac.authorization.k8s.io/v1/namespaces/alpha/rolebindings/bulkhead-tenant-reconciler")
+        .expect("the reconciler RoleBinding");
+    assert_eq!(binding.body["roleRef"]["kind"], "ClusterRole");
+    assert_eq!(binding.body["roleRef"]["name"], "bulkhead-tenant-reconciler");
+    assert!(applies.iter().all(|a| !a.path.contains("/roles/")), "{applies:?}");
     for l in &lists {
         assert_eq!(
             selector_of(&l.query).as_deref(),
@@ -859,10 +876,12 @@ fn allows(
 
 /// The ClusterRole of `bulkhead k8s controller --manifests` against every request the
 /// controller makes in the scenarios here (a new Tenant with stale objects of every
-/// rendered kind to prune, a deleted Tenant, the watch loop): every request is allowed,
-/// no rule uses `*`, `escalate`, `bind` or `impersonate`, and every rule of the
-/// controller's own part is exercised, except the few the fake cannot provoke, named
-/// below with the reason.
+/// rendered kind to prune, a deleted Tenant, the watch loop): every request is allowed
+/// (with what the API server authorizes besides the request's verb: `create` for an
+/// apply, `bind` on the ClusterRole a RoleBinding names), no rule uses `*`, `escalate`
+/// or `impersonate`, the one `bind` is on the tenant reconciler ClusterRole by name,
+/// no rule touches the tenant's data (Secrets, ConfigMaps, Pods…), and every rule is
+/// exercised, except the few the fake cannot provoke, named below with the reason.
 #[tokio::test]
 async fn the_controller_cluster_role_is_exactly_what_its_requests_need() {
     use bulkhead_k8s::deploy::{cluster_role, controller_rules};
@@ -928,7 +947,31 @@ async fn the_controller_cluster_role_is_exactly_what_its_requests_need() {
     server.abort();
     seen.extend(watched.lock().expect("lock").clone());
 
-    let requests: std::collections::BTreeSet<_> = seen.iter().map(rbac_request).collect();
+    let mut requests: std::collections::BTreeSet<_> = seen.iter().map(rbac_request).collect();
+    // What the API server authorizes beyond the verb of the request: a server-side apply
+    // that creates its object is also authorized as `create`; a RoleBinding to a
+    // ClusterRole needs `bind` on that ClusterRole (by name) when the client does not
+    // hold the role's rights, which the controller does not.
+    let mut bound = std::collections::BTreeSet::new();
+    for s in seen.iter().filter(|s| is_apply(s)) {
+        let (group, resource, _) = rbac_request(s);
+        if s.body["kind"] == "RoleBinding" {
+            assert_eq!(s.body["roleRef"]["kind"], "ClusterRole", "{s:?}");
+            let name = s.body["roleRef"]["name"].as_str().expect("roleRef name");
+            bound.insert(name.to_owned());
+            requests.insert((
+                "rbac.authorization.k8s.io".to_owned(),
+                "clusterroles".to_owned(),
+                "bind".to_owned(),
+            ));
+        }
+        requests.insert((group, resource, "create".to_owned()));
+    }
+    assert_eq!(
+        bound.into_iter().collect::<Vec<_>>(),
+        [bulkhead_k8s::rbac::CLUSTER_ROLE],
+        "the reconciler RoleBinding binds the platform ClusterRole"
+    );
     let role = cluster_role();
     let rules = role.rules.clone().unwrap_or_default();
     let denied: Vec<_> = requests.iter().filter(|r| !allows(&rules, r)).collect();
@@ -936,7 +979,36 @@ async fn the_controller_cluster_role_is_exactly_what_its_requests_need() {
         denied.is_empty(),
         "requests the ClusterRole does not allow: {denied:?}"
     );
+    let bind = rules
+        .iter()
+        .filter(|r| r.verbs.contains(&"bind".to_owned()))
+        .collect::<Vec<_>>();
+    assert_eq!(bind.len(), 1, "{rules:?}");
+    assert_eq!(bind[0].verbs, ["bind"]);
+    assert_eq!(
+        bind[0].api_groups.as_deref(),
+        Some(&["rbac.authorization.k8s.io".to_owned()][..])
+    );
+    assert_eq!(
+        bind[0].resources.as_deref(),
+        Some(&["clusterroles".to_owned()][..])
+    );
+    assert_eq!(
+        bind[0].resource_names.as_deref(),
+        Some(&[bulkhead_k8s::rbac::CLUSTER_ROLE.to_owned()][..])
+    );
     for rule in &rules {
+        // Only that one rule names clusterroles at all, and no other has resourceNames.
+        let is_bind = rule.verbs == ["bind"];
+        assert_eq!(
+            rule.resources
+                .iter()
+                .flatten()
+                .any(|r| r == "clusterroles"),
+            is_bind,
+            "{rule:?}"
+        );
+        assert_eq!(rule.resource_names.is_some(), is_bind, "{rule:?}");
         for word in rule
             .verbs
             .iter()
@@ -944,7 +1016,27 @@ async fn the_controller_cluster_role_is_exactly_what_its_requests_need() {
             .chain(rule.api_groups.iter().flatten())
         {
             assert!(
-                !["*", "escalate", "bind", "impersonate"].contains(&word.as_str()),
+                !["*", "escalate", "impersonate"].contains(&word.as_str()),
+                "{rule:?}"
+            );
+        }
+        // None of the tenant's data: the controller cannot read or write Secrets,
+        // ConfigMaps, Pods or workloads anywhere.
+        for resource in rule.resources.iter().flatten() {
+            assert!(
+                ![
+                    "secrets",
+                    "configmaps",
+                    "pods",
+                    "pods/log",
+                    "persistentvolumeclaims",
+                    "services",
+                    "statefulsets",
+                    "replicasets",
+                    "jobs",
+                    "cronjobs",
+                ]
+                .contains(&resource.as_str()),
                 "{rule:?}"
             );
         }
