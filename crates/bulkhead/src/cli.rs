@@ -475,8 +475,9 @@ pub enum K8sAction {
     #[command(
         after_help = "One file per tenant (Namespace with Pod Security labels, ResourceQuota,
 LimitRange, default-deny NetworkPolicies and the exceptions the policy engine
-compiles, ServiceAccount/Role/RoleBinding, Flux objects, Deployments), plus
-platform.yaml (admission policies) and flux-lockdown.yaml.
+compiles, the reconciler ServiceAccount and its RoleBinding, Flux objects,
+Deployments), plus platform.yaml (the ClusterRole bulkhead-tenant-reconciler that
+every tenant's RoleBinding names, admission policies) and flux-lockdown.yaml.
 
 Objects target Kubernetes 1.34 (their built-in kinds are tested against its OpenAPI
 schema, strictly); Flux and Istio objects need those projects' CRDs installed.
@@ -581,9 +582,11 @@ else the default platform. The cluster comes from KUBECONFIG (or ~/.kube/config)
 else the in-cluster account. Stops on SIGINT or SIGTERM.
 
 With --manifests it prints, instead of running, what runs it on a cluster: the
-Namespace (Pod Security restricted), ServiceAccount, ClusterRole (exactly the requests
-the controller makes, plus the tenant reconciler Role's rules, which it must hold to
-create that Role), ClusterRoleBinding and a one-replica Deployment with a restricted
+Namespace (Pod Security restricted), ServiceAccount, the ClusterRole
+bulkhead-tenant-reconciler (the rights of every tenant's reconciler, bound per tenant
+namespace by a RoleBinding), the controller's ClusterRole (exactly the requests it
+makes, plus `bind` on bulkhead-tenant-reconciler by name: no tenant rights of its own,
+no Secrets), ClusterRoleBinding and a one-replica Deployment with a restricted
 security context running `bulkhead k8s controller`.
 
 Examples:
