@@ -301,7 +301,14 @@ pub async fn apply(
     if options.prune {
         let tenant = options.tenant.as_deref();
         let selector = owner_selector(tenant);
-        report.pruned = prune(client, &desired, &selector, tenant.is_some(), options.dry_run).await?;
+        report.pruned = prune(
+            client,
+            &desired,
+            &selector,
+            tenant.is_some(),
+            options.dry_run,
+        )
+        .await?;
     }
     Ok(report)
 }

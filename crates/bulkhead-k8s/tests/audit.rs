@@ -173,9 +173,10 @@ fn findings_are_stable_in_order() {
 }
 
 fn controller_manifests() -> Vec<Manifest> {
-    let objects =
-        bulkhead_k8s::deploy::controller_manifests(&bulkhead_k8s::deploy::ControllerManifestOptions::default())
-            .expect("manifests");
+    let objects = bulkhead_k8s::deploy::controller_manifests(
+        &bulkhead_k8s::deploy::ControllerManifestOptions::default(),
+    )
+    .expect("manifests");
     objects
         .iter()
         .flat_map(|o| parse("controller.yaml", &o.yaml).expect("parse"))
@@ -207,7 +208,11 @@ fn a_bind_bounded_to_the_reconciler_cluster_role_is_accepted() {
                 && field(m, "/metadata/name") == Some("bulkhead-controller")
         })
         .expect("the controller's ClusterRole");
-    assert!(role.value.to_string().contains("\"bind\""), "{:?}", role.value);
+    assert!(
+        role.value.to_string().contains("\"bind\""),
+        "{:?}",
+        role.value
+    );
     let findings = audit(&manifests);
     assert!(findings.is_empty(), "{findings:#?}");
 
@@ -246,7 +251,10 @@ fn an_unbounded_bind_is_still_flagged() {
             .filter(|f| f.starts_with("ClusterRole bulkhead-controller "))
             .collect();
         assert_eq!(on_controller.len(), 1, "{what}: {found:?}");
-        assert!(on_controller[0].ends_with("grants bind"), "{what}: {found:?}");
+        assert!(
+            on_controller[0].ends_with("grants bind"),
+            "{what}: {found:?}"
+        );
     };
     // The bound ClusterRole is not in the input: nothing says what it grants.
     let manifests: Vec<Manifest> = controller_manifests()

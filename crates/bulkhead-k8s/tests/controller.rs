@@ -338,8 +338,14 @@ async fn a_new_tenant_gets_the_finalizer_first_then_its_objects_then_ready() {
         .find(|a| a.path == "/apis/rbac.authorization.k8s.io/v1/namespaces/alpha/rolebindings/bulkhead-tenant-reconciler")
         .expect("the reconciler RoleBinding");
     assert_eq!(binding.body["roleRef"]["kind"], "ClusterRole");
-    assert_eq!(binding.body["roleRef"]["name"], "bulkhead-tenant-reconciler");
-    assert!(applies.iter().all(|a| !a.path.contains("/roles/")), "{applies:?}");
+    assert_eq!(
+        binding.body["roleRef"]["name"],
+        "bulkhead-tenant-reconciler"
+    );
+    assert!(
+        applies.iter().all(|a| !a.path.contains("/roles/")),
+        "{applies:?}"
+    );
     for l in &lists {
         assert_eq!(
             selector_of(&l.query).as_deref(),
@@ -1001,10 +1007,7 @@ async fn the_controller_cluster_role_is_exactly_what_its_requests_need() {
         // Only that one rule names clusterroles at all, and no other has resourceNames.
         let is_bind = rule.verbs == ["bind"];
         assert_eq!(
-            rule.resources
-                .iter()
-                .flatten()
-                .any(|r| r == "clusterroles"),
+            rule.resources.iter().flatten().any(|r| r == "clusterroles"),
             is_bind,
             "{rule:?}"
         );

@@ -350,7 +350,9 @@ fn reconciler_role_cannot_touch_isolation() {
     let role: ClusterRole = serde_saphyr::from_str(&roles[0].yaml).expect("typed");
     let role_labels = role.metadata.labels.clone().unwrap_or_default();
     assert_eq!(
-        role_labels.get("app.kubernetes.io/managed-by").map(String::as_str),
+        role_labels
+            .get("app.kubernetes.io/managed-by")
+            .map(String::as_str),
         Some("bulkhead")
     );
     assert!(!role_labels.contains_key("bulkhead.dev/tenant"));

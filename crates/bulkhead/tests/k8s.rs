@@ -238,7 +238,10 @@ fn the_controller_prints_its_deployment_manifests() {
         documents[0]["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
         "restricted"
     );
-    assert_eq!(documents[2]["metadata"]["name"], "bulkhead-tenant-reconciler");
+    assert_eq!(
+        documents[2]["metadata"]["name"],
+        "bulkhead-tenant-reconciler"
+    );
     assert_eq!(documents[3]["metadata"]["name"], "bulkhead-controller");
     assert_eq!(documents[4]["roleRef"]["name"], "bulkhead-controller");
     assert_eq!(documents[4]["subjects"][0]["namespace"], "tenancy");
