@@ -540,7 +540,10 @@ Examples:
 server-side apply (field manager `bulkhead`; a field another manager owns is a
 conflict unless --force-conflicts), waits for each Namespace to be Active, then
 deletes objects labelled app.kubernetes.io/managed-by=bulkhead that the spec no
-longer renders (a removed tenant's Namespace takes its contents with it).
+longer renders (a removed tenant's Namespace takes its contents with it). The
+platform ClusterRole bulkhead-tenant-reconciler is always rendered, so it stays;
+the per-tenant Roles of earlier versions are pruned. Applying that ClusterRole
+needs every right it grants (or escalate): run this as a cluster administrator.
 The cluster comes from KUBECONFIG (or ~/.kube/config), else the in-cluster account.
 
 Examples:
@@ -572,7 +575,9 @@ change: validates the Tenant like a spec file (an invalid one gets Degraded=True
 the field and what was expected, and nothing else changes), adds the finalizer
 bulkhead.dev/cleanup, renders the tenant's stack plus the platform's admission
 policies, server-side applies them (field manager `bulkhead`), prunes the tenant's
-objects the render no longer has, and writes status conditions Ready and Degraded
+objects the render no longer has (the tenant's reconciler RoleBinding names the
+ClusterRole bulkhead-tenant-reconciler, which the controller neither writes nor
+deletes: install it with --manifests), and writes status conditions Ready and Degraded
 (observedGeneration) and an event. Deleting a Tenant deletes its objects, then
 releases the finalizer. Errors are retried with backoff (5 s doubling to 5 min);
 every Tenant is re-applied every 10 min to correct drift.
