@@ -19,8 +19,9 @@
 //!   nothing else. Kubernetes lets an account create a RoleBinding to a role when it
 //!   holds every right of the role *or* `bind` on it; with `bind` the controller holds
 //!   none of the tenant rights itself: it cannot read a Secret, exec into a Pod or
-//!   write a Deployment in any namespace. It cannot write the ClusterRole either (no
-//!   verb on `clusterroles` but that `bind`), so it cannot widen what it binds.
+//!   write a Deployment in any namespace. It cannot write the ClusterRole either (on
+//!   `clusterroles` it has only that `bind` and a `get` of the same one, to check it is
+//!   installed and unchanged before binding it), so it cannot widen what it binds.
 //!   No `*`, no `escalate`, no `impersonate`;
 //! - a **ClusterRoleBinding** of that role to the account;
 //! - a **Deployment** of one replica running `bulkhead k8s controller`, with a
@@ -133,11 +134,14 @@ pub fn controller_rules() -> Vec<PolicyRule> {
     }
     // The wait for a Namespace to become Active reads it.
     rules.push(rule("", &["namespaces"], &["get"]));
-    // Binding the tenant reconciler ClusterRole in a tenant namespace, and only it.
-    rules.push(PolicyRule {
-        resource_names: Some(vec![rbac::CLUSTER_ROLE.to_owned()]),
-        ..rule(rbac::RBAC_GROUP, &["clusterroles"], &["bind"])
-    });
+    // Reading the tenant reconciler ClusterRole (the check that it is installed and not
+    // widened) and binding it in a tenant namespace: it alone, by name.
+    for verb in ["get", "bind"] {
+        rules.push(PolicyRule {
+            resource_names: Some(vec![rbac::CLUSTER_ROLE.to_owned()]),
+            ..rule(rbac::RBAC_GROUP, &["clusterroles"], &[verb])
+        });
+    }
     rules
 }
 

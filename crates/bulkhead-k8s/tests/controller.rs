@@ -42,7 +42,13 @@ struct Cluster {
     apply_status: Option<u16>,
     /// Tenants a list of tenants returns (watches are held open with no events).
     tenants: Vec<Value>,
+    /// The tenant reconciler ClusterRole a get returns: `None`, the rendered one;
+    /// `Some(Value::Null)`, not found.
+    reconciler_role: Option<Value>,
 }
+
+const RECONCILER_ROLE_PATH: &str =
+    "/apis/rbac.authorization.k8s.io/v1/clusterroles/bulkhead-tenant-reconciler";
 
 fn respond(status: u16, body: &Value) -> Response<Body> {
     Response::builder()
@@ -121,6 +127,14 @@ async fn serve(
             continue;
         }
         let response = match parts.method.as_str() {
+            "GET" if path == RECONCILER_ROLE_PATH => match &cluster.reconciler_role {
+                None => respond(
+                    200,
+                    &serde_json::to_value(bulkhead_k8s::rbac::cluster_role()).expect("json"),
+                ),
+                Some(Value::Null) => respond(404, &failure(404, "NotFound")),
+                Some(role) => respond(200, role),
+            },
             "PATCH" if path.contains("/tenants/") => respond(200, &tenant_object),
             "PATCH" => match cluster.apply_status {
                 Some(code) => respond(code, &failure(code, "InternalError")),
@@ -328,8 +342,16 @@ async fn a_new_tenant_gets_the_finalizer_first_then_its_objects_then_ready() {
         lists.len(),
         bulkhead_k8s::apply::PRUNABLE.len() - bulkhead_k8s::apply::PLATFORM_ONLY.len()
     );
+    // It only reads that ClusterRole (installed, not widened) before applying.
+    let role_read = seen
+        .iter()
+        .position(|s| s.method == "GET" && s.path == RECONCILER_ROLE_PATH)
+        .expect("the ClusterRole read");
+    assert!(role_read < seen.iter().position(is_apply).expect("apply"));
     assert!(
-        seen.iter().all(|s| !s.path.contains("/clusterroles")),
+        seen.iter()
+            .filter(|s| s.path.contains("/clusterroles"))
+            .all(|s| s.method == "GET" && s.path == RECONCILER_ROLE_PATH),
         "{seen:?}"
     );
     // The reconciler's RoleBinding names the platform ClusterRole; no Role is applied.
@@ -646,6 +668,66 @@ async fn an_api_error_degrades_and_requeues_with_backoff() {
     assert_eq!(second, Action::requeue(Duration::from_secs(10)));
     assert_eq!(backoff(3), Duration::from_secs(20));
     assert_eq!(backoff(40), Duration::from_secs(300));
+}
+
+/// The controller binds the platform ClusterRole only as rendered: missing, widened
+/// (a right on NetworkPolicies added) or aggregating, nothing is applied, the Tenant
+/// is Degraded with reason ReconcilerRoleInvalid and a message naming the fix, and the
+/// error is retried.
+#[tokio::test]
+async fn a_missing_or_widened_reconciler_cluster_role_is_not_bound() {
+    let mut widened = serde_json::to_value(bulkhead_k8s::rbac::cluster_role()).expect("json");
+    widened["rules"][0]["resources"]
+        .as_array_mut()
+        .expect("resources")
+        .push(json!("networkpolicies"));
+    let mut aggregating = serde_json::to_value(bulkhead_k8s::rbac::cluster_role()).expect("json");
+    aggregating["aggregationRule"] =
+        json!({ "clusterRoleSelectors": [{ "matchLabels": { "x": "y" } }] });
+    for (role, expected) in [
+        (Value::Null, "is missing"),
+        (widened, "grants other rules"),
+        (aggregating, "aggregationRule"),
+    ] {
+        let cluster = Cluster {
+            reconciler_role: Some(role),
+            ..Cluster::default()
+        };
+        let out = run(cluster, alpha(), vec![alpha(), beta()]).await;
+        let error = out.result.expect_err("refused");
+        assert!(
+            matches!(error, ReconcileError::ReconcilerRole { .. }),
+            "{error}"
+        );
+        let message = error.to_string();
+        assert!(message.contains(expected), "{message}");
+        assert!(
+            message.contains("bulkhead k8s controller --manifests"),
+            "{message}"
+        );
+        let seen = &out.seen;
+        assert!(seen.iter().any(|s| s.path == RECONCILER_ROLE_PATH));
+        assert_eq!(
+            seen.iter().filter(|s| is_apply(s)).count(),
+            0,
+            "nothing applied: {seen:?}"
+        );
+        assert!(seen.iter().all(|s| s.method != "DELETE"));
+        let status = seen
+            .iter()
+            .find(|s| s.path.ends_with("/status"))
+            .expect("status");
+        let degraded = condition(&status.body, "Degraded");
+        assert_eq!(degraded["status"], "True");
+        assert_eq!(degraded["reason"], "ReconcilerRoleInvalid");
+        assert!(
+            degraded["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(expected)),
+            "{degraded}"
+        );
+        assert_eq!(condition(&status.body, "Ready")["status"], "False");
+    }
 }
 
 #[tokio::test]
@@ -1003,15 +1085,29 @@ async fn the_controller_cluster_role_is_exactly_what_its_requests_need() {
         bind[0].resource_names.as_deref(),
         Some(&[bulkhead_k8s::rbac::CLUSTER_ROLE.to_owned()][..])
     );
+    // Whatever touches clusterroles is a get or a bind of that one ClusterRole.
+    assert!(
+        seen.iter()
+            .filter(|s| s.path.contains("/clusterroles"))
+            .all(|s| s.method == "GET" && s.path == RECONCILER_ROLE_PATH),
+        "{seen:?}"
+    );
     for rule in &rules {
-        // Only that one rule names clusterroles at all, and no other has resourceNames.
-        let is_bind = rule.verbs == ["bind"];
-        assert_eq!(
-            rule.resources.iter().flatten().any(|r| r == "clusterroles"),
-            is_bind,
-            "{rule:?}"
-        );
-        assert_eq!(rule.resource_names.is_some(), is_bind, "{rule:?}");
+        // Only the get and the bind of that ClusterRole name clusterroles at all, and
+        // no other rule has resourceNames.
+        let on_roles = rule.resources.iter().flatten().any(|r| r == "clusterroles");
+        assert_eq!(rule.resource_names.is_some(), on_roles, "{rule:?}");
+        if on_roles {
+            assert!(rule.verbs == ["bind"] || rule.verbs == ["get"], "{rule:?}");
+            assert_eq!(
+                rule.resources.as_deref(),
+                Some(&["clusterroles".to_owned()][..])
+            );
+            assert_eq!(
+                rule.resource_names.as_deref(),
+                Some(&[bulkhead_k8s::rbac::CLUSTER_ROLE.to_owned()][..])
+            );
+        }
         for word in rule
             .verbs
             .iter()
