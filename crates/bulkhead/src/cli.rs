@@ -577,7 +577,8 @@ bulkhead.dev/cleanup, renders the tenant's stack plus the platform's admission
 policies, server-side applies them (field manager `bulkhead`), prunes the tenant's
 objects the render no longer has (the tenant's reconciler RoleBinding names the
 ClusterRole bulkhead-tenant-reconciler, which the controller neither writes nor
-deletes: install it with --manifests), and writes status conditions Ready and Degraded
+deletes: install it with --manifests; missing or not exactly as rendered, the Tenant
+is Degraded with reason ReconcilerRoleInvalid and nothing is applied), and writes status conditions Ready and Degraded
 (observedGeneration) and an event. Deleting a Tenant deletes its objects, then
 releases the finalizer. Errors are retried with backoff (5 s doubling to 5 min);
 every Tenant is re-applied every 10 min to correct drift.
@@ -590,8 +591,8 @@ With --manifests it prints, instead of running, what runs it on a cluster: the
 Namespace (Pod Security restricted), ServiceAccount, the ClusterRole
 bulkhead-tenant-reconciler (the rights of every tenant's reconciler, bound per tenant
 namespace by a RoleBinding), the controller's ClusterRole (exactly the requests it
-makes, plus `bind` on bulkhead-tenant-reconciler by name: no tenant rights of its own,
-no Secrets), ClusterRoleBinding and a one-replica Deployment with a restricted
+makes, plus get and bind on bulkhead-tenant-reconciler by name: no tenant rights of
+its own, no Secrets), ClusterRoleBinding and a one-replica Deployment with a restricted
 security context running `bulkhead k8s controller`.
 
 Examples:
