@@ -13,10 +13,10 @@
 //!   recorder patches a repeated event); on every kind a tenant's apply touches
 //!   ([`crate::apply::PRUNABLE`] but [`crate::apply::PLATFORM_ONLY`]) list and delete
 //!   (prune and cleanup) and, but for Deployments (the Tenant CRD has no Workload) and
-//!   Roles (no longer rendered, only pruned), create and patch (server-side apply: a patch that creates the object is also
-//!   authorized as `create`); get on namespaces (the wait for `Active`); and `bind` on
-//!   `clusterroles` restricted by `resourceNames` to `bulkhead-tenant-reconciler` and
-//!   nothing else. Kubernetes lets an account create a RoleBinding to a role when it
+//!   Roles (no longer rendered, only pruned), create and patch (server-side apply: a
+//!   patch that creates the object is also authorized as `create`); get on namespaces
+//!   (the wait for `Active`); and `get` and `bind` on `clusterroles` restricted by
+//!   `resourceNames` to `bulkhead-tenant-reconciler` and nothing else. Kubernetes lets an account create a RoleBinding to a role when it
 //!   holds every right of the role *or* `bind` on it; with `bind` the controller holds
 //!   none of the tenant rights itself: it cannot read a Secret, exec into a Pod or
 //!   write a Deployment in any namespace. It cannot write the ClusterRole either (on
