@@ -18,7 +18,9 @@
 //!    selector `app.kubernetes.io/managed-by=bulkhead` (plus `bulkhead.dev/tenant=NAME`
 //!    when [`ApplyOptions::tenant`] scopes the apply to one tenant, as the controller
 //!    does; [`owner_selector`]), subtract what was just applied,
-//!    and `DELETE` the rest (background propagation). An object inside a namespace that
+//!    and `DELETE` the rest (background propagation). An apply scoped to one tenant
+//!    neither applies nor lists the [`PLATFORM_ONLY`] kinds (the shared tenant
+//!    reconciler ClusterRole). An object inside a namespace that
 //!    is itself pruned is left to the namespace's deletion. A kind whose API is not
 //!    installed (Flux or Istio absent: 404) has nothing to prune.
 //!
@@ -142,7 +144,7 @@ pub enum ApplyError {
 
 /// The kinds bulkhead renders, as `(apiVersion, kind, plural, namespaced)`: what
 /// [`resource_for`] knows and what pruning lists.
-pub const PRUNABLE: [(&str, &str, &str, bool); 14] = [
+pub const PRUNABLE: [(&str, &str, &str, bool); 15] = [
     ("v1", "Namespace", "namespaces", false),
     ("v1", "ResourceQuota", "resourcequotas", true),
     ("v1", "LimitRange", "limitranges", true),
@@ -153,6 +155,8 @@ pub const PRUNABLE: [(&str, &str, &str, bool); 14] = [
         "networkpolicies",
         true,
     ),
+    // Rendered no more (the reconciler is bound to a platform ClusterRole); listed so
+    // an apply prunes the Roles earlier versions created in tenant namespaces.
     ("rbac.authorization.k8s.io/v1", "Role", "roles", true),
     (
         "rbac.authorization.k8s.io/v1",
@@ -161,6 +165,12 @@ pub const PRUNABLE: [(&str, &str, &str, bool); 14] = [
         true,
     ),
     ("apps/v1", "Deployment", "deployments", true),
+    (
+        "rbac.authorization.k8s.io/v1",
+        "ClusterRole",
+        "clusterroles",
+        false,
+    ),
     (
         "admissionregistration.k8s.io/v1",
         "ValidatingAdmissionPolicy",
@@ -198,6 +208,14 @@ pub const PRUNABLE: [(&str, &str, &str, bool); 14] = [
         true,
     ),
 ];
+
+/// Platform kinds an apply scoped to one tenant ([`ApplyOptions::tenant`], what the
+/// controller runs) neither applies nor prunes: the tenant reconciler ClusterRole
+/// ([`crate::rbac::cluster_role`]). Writing it needs every right it grants (or
+/// `escalate`), which the controller does not hold; it is installed with the
+/// controller's manifests and by an unscoped `bulkhead k8s apply`, and never carries a
+/// tenant label, so no tenant's cleanup removes it.
+pub const PLATFORM_ONLY: [&str; 1] = ["ClusterRole"];
 
 /// The API resource of a rendered kind, and whether it is namespaced; `None` for what
 /// is not a cluster object (the Flux lockdown kustomization).
@@ -249,6 +267,9 @@ pub async fn apply(
     }
     let mut desired = BTreeSet::new();
     for object in objects {
+        if options.tenant.is_some() && PLATFORM_ONLY.contains(&object.kind.as_str()) {
+            continue;
+        }
         let Some((resource, namespaced)) = resource_for(&object.api_version, &object.kind) else {
             continue;
         };
@@ -278,8 +299,16 @@ pub async fn apply(
         report.applied.push(key);
     }
     if options.prune {
-        let selector = owner_selector(options.tenant.as_deref());
-        report.pruned = prune(client, &desired, &selector, options.dry_run).await?;
+        let tenant = options.tenant.as_deref();
+        let selector = owner_selector(tenant);
+        report.pruned = prune(
+            client,
+            &desired,
+            &selector,
+            tenant.is_some(),
+            options.dry_run,
+        )
+        .await?;
     }
     Ok(report)
 }
@@ -308,6 +337,7 @@ pub async fn delete_tenant(
         client,
         &BTreeSet::new(),
         &owner_selector(Some(tenant)),
+        true,
         false,
     )
     .await
@@ -352,14 +382,20 @@ async fn wait_active(
     Ok(())
 }
 
+/// Deletes what `selector` finds that `desired` lacks; `scoped` (one tenant's objects)
+/// leaves the [`PLATFORM_ONLY`] kinds alone.
 async fn prune(
     client: &kube::Client,
     desired: &BTreeSet<ObjectKey>,
     selector: &str,
+    scoped: bool,
     dry_run: bool,
 ) -> Result<Vec<ObjectKey>, ApplyError> {
     let mut stale = Vec::new();
     for (api_version, kind, _, _) in PRUNABLE {
+        if scoped && PLATFORM_ONLY.contains(&kind) {
+            continue;
+        }
         let Some((resource, _)) = resource_for(api_version, kind) else {
             continue;
         };

@@ -14,7 +14,7 @@
 //! | BH-K8S-004 | low | tenant namespace that denies egress but allows no DNS (port 53) |
 //! | BH-K8S-005 | critical | RoleBinding in a tenant namespace to `admin` or `cluster-admin` |
 //! | BH-K8S-006 | critical | ClusterRoleBinding granting `cluster-admin`/`admin` to a tenant's service account |
-//! | BH-K8S-007 | high | Role/ClusterRole with `escalate`, `bind`, `impersonate`, `*` verbs or `nodes/proxy` |
+//! | BH-K8S-007 | high | Role/ClusterRole with `escalate`, `bind`, `impersonate`, `*` verbs or `nodes/proxy` (a bounded `bind`, below, excepted) |
 //! | BH-K8S-008 | high | tenant namespace without Pod Security `enforce` label, or enforcing `privileged` |
 //! | BH-K8S-009 | critical | privileged container |
 //! | BH-K8S-010 | critical | hostPath volume |
@@ -27,6 +27,15 @@
 //! | BH-K8S-017 | high | Flux Kustomization/HelmRelease without `serviceAccountName` |
 //! | BH-K8S-018 | high | Flux object referring to a source in another namespace |
 //! | BH-K8S-019 | high | cross-tenant network path the spec does not allow (from [`crate::reach`]) |
+
+//!
+//! A **bounded `bind`** is not a BH-K8S-007 finding: a rule whose only verb is `bind`,
+//! on `clusterroles` of `rbac.authorization.k8s.io` only, restricted by
+//! `resourceNames` to ClusterRoles that are all in the input and that grant nothing
+//! beyond what a tenant reconciler may have ([`crate::rbac::within_reconciler_rights`]:
+//! the listed kinds and verbs, no `*`, no `nonResourceURLs`, no aggregation rule). That is how the Tenant controller binds the
+//! shared reconciler ClusterRole without holding its rights; every other `bind` is
+//! flagged, as is one naming a ClusterRole the input does not hold.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -271,6 +280,11 @@ pub fn audit(manifests: &[Manifest]) -> Vec<Finding> {
         .filter(|n| is_tenant_namespace(n))
         .collect();
     let in_tenant = |m: &Manifest| m.namespace().is_some_and(|ns| tenants.contains(ns));
+    let bindable: BTreeSet<&str> = manifests
+        .iter()
+        .filter(|m| m.kind() == "ClusterRole" && within_reconciler(m))
+        .filter_map(|m| m.str("/metadata/name"))
+        .collect();
 
     let mut deny_ingress = BTreeSet::new();
     let mut deny_egress = BTreeSet::new();
@@ -305,7 +319,7 @@ pub fn audit(manifests: &[Manifest]) -> Vec<Finding> {
             }
             "RoleBinding" if in_tenant(m) => role_binding(m, &mut out),
             "ClusterRoleBinding" => cluster_role_binding(m, &tenants, &mut out),
-            "Role" | "ClusterRole" => role(m, &mut out),
+            "Role" | "ClusterRole" => role(m, &bindable, &mut out),
             "Service" if in_tenant(m) => service(m, &mut out),
             "Kustomization" | "HelmRelease"
                 if m.str("/apiVersion")
@@ -520,16 +534,58 @@ fn cluster_role_binding(m: &Manifest, tenants: &BTreeSet<&str>, out: &mut Out) {
     }
 }
 
-fn role(m: &Manifest, out: &mut Out) {
+fn strs<'a>(value: &'a Value, pointer: &str) -> Vec<&'a str> {
+    array(value, pointer).filter_map(Value::as_str).collect()
+}
+
+/// Whether a ClusterRole grants nothing beyond a tenant reconciler's rights: every
+/// group, resource and verb of every rule within them, no `nonResourceURLs`, no
+/// aggregation (which would take in rules from elsewhere), at least one rule.
+fn within_reconciler(m: &Manifest) -> bool {
+    let rules: Vec<&Value> = array(&m.value, "/rules").collect();
+    m.value.get("aggregationRule").is_none_or(Value::is_null)
+        && !rules.is_empty()
+        && rules.iter().all(|rule| {
+            let groups = strs(rule, "/apiGroups");
+            let resources = strs(rule, "/resources");
+            let verbs = strs(rule, "/verbs");
+            array(rule, "/nonResourceURLs").next().is_none()
+                && !groups.is_empty()
+                && !resources.is_empty()
+                && !verbs.is_empty()
+                && groups.iter().all(|g| {
+                    resources.iter().all(|r| {
+                        verbs
+                            .iter()
+                            .all(|v| crate::rbac::within_reconciler_rights(g, r, v))
+                    })
+                })
+        })
+}
+
+/// Whether a rule is a bounded `bind`: only `bind`, only `clusterroles` of the RBAC
+/// group, and `resourceNames` naming only ClusterRoles in `bindable`.
+fn bounded_bind(rule: &Value, bindable: &BTreeSet<&str>) -> bool {
+    let names = strs(rule, "/resourceNames");
+    strs(rule, "/verbs") == ["bind"]
+        && strs(rule, "/apiGroups") == [crate::rbac::RBAC_GROUP]
+        && strs(rule, "/resources") == ["clusterroles"]
+        && !names.is_empty()
+        && names.iter().all(|n| bindable.contains(n))
+}
+
+fn role(m: &Manifest, bindable: &BTreeSet<&str>, out: &mut Out) {
     for rule in array(&m.value, "/rules") {
         let verbs: Vec<&str> = array(rule, "/verbs").filter_map(Value::as_str).collect();
+        let bounded = bounded_bind(rule, bindable);
         let bad: Vec<&str> = verbs
             .iter()
             .copied()
             .filter(|v| matches!(*v, "escalate" | "bind" | "impersonate" | "*"))
+            .filter(|v| !(bounded && *v == "bind"))
             .collect();
         if !bad.is_empty() {
-            out.push("BH-K8S-007", Severity::High, m, format!("grants {}", bad.join(", ")), "list verbs explicitly; escalate, bind and impersonate let the holder exceed its own rights");
+            out.push("BH-K8S-007", Severity::High, m, format!("grants {}", bad.join(", ")), "list verbs explicitly; escalate, bind and impersonate let the holder exceed its own rights (bind only clusterroles, by resourceNames, that grant no more than a tenant reconciler's rights)");
         }
         if array(rule, "/resources")
             .filter_map(Value::as_str)

@@ -30,7 +30,15 @@
 //! 4. **Render** that desired state and keep this Tenant's objects and the platform's
 //!    admission policies; **apply** them with [`crate::apply::apply`] (server-side
 //!    apply, field manager `bulkhead`) and prune this Tenant's objects the render no
-//!    longer has (only objects with its `bulkhead.dev/tenant` label).
+//!    longer has (only objects with its `bulkhead.dev/tenant` label). The tenant's
+//!    reconciler RoleBinding names the platform ClusterRole
+//!    [`crate::rbac::CLUSTER_ROLE`], which the controller neither applies nor prunes
+//!    ([`crate::apply::PLATFORM_ONLY`]): it is installed with the controller's
+//!    manifests, and the controller may bind it (`bind` by `resourceNames`) without
+//!    holding the rights it grants. Before applying, it reads that ClusterRole
+//!    ([`check_reconciler_role`]): missing, or granting other rules than a tenant
+//!    reconciler's, it applies nothing and sets `Degraded` (reason
+//!    `ReconcilerRoleInvalid`, saying how to install it), retried with backoff.
 //! 5. **Status** through the status subresource (a merge patch of `.status`):
 //!    `observedGeneration`, conditions `Ready` and `Degraded` (reason and message), and
 //!    the count of objects applied and pruned; an **Event** (`Applied`, `InvalidSpec`,
@@ -176,6 +184,15 @@ pub enum ReconcileError {
         tenant: String,
         /// The apply error.
         source: Box<ApplyError>,
+    },
+    /// The platform ClusterRole the tenant's RoleBinding names is missing, unreadable
+    /// or grants other rules than a tenant reconciler's: nothing is applied.
+    #[error("tenant {tenant}: {message}")]
+    ReconcilerRole {
+        /// The Tenant.
+        tenant: String,
+        /// What is wrong with the ClusterRole.
+        message: String,
     },
     /// The rendered objects could not be built (a bug, not input).
     #[error("tenant {tenant}: {message}")]
@@ -570,7 +587,12 @@ async fn refresh_platform(ctx: &Context, gone: &str) -> Result<usize, ReconcileE
         tenant: gone.to_owned(),
         message: e.to_string(),
     })?;
-    let platform: Vec<_> = objects.into_iter().filter(|o| o.tenant.is_none()).collect();
+    // Not the shared reconciler ClusterRole: the controller holds `bind` on it, not the
+    // rights it grants, so it cannot write it (and has no need: no tenant changes it).
+    let platform: Vec<_> = objects
+        .into_iter()
+        .filter(|o| o.tenant.is_none() && !crate::apply::PLATFORM_ONLY.contains(&o.kind.as_str()))
+        .collect();
     let options = ApplyOptions {
         prune: false,
         ..ctx.apply.clone()
@@ -691,6 +713,35 @@ async fn patch_finalizers(
         })
 }
 
+/// Reads the platform ClusterRole [`crate::rbac::CLUSTER_ROLE`] and checks that it
+/// grants exactly a tenant reconciler's rules ([`crate::rbac::reconciler_rules`]), with
+/// no aggregation rule: the controller binds it in the tenant's namespace and must not
+/// bind a missing or widened one. Errors say what is wrong and how to fix it.
+pub async fn check_reconciler_role(client: &kube::Client) -> Result<(), String> {
+    use k8s_openapi::api::rbac::v1::ClusterRole;
+    let name = crate::rbac::CLUSTER_ROLE;
+    let fix = "install it with `bulkhead k8s controller --manifests` or `bulkhead k8s apply`";
+    match Api::<ClusterRole>::all(client.clone()).get_opt(name).await {
+        Ok(Some(role)) => {
+            if role.aggregation_rule.is_some() {
+                Err(format!(
+                    "ClusterRole {name} has an aggregationRule (expected exactly the tenant reconciler's rules); refusing to bind it: {fix}"
+                ))
+            } else if role.rules.unwrap_or_default() != crate::rbac::reconciler_rules() {
+                Err(format!(
+                    "ClusterRole {name} grants other rules than the tenant reconciler's (expected exactly those bulkhead renders); refusing to bind it: {fix}"
+                ))
+            } else {
+                Ok(())
+            }
+        }
+        Ok(None) => Err(format!(
+            "ClusterRole {name} is missing (every tenant's reconciler RoleBinding names it): {fix}"
+        )),
+        Err(error) => Err(format!("cannot read ClusterRole {name}: {error}")),
+    }
+}
+
 /// Reconciles one Tenant (see the module documentation for the steps).
 pub async fn reconcile(
     tenant: Arc<DynamicObject>,
@@ -803,7 +854,19 @@ pub async fn reconcile(
         tenant: Some(name.clone()),
         ..ctx.apply.clone()
     };
-    match apply(&ctx.client, &objects, &options).await {
+    let applied = match check_reconciler_role(&ctx.client).await {
+        Ok(()) => apply(&ctx.client, &objects, &options)
+            .await
+            .map_err(|source| ReconcileError::Apply {
+                tenant: name.clone(),
+                source: Box::new(source),
+            }),
+        Err(message) => Err(ReconcileError::ReconcilerRole {
+            tenant: name.clone(),
+            message,
+        }),
+    };
+    match applied {
         Ok(report) => {
             let message = format!(
                 "{} objects applied, {} pruned",
@@ -820,21 +883,16 @@ pub async fn reconcile(
             ctx.failures().remove(&name);
             Ok(Action::requeue(RESYNC))
         }
-        Err(source) => {
-            let error = ReconcileError::Apply {
-                tenant: name.clone(),
-                source: Box::new(source),
+        Err(error) => {
+            let reason = match error {
+                ReconcileError::ReconcilerRole { .. } => "ReconcilerRoleInvalid",
+                _ => "ApplyFailed",
             };
             let message = error.to_string();
-            event(&ctx, &tenant, true, "ApplyFailed", &message).await;
+            event(&ctx, &tenant, true, reason, &message).await;
             // The apply error is what the caller needs; a failed status write after it
             // is secondary and retried with it.
-            let _ = write_status(
-                &ctx,
-                &name,
-                status(&tenant, false, "ApplyFailed", &message, None),
-            )
-            .await;
+            let _ = write_status(&ctx, &name, status(&tenant, false, reason, &message, None)).await;
             Err(error)
         }
     }

@@ -3,17 +3,26 @@
 //! - a **Namespace** (default `bulkhead-system`) with Pod Security `restricted`
 //!   enforced, audited and warned;
 //! - a **ServiceAccount** `bulkhead-controller` in it;
-//! - a **ClusterRole** holding exactly what the controller's requests need
+//! - the platform **ClusterRole** `bulkhead-tenant-reconciler`
+//!   ([`crate::rbac::cluster_role`]): the rights of every tenant's reconciler, which
+//!   the controller binds in each tenant namespace with a RoleBinding; the same object
+//!   `bulkhead k8s render` puts among the platform's objects;
+//! - the controller's **ClusterRole** holding exactly what its requests need
 //!   ([`controller_rules`]): on `tenants` list, watch and patch (the finalizer), on
 //!   `tenants/status` patch; on `events.k8s.io` events create and patch (kube's event
-//!   recorder patches a repeated event); on every kind the render produces
-//!   ([`crate::apply::PRUNABLE`]) list and delete (prune and cleanup) and, but for
-//!   Deployments (the Tenant CRD has no Workload), patch (server-side apply); get on
-//!   namespaces (the wait for `Active`). On top, the rules of the
-//!   tenant reconciler Role ([`crate::rbac::role`]): the API server lets a client create
-//!   a Role or RoleBinding only for permissions it holds itself, and bulkhead holds them
-//!   rather than the `escalate` or `bind` verbs, which would let it grant anything.
-//!   No `*` anywhere;
+//!   recorder patches a repeated event); on every kind a tenant's apply touches
+//!   ([`crate::apply::PRUNABLE`] but [`crate::apply::PLATFORM_ONLY`]) list and delete
+//!   (prune and cleanup) and, but for Deployments (the Tenant CRD has no Workload) and
+//!   Roles (no longer rendered, only pruned), create and patch (server-side apply: a
+//!   patch that creates the object is also authorized as `create`); get on namespaces
+//!   (the wait for `Active`); and `get` and `bind` on `clusterroles` restricted by
+//!   `resourceNames` to `bulkhead-tenant-reconciler` and nothing else. Kubernetes lets an account create a RoleBinding to a role when it
+//!   holds every right of the role *or* `bind` on it; with `bind` the controller holds
+//!   none of the tenant rights itself: it cannot read a Secret, exec into a Pod or
+//!   write a Deployment in any namespace. It cannot write the ClusterRole either (on
+//!   `clusterroles` it has only that `bind` and a `get` of the same one, to check it is
+//!   installed and unchanged before binding it), so it cannot widen what it binds.
+//!   No `*`, no `escalate`, no `impersonate`;
 //! - a **ClusterRoleBinding** of that role to the account;
 //! - a **Deployment** of one replica running `bulkhead k8s controller`, with a
 //!   security context that satisfies `restricted` (non-root, no privilege escalation,
@@ -48,9 +57,10 @@ pub const PLATFORM_DIR: &str = "/etc/bulkhead";
 /// The key of the Platform file in its ConfigMap.
 pub const PLATFORM_KEY: &str = "platform.yaml";
 
-/// Kinds the render produces that the controller never applies: Deployments come from
-/// Workloads, which the Tenant CRD does not carry.
-const NOT_APPLIED: [&str; 1] = ["Deployment"];
+/// Kinds the controller prunes but never applies: Deployments come from Workloads,
+/// which the Tenant CRD does not carry; Roles are rendered no more (earlier versions
+/// gave each reconciler its own), only pruned.
+const NOT_APPLIED: [&str; 2] = ["Deployment", "Role"];
 
 /// What the caller decides about the controller's manifests.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -90,8 +100,8 @@ fn rule(group: &str, resources: &[&str], verbs: &[&str]) -> PolicyRule {
     }
 }
 
-/// The rules of the controller's own requests (without the tenant Role's rules, which
-/// [`cluster_role`] adds): one rule per API group and verb set, in a stable order.
+/// The rules of the controller's ClusterRole: one rule per API group and verb set, in a
+/// stable order, then the `bind` on the tenant reconciler ClusterRole.
 pub fn controller_rules() -> Vec<PolicyRule> {
     let mut rules = vec![
         rule(GROUP, &[PLURAL], &["list", "watch", "patch"]),
@@ -102,6 +112,9 @@ pub fn controller_rules() -> Vec<PolicyRule> {
     // a Tenant renders to (not Deployments: the Tenant CRD has no Workload). By group.
     let mut by_group: BTreeMap<&str, (Vec<&str>, Vec<&str>)> = BTreeMap::new();
     for (api_version, kind, plural, _) in &apply::PRUNABLE {
+        if apply::PLATFORM_ONLY.contains(kind) {
+            continue;
+        }
         let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
         let entry = by_group.entry(group).or_default();
         entry.0.push(plural);
@@ -111,23 +124,30 @@ pub fn controller_rules() -> Vec<PolicyRule> {
     }
     for (group, (all, applied)) in by_group {
         if all == applied {
-            rules.push(rule(group, &all, &["patch", "list", "delete"]));
+            rules.push(rule(group, &all, &["create", "patch", "list", "delete"]));
         } else {
             rules.push(rule(group, &all, &["list", "delete"]));
             if !applied.is_empty() {
-                rules.push(rule(group, &applied, &["patch"]));
+                rules.push(rule(group, &applied, &["create", "patch"]));
             }
         }
     }
     // The wait for a Namespace to become Active reads it.
     rules.push(rule("", &["namespaces"], &["get"]));
+    // Reading the tenant reconciler ClusterRole (the check that it is installed and not
+    // widened) and binding it in a tenant namespace: it alone, by name.
+    for verb in ["get", "bind"] {
+        rules.push(PolicyRule {
+            resource_names: Some(vec![rbac::CLUSTER_ROLE.to_owned()]),
+            ..rule(rbac::RBAC_GROUP, &["clusterroles"], &[verb])
+        });
+    }
     rules
 }
 
-/// The controller's ClusterRole: [`controller_rules`] plus the tenant Role's rules.
+/// The controller's ClusterRole: [`controller_rules`].
 pub fn cluster_role() -> ClusterRole {
-    let mut rules = controller_rules();
-    rules.extend(rbac::role("tenant").rules.unwrap_or_default());
+    let rules = controller_rules();
     ClusterRole {
         metadata: meta(NAME, None),
         rules: Some(rules),
@@ -269,8 +289,9 @@ fn deployment(options: &ControllerManifestOptions) -> Deployment {
     }
 }
 
-/// The Namespace, ServiceAccount, ClusterRole, ClusterRoleBinding and Deployment that
-/// run the controller, in apply order.
+/// The Namespace, ServiceAccount, tenant reconciler ClusterRole, the controller's
+/// ClusterRole, its ClusterRoleBinding and the Deployment that run the controller, in
+/// apply order.
 pub fn controller_manifests(
     options: &ControllerManifestOptions,
 ) -> Result<Vec<RenderedObject>, RenderError> {
@@ -308,6 +329,7 @@ pub fn controller_manifests(
     Ok(vec![
         object(&namespace)?,
         object(&account)?,
+        object(&rbac::cluster_role())?,
         object(&cluster_role())?,
         object(&binding)?,
         object(&deployment(options))?,

@@ -56,8 +56,13 @@ pub fn namespace(tenant: &str) -> String {
 pub const QUOTA: &str = "bulkhead-quota";
 /// The tenant's LimitRange.
 pub const LIMIT_RANGE: &str = "bulkhead-limits";
-/// The tenant's reconciler: its ServiceAccount, Role and RoleBinding share this name.
+/// The tenant's reconciler ServiceAccount.
 pub const RECONCILER: &str = "bulkhead-reconciler";
+/// The RoleBinding of the tenant's reconciler to the platform ClusterRole. Not
+/// [`RECONCILER`]: a RoleBinding's `roleRef` cannot change, and earlier versions bound a
+/// per-tenant Role under that name, so an apply prunes that binding and creates this
+/// one instead of failing on the changed `roleRef`.
+pub const RECONCILER_BINDING: &str = "bulkhead-tenant-reconciler";
 
 /// The service account a rendered workload's pods run as (its token is not mounted):
 /// the identity mesh AuthorizationPolicies name.

@@ -10,7 +10,8 @@
 //!   **1.34**, the `v1_34` feature): [`namespace`] (Pod Security Admission and tenant
 //!   labels), [`quota`] (ResourceQuota, LimitRange), [`network`] (NetworkPolicies from the
 //!   one tenant translation, [`bulkhead_policy::tenancy`]), [`rbac`] (the tenant's
-//!   reconciler: ServiceAccount, Role, RoleBinding), [`flux`] (typed GitRepository,
+//!   reconciler: ServiceAccount and RoleBinding, per tenant, to the one platform
+//!   ClusterRole `bulkhead-tenant-reconciler`), [`flux`] (typed GitRepository,
 //!   Kustomization and the controller lockdown patch, which `k8s-openapi` lacks),
 //!   [`admission`] (ValidatingAdmissionPolicies and bindings), [`workload`]
 //!   (Deployments) and [`mesh`] (Istio, when the platform turns it on).
@@ -25,8 +26,9 @@
 //!   controller runtime: validate, finalizer, render, apply, prune, status conditions
 //!   and events; cleanup through the finalizer on deletion.
 //! - `deploy` (feature `client`) renders what runs the controller on a cluster:
-//!   Namespace, ServiceAccount, a ClusterRole derived from the requests the controller
-//!   makes, its binding and a restricted Deployment.
+//!   Namespace, ServiceAccount, the tenant reconciler ClusterRole, a ClusterRole
+//!   derived from the requests the controller makes plus `bind` on that one by name,
+//!   its binding and a restricted Deployment.
 //! - `live` (feature `client`) reads the objects [`audit`] and [`reach`] check from a
 //!   cluster instead of files.
 //! - [`crd`] generates the `Tenant` CustomResourceDefinition from the spec crate's JSON

@@ -145,11 +145,13 @@ fn check_labels(desired: &Desired) -> Result<(), RenderError> {
 
 /// Renders every tenant of `desired`: per tenant, in this order, its Namespace,
 /// ResourceQuota, LimitRange, NetworkPolicies (translation order), reconciler
-/// ServiceAccount, Role and RoleBinding, Flux GitRepository and Kustomization (if it has
+/// ServiceAccount and RoleBinding (to the platform ClusterRole), Flux GitRepository and Kustomization (if it has
 /// a GitOps source), Deployments by workload name and mesh objects (if the platform
 /// turns the mesh on: PeerAuthentication, the allow-nothing AuthorizationPolicy, then
-/// one per NetworkPolicy with ingress rules, in the same order); then the platform's admission policies and the Flux lockdown
-/// patch. The same input always gives the same output, byte for byte.
+/// one per NetworkPolicy with ingress rules, in the same order); then the platform's
+/// objects: the tenant reconciler ClusterRole (always, even with no tenant, so an apply
+/// never prunes it), the admission policies and the Flux lockdown patch. The same input
+/// always gives the same output, byte for byte.
 pub fn render(desired: &Desired, options: &K8sOptions) -> Result<Vec<RenderedObject>, RenderError> {
     check_labels(desired)?;
     let translation = translate(desired, &TenancyOptions::new())?;
@@ -167,7 +169,6 @@ pub fn render(desired: &Desired, options: &K8sOptions) -> Result<Vec<RenderedObj
             out.k8s(t, policy)?;
         }
         out.k8s(t, &rbac::service_account(name.as_str()))?;
-        out.k8s(t, &rbac::role(name.as_str()))?;
         out.k8s(t, &rbac::role_binding(name.as_str()))?;
         if let Some(gitops) = &tenant.spec.gitops {
             let source = flux::git_repository(name.as_str(), gitops);
@@ -221,6 +222,7 @@ pub fn render(desired: &Desired, options: &K8sOptions) -> Result<Vec<RenderedObj
             }
         }
     }
+    out.k8s(None, &rbac::cluster_role())?;
     for (policy, binding) in admission::policies(desired) {
         out.k8s(None, &policy)?;
         if let Some(binding) = binding {

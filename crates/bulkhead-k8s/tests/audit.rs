@@ -171,3 +171,155 @@ fn findings_are_stable_in_order() {
     sorted.sort();
     assert_eq!(ids, sorted);
 }
+
+fn controller_manifests() -> Vec<Manifest> {
+    let objects = bulkhead_k8s::deploy::controller_manifests(
+        &bulkhead_k8s::deploy::ControllerManifestOptions::default(),
+    )
+    .expect("manifests");
+    objects
+        .iter()
+        .flat_map(|o| parse("controller.yaml", &o.yaml).expect("parse"))
+        .collect()
+}
+
+fn field<'a>(m: &'a Manifest, pointer: &str) -> Option<&'a str> {
+    m.value.pointer(pointer).and_then(serde_json::Value::as_str)
+}
+
+fn bind_findings(manifests: &[Manifest]) -> Vec<String> {
+    audit(manifests)
+        .iter()
+        .filter(|f| f.id == "BH-K8S-007")
+        .map(|f| format!("{} {}", f.object, f.message))
+        .collect()
+}
+
+/// The controller's ClusterRole holds `bind`, restricted by name to the tenant
+/// reconciler ClusterRole, which grants no more than a reconciler may have: accepted,
+/// alone and together with the render it manages.
+#[test]
+fn a_bind_bounded_to_the_reconciler_cluster_role_is_accepted() {
+    let manifests = controller_manifests();
+    let role = manifests
+        .iter()
+        .find(|m| {
+            field(m, "/kind") == Some("ClusterRole")
+                && field(m, "/metadata/name") == Some("bulkhead-controller")
+        })
+        .expect("the controller's ClusterRole");
+    assert!(
+        role.value.to_string().contains("\"bind\""),
+        "{:?}",
+        role.value
+    );
+    let findings = audit(&manifests);
+    assert!(findings.is_empty(), "{findings:#?}");
+
+    let objects = render(&examples(), &K8sOptions::default()).expect("render");
+    let mut all = manifests;
+    all.extend(
+        objects
+            .iter()
+            .flat_map(|o| parse("rendered.yaml", &o.yaml).expect("parse")),
+    );
+    let findings = audit(&all);
+    assert!(findings.is_empty(), "{findings:#?}");
+}
+
+/// Each way a `bind` stops being bounded is flagged on the controller's ClusterRole:
+/// the bound ClusterRole missing from the input, granting more than a reconciler may
+/// (a NetworkPolicy right, a `*`, an aggregation rule), the rule without
+/// `resourceNames`, or with another resource besides `clusterroles`.
+#[test]
+fn an_unbounded_bind_is_still_flagged() {
+    let edit = |f: &dyn Fn(&mut serde_json::Value, &str)| -> Vec<String> {
+        let mut manifests = controller_manifests();
+        for m in &mut manifests {
+            let name = field(m, "/metadata/name").unwrap_or_default().to_owned();
+            if field(m, "/kind") == Some("ClusterRole") {
+                f(&mut m.value, &name);
+            }
+        }
+        bind_findings(&manifests)
+    };
+    // The controller's ClusterRole is flagged for its bind (the bound role itself may
+    // be flagged too, for a `*`).
+    let flagged = |found: Vec<String>, what: &str| {
+        let on_controller: Vec<&String> = found
+            .iter()
+            .filter(|f| f.starts_with("ClusterRole bulkhead-controller "))
+            .collect();
+        assert_eq!(on_controller.len(), 1, "{what}: {found:?}");
+        assert!(
+            on_controller[0].ends_with("grants bind"),
+            "{what}: {found:?}"
+        );
+    };
+    // The bound ClusterRole is not in the input: nothing says what it grants.
+    let manifests: Vec<Manifest> = controller_manifests()
+        .into_iter()
+        .filter(|m| field(m, "/metadata/name") != Some("bulkhead-tenant-reconciler"))
+        .collect();
+    flagged(bind_findings(&manifests), "missing ClusterRole");
+    // It grants rights on NetworkPolicies, which shape isolation.
+    flagged(
+        edit(&|v, name| {
+            if name == "bulkhead-tenant-reconciler" {
+                v["rules"][0]["resources"]
+                    .as_array_mut()
+                    .expect("resources")
+                    .push("networkpolicies".into());
+            }
+        }),
+        "networkpolicies",
+    );
+    // It grants every verb on Secrets.
+    flagged(
+        edit(&|v, name| {
+            if name == "bulkhead-tenant-reconciler" {
+                v["rules"][0]["verbs"] = serde_json::json!(["*"]);
+            }
+        }),
+        "wildcard verb",
+    );
+    // It aggregates other ClusterRoles' rules.
+    flagged(
+        edit(&|v, name| {
+            if name == "bulkhead-tenant-reconciler" {
+                v["aggregationRule"] = serde_json::json!({
+                    "clusterRoleSelectors": [{ "matchLabels": { "x": "y" } }]
+                });
+            }
+        }),
+        "aggregation",
+    );
+    // The bind is not restricted by name.
+    flagged(
+        edit(&|v, name| {
+            if name == "bulkhead-controller" {
+                for rule in v["rules"].as_array_mut().expect("rules") {
+                    if rule["verbs"] == serde_json::json!(["bind"]) {
+                        rule.as_object_mut().expect("rule").remove("resourceNames");
+                    }
+                }
+            }
+        }),
+        "no resourceNames",
+    );
+    // The bind also covers Roles (any Role in any namespace).
+    flagged(
+        edit(&|v, name| {
+            if name == "bulkhead-controller" {
+                for rule in v["rules"].as_array_mut().expect("rules") {
+                    if rule["verbs"] == serde_json::json!(["bind"]) {
+                        rule["resources"] = serde_json::json!(["clusterroles", "roles"]);
+                    }
+                }
+            }
+        }),
+        "roles too",
+    );
+    // And the unedited manifests are clean: the findings above come from the edits.
+    assert!(edit(&|_, _| {}).is_empty());
+}

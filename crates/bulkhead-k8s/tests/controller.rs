@@ -42,7 +42,13 @@ struct Cluster {
     apply_status: Option<u16>,
     /// Tenants a list of tenants returns (watches are held open with no events).
     tenants: Vec<Value>,
+    /// The tenant reconciler ClusterRole a get returns: `None`, the rendered one;
+    /// `Some(Value::Null)`, not found.
+    reconciler_role: Option<Value>,
 }
+
+const RECONCILER_ROLE_PATH: &str =
+    "/apis/rbac.authorization.k8s.io/v1/clusterroles/bulkhead-tenant-reconciler";
 
 fn respond(status: u16, body: &Value) -> Response<Body> {
     Response::builder()
@@ -121,6 +127,14 @@ async fn serve(
             continue;
         }
         let response = match parts.method.as_str() {
+            "GET" if path == RECONCILER_ROLE_PATH => match &cluster.reconciler_role {
+                None => respond(
+                    200,
+                    &serde_json::to_value(bulkhead_k8s::rbac::cluster_role()).expect("json"),
+                ),
+                Some(Value::Null) => respond(404, &failure(404, "NotFound")),
+                Some(role) => respond(200, role),
+            },
             "PATCH" if path.contains("/tenants/") => respond(200, &tenant_object),
             "PATCH" => match cluster.apply_status {
                 Some(code) => respond(code, &failure(code, "InternalError")),
@@ -322,7 +336,38 @@ async fn a_new_tenant_gets_the_finalizer_first_then_its_objects_then_ready() {
         .iter()
         .filter(|s| s.method == "GET" && s.query.contains("labelSelector"))
         .collect();
-    assert_eq!(lists.len(), bulkhead_k8s::apply::PRUNABLE.len());
+    // Every kind but the shared reconciler ClusterRole, which the controller neither
+    // applies, lists nor deletes.
+    assert_eq!(
+        lists.len(),
+        bulkhead_k8s::apply::PRUNABLE.len() - bulkhead_k8s::apply::PLATFORM_ONLY.len()
+    );
+    // It only reads that ClusterRole (installed, not widened) before applying.
+    let role_read = seen
+        .iter()
+        .position(|s| s.method == "GET" && s.path == RECONCILER_ROLE_PATH)
+        .expect("the ClusterRole read");
+    assert!(role_read < seen.iter().position(is_apply).expect("apply"));
+    assert!(
+        seen.iter()
+            .filter(|s| s.path.contains("/clusterroles"))
+            .all(|s| s.method == "GET" && s.path == RECONCILER_ROLE_PATH),
+        "{seen:?}"
+    );
+    // The reconciler's RoleBinding names the platform ClusterRole; no Role is applied.
+    let binding = applies
+        .iter()
+        .find(|a| a.path == "/apis/rbac.authorization.k8s.io/v1/namespaces/alpha/rolebindings/bulkhead-tenant-reconciler")
+        .expect("the reconciler RoleBinding");
+    assert_eq!(binding.body["roleRef"]["kind"], "ClusterRole");
+    assert_eq!(
+        binding.body["roleRef"]["name"],
+        "bulkhead-tenant-reconciler"
+    );
+    assert!(
+        applies.iter().all(|a| !a.path.contains("/roles/")),
+        "{applies:?}"
+    );
     for l in &lists {
         assert_eq!(
             selector_of(&l.query).as_deref(),
@@ -625,6 +670,66 @@ async fn an_api_error_degrades_and_requeues_with_backoff() {
     assert_eq!(backoff(40), Duration::from_secs(300));
 }
 
+/// The controller binds the platform ClusterRole only as rendered: missing, widened
+/// (a right on NetworkPolicies added) or aggregating, nothing is applied, the Tenant
+/// is Degraded with reason ReconcilerRoleInvalid and a message naming the fix, and the
+/// error is retried.
+#[tokio::test]
+async fn a_missing_or_widened_reconciler_cluster_role_is_not_bound() {
+    let mut widened = serde_json::to_value(bulkhead_k8s::rbac::cluster_role()).expect("json");
+    widened["rules"][0]["resources"]
+        .as_array_mut()
+        .expect("resources")
+        .push(json!("networkpolicies"));
+    let mut aggregating = serde_json::to_value(bulkhead_k8s::rbac::cluster_role()).expect("json");
+    aggregating["aggregationRule"] =
+        json!({ "clusterRoleSelectors": [{ "matchLabels": { "x": "y" } }] });
+    for (role, expected) in [
+        (Value::Null, "is missing"),
+        (widened, "grants other rules"),
+        (aggregating, "aggregationRule"),
+    ] {
+        let cluster = Cluster {
+            reconciler_role: Some(role),
+            ..Cluster::default()
+        };
+        let out = run(cluster, alpha(), vec![alpha(), beta()]).await;
+        let error = out.result.expect_err("refused");
+        assert!(
+            matches!(error, ReconcileError::ReconcilerRole { .. }),
+            "{error}"
+        );
+        let message = error.to_string();
+        assert!(message.contains(expected), "{message}");
+        assert!(
+            message.contains("bulkhead k8s controller --manifests"),
+            "{message}"
+        );
+        let seen = &out.seen;
+        assert!(seen.iter().any(|s| s.path == RECONCILER_ROLE_PATH));
+        assert_eq!(
+            seen.iter().filter(|s| is_apply(s)).count(),
+            0,
+            "nothing applied: {seen:?}"
+        );
+        assert!(seen.iter().all(|s| s.method != "DELETE"));
+        let status = seen
+            .iter()
+            .find(|s| s.path.ends_with("/status"))
+            .expect("status");
+        let degraded = condition(&status.body, "Degraded");
+        assert_eq!(degraded["status"], "True");
+        assert_eq!(degraded["reason"], "ReconcilerRoleInvalid");
+        assert!(
+            degraded["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(expected)),
+            "{degraded}"
+        );
+        assert_eq!(condition(&status.body, "Ready")["status"], "False");
+    }
+}
+
 #[tokio::test]
 async fn the_controller_reconciles_what_its_watch_lists() {
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
@@ -859,10 +964,12 @@ fn allows(
 
 /// The ClusterRole of `bulkhead k8s controller --manifests` against every request the
 /// controller makes in the scenarios here (a new Tenant with stale objects of every
-/// rendered kind to prune, a deleted Tenant, the watch loop): every request is allowed,
-/// no rule uses `*`, `escalate`, `bind` or `impersonate`, and every rule of the
-/// controller's own part is exercised, except the few the fake cannot provoke, named
-/// below with the reason.
+/// rendered kind to prune, a deleted Tenant, the watch loop): every request is allowed
+/// (with what the API server authorizes besides the request's verb: `create` for an
+/// apply, `bind` on the ClusterRole a RoleBinding names), no rule uses `*`, `escalate`
+/// or `impersonate`, the one `bind` is on the tenant reconciler ClusterRole by name,
+/// no rule touches the tenant's data (Secrets, ConfigMaps, Pods…), and every rule is
+/// exercised, except the few the fake cannot provoke, named below with the reason.
 #[tokio::test]
 async fn the_controller_cluster_role_is_exactly_what_its_requests_need() {
     use bulkhead_k8s::deploy::{cluster_role, controller_rules};
@@ -928,7 +1035,31 @@ async fn the_controller_cluster_role_is_exactly_what_its_requests_need() {
     server.abort();
     seen.extend(watched.lock().expect("lock").clone());
 
-    let requests: std::collections::BTreeSet<_> = seen.iter().map(rbac_request).collect();
+    let mut requests: std::collections::BTreeSet<_> = seen.iter().map(rbac_request).collect();
+    // What the API server authorizes beyond the verb of the request: a server-side apply
+    // that creates its object is also authorized as `create`; a RoleBinding to a
+    // ClusterRole needs `bind` on that ClusterRole (by name) when the client does not
+    // hold the role's rights, which the controller does not.
+    let mut bound = std::collections::BTreeSet::new();
+    for s in seen.iter().filter(|s| is_apply(s)) {
+        let (group, resource, _) = rbac_request(s);
+        if s.body["kind"] == "RoleBinding" {
+            assert_eq!(s.body["roleRef"]["kind"], "ClusterRole", "{s:?}");
+            let name = s.body["roleRef"]["name"].as_str().expect("roleRef name");
+            bound.insert(name.to_owned());
+            requests.insert((
+                "rbac.authorization.k8s.io".to_owned(),
+                "clusterroles".to_owned(),
+                "bind".to_owned(),
+            ));
+        }
+        requests.insert((group, resource, "create".to_owned()));
+    }
+    assert_eq!(
+        bound.into_iter().collect::<Vec<_>>(),
+        [bulkhead_k8s::rbac::CLUSTER_ROLE],
+        "the reconciler RoleBinding binds the platform ClusterRole"
+    );
     let role = cluster_role();
     let rules = role.rules.clone().unwrap_or_default();
     let denied: Vec<_> = requests.iter().filter(|r| !allows(&rules, r)).collect();
@@ -936,7 +1067,47 @@ async fn the_controller_cluster_role_is_exactly_what_its_requests_need() {
         denied.is_empty(),
         "requests the ClusterRole does not allow: {denied:?}"
     );
+    let bind = rules
+        .iter()
+        .filter(|r| r.verbs.contains(&"bind".to_owned()))
+        .collect::<Vec<_>>();
+    assert_eq!(bind.len(), 1, "{rules:?}");
+    assert_eq!(bind[0].verbs, ["bind"]);
+    assert_eq!(
+        bind[0].api_groups.as_deref(),
+        Some(&["rbac.authorization.k8s.io".to_owned()][..])
+    );
+    assert_eq!(
+        bind[0].resources.as_deref(),
+        Some(&["clusterroles".to_owned()][..])
+    );
+    assert_eq!(
+        bind[0].resource_names.as_deref(),
+        Some(&[bulkhead_k8s::rbac::CLUSTER_ROLE.to_owned()][..])
+    );
+    // Whatever touches clusterroles is a get or a bind of that one ClusterRole.
+    assert!(
+        seen.iter()
+            .filter(|s| s.path.contains("/clusterroles"))
+            .all(|s| s.method == "GET" && s.path == RECONCILER_ROLE_PATH),
+        "{seen:?}"
+    );
     for rule in &rules {
+        // Only the get and the bind of that ClusterRole name clusterroles at all, and
+        // no other rule has resourceNames.
+        let on_roles = rule.resources.iter().flatten().any(|r| r == "clusterroles");
+        assert_eq!(rule.resource_names.is_some(), on_roles, "{rule:?}");
+        if on_roles {
+            assert!(rule.verbs == ["bind"] || rule.verbs == ["get"], "{rule:?}");
+            assert_eq!(
+                rule.resources.as_deref(),
+                Some(&["clusterroles".to_owned()][..])
+            );
+            assert_eq!(
+                rule.resource_names.as_deref(),
+                Some(&[bulkhead_k8s::rbac::CLUSTER_ROLE.to_owned()][..])
+            );
+        }
         for word in rule
             .verbs
             .iter()
@@ -944,7 +1115,27 @@ async fn the_controller_cluster_role_is_exactly_what_its_requests_need() {
             .chain(rule.api_groups.iter().flatten())
         {
             assert!(
-                !["*", "escalate", "bind", "impersonate"].contains(&word.as_str()),
+                !["*", "escalate", "impersonate"].contains(&word.as_str()),
+                "{rule:?}"
+            );
+        }
+        // None of the tenant's data: the controller cannot read or write Secrets,
+        // ConfigMaps, Pods or workloads anywhere.
+        for resource in rule.resources.iter().flatten() {
+            assert!(
+                ![
+                    "secrets",
+                    "configmaps",
+                    "pods",
+                    "pods/log",
+                    "persistentvolumeclaims",
+                    "services",
+                    "statefulsets",
+                    "replicasets",
+                    "jobs",
+                    "cronjobs",
+                ]
+                .contains(&resource.as_str()),
                 "{rule:?}"
             );
         }

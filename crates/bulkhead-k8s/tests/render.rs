@@ -11,7 +11,7 @@ use k8s_openapi::api::admissionregistration::v1::{
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -107,7 +107,7 @@ fn every_object_deserializes_into_its_type() {
             ("v1", "LimitRange") => round_trip::<LimitRange>(&object),
             ("v1", "ServiceAccount") => round_trip::<ServiceAccount>(&object),
             ("networking.k8s.io/v1", "NetworkPolicy") => round_trip::<NetworkPolicy>(&object),
-            ("rbac.authorization.k8s.io/v1", "Role") => round_trip::<Role>(&object),
+            ("rbac.authorization.k8s.io/v1", "ClusterRole") => round_trip::<ClusterRole>(&object),
             ("rbac.authorization.k8s.io/v1", "RoleBinding") => round_trip::<RoleBinding>(&object),
             ("apps/v1", "Deployment") => round_trip::<Deployment>(&object),
             ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy") => {
@@ -334,39 +334,88 @@ fn reserved_tenant_labels_are_refused() {
     }
 }
 
+/// The reconciler's rights live in one platform ClusterRole, rendered once with the
+/// platform's objects (no tenant label, owned by bulkhead); each tenant namespace binds
+/// it with a RoleBinding for its reconciler account only, and renders no Role. The
+/// ClusterRole touches nothing that shapes isolation.
 #[test]
 fn reconciler_role_cannot_touch_isolation() {
     let objects = render(&examples(), &K8sOptions::default()).expect("render");
-    let roles: Vec<Role> = typed(&objects, "Role");
-    assert_eq!(roles.len(), 3);
-    for role in roles {
-        for rule in role.rules.iter().flatten() {
-            for verb in &rule.verbs {
-                assert!(
-                    !["escalate", "bind", "impersonate", "*"].contains(&verb.as_str()),
-                    "{verb}"
-                );
-            }
-            for resource in rule.resources.iter().flatten() {
-                assert!(
-                    ![
-                        "*",
-                        "resourcequotas",
-                        "limitranges",
-                        "networkpolicies",
-                        "roles",
-                        "rolebindings",
-                        "namespaces",
-                        "endpoints",
-                        "endpointslices",
-                        "pods/exec",
-                    ]
-                    .contains(&resource.as_str()),
-                    "{resource}"
-                );
-            }
+    assert!(objects.iter().all(|o| o.kind != "Role"));
+    let roles: Vec<&RenderedObject> = objects.iter().filter(|o| o.kind == "ClusterRole").collect();
+    assert_eq!(roles.len(), 1);
+    assert_eq!(roles[0].tenant, None);
+    assert_eq!(roles[0].namespace, None);
+    assert_eq!(roles[0].name, "bulkhead-tenant-reconciler");
+    let role: ClusterRole = serde_saphyr::from_str(&roles[0].yaml).expect("typed");
+    let role_labels = role.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(
+        role_labels
+            .get("app.kubernetes.io/managed-by")
+            .map(String::as_str),
+        Some("bulkhead")
+    );
+    assert!(!role_labels.contains_key("bulkhead.dev/tenant"));
+    assert!(role.aggregation_rule.is_none());
+    for rule in role.rules.iter().flatten() {
+        assert!(rule.non_resource_urls.is_none(), "{rule:?}");
+        for verb in &rule.verbs {
+            assert!(
+                !["escalate", "bind", "impersonate", "*"].contains(&verb.as_str()),
+                "{verb}"
+            );
+        }
+        for group in rule.api_groups.iter().flatten() {
+            assert_ne!(group, "*");
+        }
+        for resource in rule.resources.iter().flatten() {
+            assert!(
+                ![
+                    "*",
+                    "resourcequotas",
+                    "limitranges",
+                    "networkpolicies",
+                    "roles",
+                    "rolebindings",
+                    "clusterroles",
+                    "clusterrolebindings",
+                    "namespaces",
+                    "endpoints",
+                    "endpointslices",
+                    "ingresses",
+                    "pods/exec",
+                ]
+                .contains(&resource.as_str()),
+                "{resource}"
+            );
         }
     }
+    let bindings: Vec<RoleBinding> = typed(&objects, "RoleBinding");
+    assert_eq!(bindings.len(), 3);
+    for binding in bindings {
+        let ns = binding.metadata.namespace.clone().expect("namespaced");
+        assert_eq!(binding.role_ref.kind, "ClusterRole");
+        assert_eq!(binding.role_ref.name, "bulkhead-tenant-reconciler");
+        let subjects = binding.subjects.expect("subjects");
+        assert_eq!(subjects.len(), 1);
+        assert_eq!(subjects[0].kind, "ServiceAccount");
+        assert_eq!(subjects[0].name, "bulkhead-reconciler");
+        assert_eq!(subjects[0].namespace.as_deref(), Some(ns.as_str()));
+    }
+}
+
+/// With no tenant at all the platform ClusterRole is still rendered, so an apply of
+/// such a render keeps it rather than pruning it.
+#[test]
+fn the_reconciler_cluster_role_is_rendered_without_tenants() {
+    let desired = bulkhead_spec::load_str("p.yaml", "").unwrap_or_else(|e| panic!("{e}"));
+    let objects = render(&desired, &K8sOptions::default()).expect("render");
+    assert!(
+        objects
+            .iter()
+            .any(|o| o.kind == "ClusterRole" && o.name == "bulkhead-tenant-reconciler"),
+        "{objects:?}"
+    );
 }
 
 #[test]

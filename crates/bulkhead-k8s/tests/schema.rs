@@ -221,7 +221,7 @@ fn every_rendered_object_matches_the_kubernetes_schema() {
         "LimitRange",
         "NetworkPolicy",
         "ServiceAccount",
-        "Role",
+        "ClusterRole",
         "RoleBinding",
         "Deployment",
         "ValidatingAdmissionPolicy",
@@ -257,7 +257,7 @@ fn the_schema_check_catches_unknown_fields_and_wrong_types() {
     nested["metadata"]["lables"] = serde_json::json!({ "a": "b" });
     let mut quota = find("ResourceQuota");
     quota["spec"]["hard"] = serde_json::json!(["pods"]);
-    let untouched = find("Role");
+    let untouched = find("ClusterRole");
 
     let results = check(
         &python,
@@ -284,6 +284,6 @@ fn the_schema_check_catches_unknown_fields_and_wrong_types() {
             result.message
         );
     }
-    assert_eq!(results[4].kind, "Role");
+    assert_eq!(results[4].kind, "ClusterRole");
     assert_eq!(results[4].result, "valid", "{}", results[4].message);
 }

@@ -523,8 +523,9 @@ pub enum K8sAction {
     #[command(
         after_help = "One file per tenant (Namespace with Pod Security labels, ResourceQuota,
 LimitRange, default-deny NetworkPolicies and the exceptions the policy engine
-compiles, ServiceAccount/Role/RoleBinding, Flux objects, Deployments), plus
-platform.yaml (admission policies) and flux-lockdown.yaml.
+compiles, the reconciler ServiceAccount and its RoleBinding, Flux objects,
+Deployments), plus platform.yaml (the ClusterRole bulkhead-tenant-reconciler that
+every tenant's RoleBinding names, admission policies) and flux-lockdown.yaml.
 
 Objects target Kubernetes 1.34 (their built-in kinds are tested against its OpenAPI
 schema, strictly); Flux and Istio objects need those projects' CRDs installed.
@@ -587,7 +588,10 @@ Examples:
 server-side apply (field manager `bulkhead`; a field another manager owns is a
 conflict unless --force-conflicts), waits for each Namespace to be Active, then
 deletes objects labelled app.kubernetes.io/managed-by=bulkhead that the spec no
-longer renders (a removed tenant's Namespace takes its contents with it).
+longer renders (a removed tenant's Namespace takes its contents with it). The
+platform ClusterRole bulkhead-tenant-reconciler is always rendered, so it stays;
+the per-tenant Roles of earlier versions are pruned. Applying that ClusterRole
+needs every right it grants (or escalate): run this as a cluster administrator.
 The cluster comes from KUBECONFIG (or ~/.kube/config), else the in-cluster account.
 
 Examples:
@@ -619,7 +623,10 @@ change: validates the Tenant like a spec file (an invalid one gets Degraded=True
 the field and what was expected, and nothing else changes), adds the finalizer
 bulkhead.dev/cleanup, renders the tenant's stack plus the platform's admission
 policies, server-side applies them (field manager `bulkhead`), prunes the tenant's
-objects the render no longer has, and writes status conditions Ready and Degraded
+objects the render no longer has (the tenant's reconciler RoleBinding names the
+ClusterRole bulkhead-tenant-reconciler, which the controller neither writes nor
+deletes: install it with --manifests; missing or not exactly as rendered, the Tenant
+is Degraded with reason ReconcilerRoleInvalid and nothing is applied), and writes status conditions Ready and Degraded
 (observedGeneration) and an event. Deleting a Tenant deletes its objects, then
 releases the finalizer. Errors are retried with backoff (5 s doubling to 5 min);
 every Tenant is re-applied every 10 min to correct drift.
@@ -629,9 +636,11 @@ else the default platform. The cluster comes from KUBECONFIG (or ~/.kube/config)
 else the in-cluster account. Stops on SIGINT or SIGTERM.
 
 With --manifests it prints, instead of running, what runs it on a cluster: the
-Namespace (Pod Security restricted), ServiceAccount, ClusterRole (exactly the requests
-the controller makes, plus the tenant reconciler Role's rules, which it must hold to
-create that Role), ClusterRoleBinding and a one-replica Deployment with a restricted
+Namespace (Pod Security restricted), ServiceAccount, the ClusterRole
+bulkhead-tenant-reconciler (the rights of every tenant's reconciler, bound per tenant
+namespace by a RoleBinding), the controller's ClusterRole (exactly the requests it
+makes, plus get and bind on bulkhead-tenant-reconciler by name: no tenant rights of
+its own, no Secrets), ClusterRoleBinding and a one-replica Deployment with a restricted
 security context running `bulkhead k8s controller`.
 
 Examples:

@@ -229,6 +229,7 @@ fn the_controller_prints_its_deployment_manifests() {
             "Namespace",
             "ServiceAccount",
             "ClusterRole",
+            "ClusterRole",
             "ClusterRoleBinding",
             "Deployment"
         ]
@@ -237,8 +238,14 @@ fn the_controller_prints_its_deployment_manifests() {
         documents[0]["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
         "restricted"
     );
-    assert_eq!(documents[3]["subjects"][0]["namespace"], "tenancy");
-    let pod = &documents[4]["spec"]["template"]["spec"];
+    assert_eq!(
+        documents[2]["metadata"]["name"],
+        "bulkhead-tenant-reconciler"
+    );
+    assert_eq!(documents[3]["metadata"]["name"], "bulkhead-controller");
+    assert_eq!(documents[4]["roleRef"]["name"], "bulkhead-controller");
+    assert_eq!(documents[4]["subjects"][0]["namespace"], "tenancy");
+    let pod = &documents[5]["spec"]["template"]["spec"];
     assert_eq!(pod["serviceAccountName"], "bulkhead-controller");
     let container = &pod["containers"][0];
     assert_eq!(container["image"], "registry.example/bulkhead:test");
