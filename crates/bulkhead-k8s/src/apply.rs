@@ -266,7 +266,14 @@ pub async fn apply(
         params = params.dry_run();
     }
     let mut desired = BTreeSet::new();
-    for object in objects {
+    // The platform's objects first: a new tenant's Namespace carries a tenant label
+    // that the admission policy on tenant namespaces must already list, and its
+    // RoleBinding names the reconciler ClusterRole.
+    let ordered = objects
+        .iter()
+        .filter(|o| o.tenant.is_none())
+        .chain(objects.iter().filter(|o| o.tenant.is_some()));
+    for object in ordered {
         if options.tenant.is_some() && PLATFORM_ONLY.contains(&object.kind.as_str()) {
             continue;
         }

@@ -191,9 +191,26 @@ async fn every_object_is_server_side_applied_with_our_field_manager() {
     }
     // Paths: cluster-scoped, core namespaced, grouped namespaced.
     let paths: Vec<&str> = patches.iter().map(|p| p.path.as_str()).collect();
+    // The platform's objects first (the reconciler ClusterRole a RoleBinding names,
+    // the admission policies a new tenant's Namespace must pass), then each tenant
+    // starting with its Namespace.
     assert_eq!(
-        paths[0], "/api/v1/namespaces/db",
-        "a tenant's Namespace comes first"
+        paths[0], "/apis/rbac.authorization.k8s.io/v1/clusterroles/bulkhead-tenant-reconciler",
+        "the platform's objects come first"
+    );
+    let first_tenant = paths
+        .iter()
+        .position(|p| p.contains("/namespaces/db"))
+        .expect("tenant db");
+    assert_eq!(
+        paths[first_tenant], "/api/v1/namespaces/db",
+        "then a tenant's Namespace"
+    );
+    assert!(
+        paths[..first_tenant]
+            .iter()
+            .any(|p| p.contains("validatingadmissionpolicies")),
+        "admission policies before any tenant: {paths:?}"
     );
     assert!(paths.contains(&"/api/v1/namespaces/db/resourcequotas/bulkhead-quota"));
     assert!(paths.contains(
@@ -309,7 +326,12 @@ async fn a_conflict_stops_the_apply_and_names_the_object() {
     };
     let (result, seen) = run(cluster, quick()).await;
     let error = result.expect_err("conflict");
-    assert!(error.to_string().contains("apply Namespace db"), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("apply ClusterRole bulkhead-tenant-reconciler"),
+        "{error}"
+    );
     assert_eq!(seen.len(), 1, "nothing after the first refusal");
 }
 

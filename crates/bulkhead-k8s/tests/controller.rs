@@ -296,13 +296,26 @@ async fn a_new_tenant_gets_the_finalizer_first_then_its_objects_then_ready() {
         assert!(!a.path.contains("/beta"), "another tenant's object: {a:?}");
     }
     let paths: Vec<&str> = applies.iter().map(|a| a.path.as_str()).collect();
-    assert_eq!(paths[0], "/api/v1/namespaces/alpha");
+    // The platform's admission policies first (a new tenant's Namespace must already
+    // be listed by them), then the tenant's stack starting with its Namespace.
+    let namespace = paths
+        .iter()
+        .position(|p| p.contains("/namespaces/alpha"))
+        .expect("alpha's objects");
+    assert_eq!(paths[namespace], "/api/v1/namespaces/alpha");
+    assert!(
+        namespace > 0
+            && paths[..namespace]
+                .iter()
+                .all(|p| p.contains("validatingadmissionpolic")),
+        "{paths:?}"
+    );
     assert_eq!(
-        applies[0].body["metadata"]["labels"]["bulkhead.dev/tenant"],
+        applies[namespace].body["metadata"]["labels"]["bulkhead.dev/tenant"],
         "alpha"
     );
     assert_eq!(
-        applies[0].body["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
+        applies[namespace].body["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
         "restricted"
     );
     assert!(paths.contains(&"/api/v1/namespaces/alpha/resourcequotas/bulkhead-quota"));
@@ -641,7 +654,10 @@ async fn an_api_error_degrades_and_requeues_with_backoff() {
     let out = run(cluster, object.clone(), vec![alpha(), beta()]).await;
     let error = out.result.expect_err("apply refused");
     assert!(matches!(error, ReconcileError::Apply { .. }), "{error}");
-    assert!(error.to_string().contains("Namespace alpha"), "{error}");
+    assert!(
+        error.to_string().contains("ValidatingAdmissionPolicy"),
+        "{error}"
+    );
     let seen = &out.seen;
     assert_eq!(
         seen.iter().filter(|s| is_apply(s)).count(),
