@@ -674,7 +674,7 @@ fn time_until(limit: Duration, mut check: impl FnMut() -> bool) -> Option<Durati
 }
 
 #[test]
-fn the_reconciler_repairs_a_raised_limit_and_a_flushed_firewall() {
+fn the_reconciler_repairs_a_raised_limit_a_flushed_firewall_and_a_deleted_veth() {
     require_root!();
     let mut instance = Instance::new(&["a", "b"]);
     instance.serve("1");
@@ -719,10 +719,31 @@ fn the_reconciler_repairs_a_raised_limit_and_a_flushed_firewall() {
     assert_eq!(rules(&table), 0);
     let firewall = time_until(Duration::from_secs(30), || rules(&table) == before)
         .expect("the flushed firewall was repaired");
+
+    // A deleted host-side veth: the reconciler rewires the tenant.
+    let shown: Value =
+        serde_json::from_slice(&instance.cli(&["net", "show", "b", "-o", "json"]).stdout)
+            .expect("net show json");
+    let host_if = shown["tenants"][0]["hostInterface"]
+        .as_str()
+        .expect("host interface")
+        .to_owned();
+    let link = format!("/sys/class/net/{host_if}");
+    assert!(std::path::Path::new(&link).exists());
+    let deleted = Command::new("ip")
+        .args(["link", "del", &host_if])
+        .status()
+        .expect("ip");
+    assert!(deleted.success());
+    let veth = time_until(Duration::from_secs(30), || {
+        std::path::Path::new(&link).exists()
+    })
+    .expect("the deleted veth was rewired");
     eprintln!(
-        "drift left unrepaired (reconcile interval 1 s): raised pids.max {} ms, flushed nftables table {} ms",
+        "drift left unrepaired (reconcile interval 1 s): raised pids.max {} ms, flushed nftables table {} ms, deleted veth {} ms",
         limit.as_millis(),
-        firewall.as_millis()
+        firewall.as_millis(),
+        veth.as_millis()
     );
     // The outcome record follows the kernel repair: wait for it rather than race it.
     let repaired = |instance: &Instance| -> Vec<Value> {
@@ -732,9 +753,15 @@ fn the_reconciler_repairs_a_raised_limit_and_a_flushed_firewall() {
             .filter(|r| r["actor"] == "bulkhead-daemon/reconciler" && r["result"] == "succeeded")
             .collect()
     };
-    let _ = time_until(Duration::from_secs(30), || repaired(&instance).len() >= 2);
+    let _ = time_until(Duration::from_secs(30), || repaired(&instance).len() >= 3);
     let repairs = repaired(&instance);
-    assert!(repairs.len() >= 2, "each repair is audited: {repairs:?}");
+    assert!(repairs.len() >= 3, "each repair is audited: {repairs:?}");
+    assert!(
+        repairs
+            .iter()
+            .any(|r| r["action"].as_str().unwrap_or_default().contains("wire")),
+        "the rewiring is audited: {repairs:?}"
+    );
 }
 
 #[test]
