@@ -1,12 +1,14 @@
 //! Tenant networks against the real kernel (root; CI is root), with real
 //! traffic: four tenants in namespaces this test creates, an "outside world"
-//! namespace (203.0.113.10, behind a second link), a dozen rules; every
+//! namespace (an address in 203.0.113.64/26, behind a second link), a dozen rules; every
 //! ordered pair and every rule port is tried with a TCP connect or a UDP
 //! exchange and must match the engine's matrix. Spoofed sources are dropped,
 //! the bridge address answers only on host ports and DNS, the bandwidth caps
 //! hold. Every namespace, link, table and qdisc goes away in `Drop`, even
 //! when an assertion fails. Traffic never leaves this machine: it stays
-//! between namespaces the test made and the bridge.
+//! between namespaces the test made and the bridge. Prefixes, tenant ranges and the
+//! world's transit and address are reserved across every process on the host
+//! (`support/netslot.rs`), so concurrent runs never share a route or a name.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
@@ -26,10 +28,11 @@ use bulkhead_policy::tenancy::{self, TenancyOptions, TenantMatrix};
 use bulkhead_policy::{GroupKey, Protocol};
 use ipnet::Ipv4Net;
 
+#[path = "support/netslot.rs"]
+mod netslot;
+use netslot::Slot;
+
 const TENANTS: [&str; 4] = ["a", "b", "c", "d"];
-const WORLD: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
-const TRANSIT_HOST: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
-const TRANSIT_WORLD: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
 const TCP_PORTS: [u16; 11] = [
     53, 443, 2222, 5353, 8080, 8443, 8999, 9000, 9005, 9010, 9011,
 ];
@@ -77,19 +80,26 @@ fn in_netns<T: Send>(path: &Path, f: impl FnOnce() -> T + Send) -> T {
 /// Everything the test made, removed in `Drop` (in reverse).
 struct Scene {
     instance: Instance,
+    range: Ipv4Net,
     netns: Vec<String>,
     world_link: Option<String>,
     _state: tempfile::TempDir,
+    /// Prefix and range; held until after `Drop::drop` removed what they named.
+    _slot: Slot,
 }
 
 impl Scene {
-    fn new(prefix: &str) -> Scene {
+    /// A scene with a prefix and tenant range reserved on the host; `tag` marks the test.
+    fn new(tag: char) -> Scene {
+        let slot = Slot::tenant_range(tag);
         let state = tempfile::tempdir().expect("tempdir");
         Scene {
-            instance: Instance::new(prefix, state.path()),
+            instance: Instance::new(&slot.prefix(), state.path()),
+            range: slot.range().parse().expect("range"),
             netns: Vec::new(),
             world_link: None,
             _state: state,
+            _slot: slot,
         }
     }
 
@@ -367,10 +377,13 @@ fn tenant_networks_carry_exactly_the_engines_matrix() {
         eprintln!("skipped: needs root (network namespaces, nftables, tc)");
         return;
     }
-    let pid = std::process::id();
-    let prefix = format!("nt{}", pid % 1000);
-    let range: Ipv4Net = format!("10.201.{}.0/24", pid % 250).parse().expect("range");
-    let mut scene = Scene::new(&prefix);
+    // The outside world's transit and address, unique on the host (held until the
+    // scene has removed the world's link).
+    let outside = Slot::outside();
+    let mut scene = Scene::new('t');
+    let range = scene.range;
+    let (world, transit_host_addr, transit_world_addr) =
+        (outside.world(), outside.transit_host(), outside.transit_far());
     let instance = scene.instance.clone();
     let bridge = BridgeConfig {
         range,
@@ -451,19 +464,19 @@ fn tenant_networks_carry_exactly_the_engines_matrix() {
     )
     .expect("world link");
     scene.world_link = Some(world_host.clone());
-    let transit_host = format!("{TRANSIT_HOST}/30");
-    let transit_world = format!("{TRANSIT_WORLD}/30");
-    let world_addr = format!("{WORLD}/32");
+    let transit_host = format!("{transit_host_addr}/30");
+    let transit_world = format!("{transit_world_addr}/30");
+    let world_addr = format!("{world}/32");
     let range_text = range.to_string();
-    let transit_host_text = TRANSIT_HOST.to_string();
-    let world_text = WORLD.to_string();
-    let transit_world_text = TRANSIT_WORLD.to_string();
+    let transit_host_text = transit_host_addr.to_string();
+    let world_text = world.to_string();
+    let transit_world_text = transit_world_addr.to_string();
     for (ns, args) in [
         (None, vec!["addr", "add", &transit_host, "dev", &world_host]),
         (None, vec!["link", "set", &world_host, "up"]),
         (
             None,
-            vec!["route", "add", "203.0.113.0/24", "via", &transit_world_text],
+            vec!["route", "add", &world_addr, "via", &transit_world_text],
         ),
         (
             Some(&world_ns_name),
@@ -548,7 +561,7 @@ fn tenant_networks_carry_exactly_the_engines_matrix() {
     // Expectations from the engine.
     let mut options = TenancyOptions::new()
         .tenant_endpoints(true)
-        .external("world", std::net::IpAddr::V4(WORLD));
+        .external("world", std::net::IpAddr::V4(world));
     for (t, a) in &addresses {
         options = options.address(t.clone(), std::net::IpAddr::V4(*a));
     }
@@ -587,7 +600,7 @@ fn tenant_networks_carry_exactly_the_engines_matrix() {
         .iter()
         .map(|t| (t.to_string(), netns[*t].clone(), addresses[*t]))
         .collect();
-    endpoints.push(("world".to_owned(), world_ns.clone(), WORLD));
+    endpoints.push(("world".to_owned(), world_ns.clone(), world));
     let ports: Vec<(Protocol, u16)> = TCP_PORTS
         .iter()
         .map(|p| (Protocol::Tcp, *p))
@@ -800,10 +813,8 @@ fn wiring_netlink_versus_ip_per_step() {
         return;
     }
     const N: usize = 8;
-    let pid = std::process::id();
-    let prefix = format!("nw{}", pid % 1000);
-    let range: Ipv4Net = format!("10.202.{}.0/24", pid % 250).parse().expect("range");
-    let mut scene = Scene::new(&prefix);
+    let mut scene = Scene::new('w');
+    let range = scene.range;
     let instance = scene.instance.clone();
     let bridge = BridgeConfig {
         range,
@@ -880,11 +891,8 @@ fn element_edits_over_netlink_read_back_as_nft_lists_them() {
         eprintln!("skipped: needs root");
         return;
     }
-    let prefix = format!("ne{:x}", std::process::id() % 0xffff);
-    let scene = Scene::new(&prefix);
-    let range: Ipv4Net = format!("10.202.{}.0/24", std::process::id() % 250)
-        .parse()
-        .expect("range");
+    let scene = Scene::new('e');
+    let range = scene.range;
     let desired = bulkhead_spec::load_str("t.yaml", &desired_yaml(range, true)).expect("yaml");
     let addresses: BTreeMap<String, Ipv4Addr> = ["a", "b", "c", "d"]
         .iter()

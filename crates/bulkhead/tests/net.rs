@@ -2,16 +2,21 @@
 //! DNS view from inside tenants, `net show` against the kernel, and drift — a flushed
 //! firewall, a deleted veth, a suspended tenant — repaired by `apply`.
 //!
-//! Each test runs its own instance with its own tenant range (so that the tests, run
-//! in parallel, never share a bridge address) and removes everything with `gc --all`,
-//! also when it fails. Traffic stays inside namespaces the tests create.
+//! Each test runs its own instance with its own prefix and tenant range, reserved
+//! across every process on the host (`netslot`: tests of other binaries and other runs
+//! never share a bridge address, a route, a table or a link name with it), and removes
+//! everything with `gc --all`, also when it fails. Traffic stays inside namespaces the
+//! tests create.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use assert_cmd::Command;
+
+#[path = "../../bulkhead-node/tests/support/netslot.rs"]
+mod netslot;
+use netslot::Slot;
 
 fn is_root() -> bool {
     use std::os::unix::fs::MetadataExt as _;
@@ -27,7 +32,6 @@ macro_rules! require_root {
     };
 }
 
-static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// One instance on the examples, with a unique prefix and tenant range.
 struct Instance {
@@ -35,6 +39,8 @@ struct Instance {
     state: tempfile::TempDir,
     specs: tempfile::TempDir,
     servers: Vec<Child>,
+    /// Held until after `gc --all` (fields drop after `Drop::drop`).
+    _slot: Slot,
 }
 
 impl Instance {
@@ -44,12 +50,8 @@ impl Instance {
 
     /// The examples, with `edit` applied to the platform file.
     fn with_platform(edit: impl FnOnce(String) -> String) -> Instance {
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let prefix = format!(
-            "n{:x}{}",
-            std::process::id() % 0xffff,
-            (b'a' + (n % 26) as u8) as char
-        );
+        let slot = Slot::tenant_range('n');
+        let prefix = slot.prefix();
         let state = tempfile::tempdir().expect("tempdir");
         let specs = tempfile::tempdir().expect("tempdir");
         copy_dir(
@@ -58,13 +60,12 @@ impl Instance {
         );
         let platform = specs.path().join("platform.yaml");
         let key = state.path().join("master.key");
-        let third = (std::process::id() * 7 + n) % 250;
         let text = std::fs::read_to_string(&platform)
             .expect("read")
             .replace("instance: bh ", &format!("instance: {prefix} "))
             .replace(
                 "tenantRange: 10.240.0.0/24",
-                &format!("tenantRange: 10.241.{third}.0/24"),
+                &format!("tenantRange: {}", slot.range()),
             )
             .replace(
                 "file: /etc/bulkhead/master.key",
@@ -76,6 +77,7 @@ impl Instance {
             state,
             specs,
             servers: Vec::new(),
+            _slot: slot,
         }
     }
 
@@ -363,11 +365,24 @@ fn each_tenant_resolves_only_what_it_may_reach() {
 /// a veth pair: answers every A question with 203.0.113.7 and logs each name it is
 /// asked.
 struct FakeUpstream {
-    netns: String,
     server: Child,
     log: PathBuf,
     address: String,
     _dir: tempfile::TempDir,
+    /// Dropped after the server is killed: deletes the namespace, and so the pair.
+    _netns: NetnsGuard,
+    _slot: Slot,
+}
+
+/// Deletes a named network namespace on drop, also when a test fails half-way.
+struct NetnsGuard(String);
+
+impl Drop for NetnsGuard {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.0])
+            .status();
+    }
 }
 
 const FAKE_UPSTREAM: &str = r#"
@@ -418,12 +433,16 @@ fn ip(args: &[&str]) {
 }
 
 impl FakeUpstream {
-    fn start(tag: &str, n: u32) -> FakeUpstream {
+    /// On a transit /30 of its own (an outside slot: 198.51.100.0/24), in a namespace
+    /// the test creates.
+    fn start() -> FakeUpstream {
+        let slot = Slot::outside();
+        let tag = slot.prefix();
         let netns = format!("{tag}up");
         let (host_end, ns_end) = (format!("{tag}ua"), format!("{tag}ub"));
-        let third = (std::process::id() * 3 + n) % 250;
-        let (host_addr, address) = (format!("198.18.{third}.1"), format!("198.18.{third}.2"));
+        let (host_addr, address) = (slot.transit_host(), slot.transit_far().to_string());
         ip(&["netns", "add", &netns]);
+        let guard = NetnsGuard(netns.clone());
         ip(&[
             "link", "add", &host_end, "type", "veth", "peer", "name", &ns_end, "netns", &netns,
         ]);
@@ -455,11 +474,12 @@ impl FakeUpstream {
             .expect("ready");
         assert_eq!(line.trim(), "ready");
         FakeUpstream {
-            netns,
             server,
             log,
             address,
             _dir: dir,
+            _netns: guard,
+            _slot: slot,
         }
     }
 
@@ -476,18 +496,13 @@ impl Drop for FakeUpstream {
     fn drop(&mut self) {
         let _ = self.server.kill();
         let _ = self.server.wait();
-        // Deleting the namespace takes its veth end, and so the pair.
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "del", &self.netns])
-            .status();
     }
 }
 
 #[test]
 fn other_names_go_to_the_configured_upstream_only() {
     require_root!();
-    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-    let upstream = FakeUpstream::start(&format!("u{:x}{n}", std::process::id() % 0xffff), n);
+    let upstream = FakeUpstream::start();
     let address = upstream.address.clone();
     let instance = Instance::with_platform(|text| {
         text.replace(
