@@ -322,7 +322,7 @@ fn udp_probe(src: Option<Ipv4Addr>, dst: Ipv4Addr, port: u16) -> bool {
     matches!(u.recv_from(&mut b), Ok((5, _)))
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 struct Probe {
     from: String,
     netns: PathBuf,
@@ -382,8 +382,11 @@ fn tenant_networks_carry_exactly_the_engines_matrix() {
     let outside = Slot::outside();
     let mut scene = Scene::new('t');
     let range = scene.range;
-    let (world, transit_host_addr, transit_world_addr) =
-        (outside.world(), outside.transit_host(), outside.transit_far());
+    let (world, transit_host_addr, transit_world_addr) = (
+        outside.world(),
+        outside.transit_host(),
+        outside.transit_far(),
+    );
     let instance = scene.instance.clone();
     let bridge = BridgeConfig {
         range,
@@ -645,7 +648,26 @@ fn tenant_networks_carry_exactly_the_engines_matrix() {
         }
     }
     let started = Instant::now();
-    let results = run_probes(&probes);
+    let mut results = run_probes(&probes);
+    // An allowed probe can time out on a loaded machine (48 at once, 400 ms each,
+    // listeners on threads of this process); it is tried twice more before it counts
+    // as an outage. A denied probe that got through is never retried: that is a leak.
+    for _ in 0..2 {
+        let missed: Vec<Probe> = results
+            .iter()
+            .filter(|(p, got)| p.expected && !*got)
+            .map(|(p, _)| p.clone())
+            .collect();
+        if missed.is_empty() {
+            break;
+        }
+        let again = run_probes(&missed);
+        for (probe, got) in again {
+            if got && let Some(slot) = results.iter_mut().find(|(p, _)| *p == probe) {
+                slot.1 = true;
+            }
+        }
+    }
     let wrong: Vec<String> = results
         .iter()
         .filter(|(p, got)| p.expected != *got)

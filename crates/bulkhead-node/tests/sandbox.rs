@@ -1027,7 +1027,8 @@ fn network_wires_into_the_sandbox() -> TestResult {
             .map_err(|e| e.to_string())?;
             let mut stream = std::net::TcpStream::connect_timeout(
                 &std::net::SocketAddr::from((gateway, port)),
-                std::time::Duration::from_secs(2),
+                // Generous: a positive check, and the machine may be loaded.
+                std::time::Duration::from_secs(10),
             )
             .map_err(|e| e.to_string())?;
             let mut b = [0u8; 1];

@@ -475,16 +475,25 @@ fn a_crash_after_any_action_is_repaired_by_the_next_apply() {
 }
 
 /// A TCP connect from inside `from` to `address:port`, with a short timeout.
+/// A TCP connect from inside `from`; a probe that did not run is a test failure,
+/// never a "closed".
 fn connects(instance: &Instance, from: &str, address: &str, port: u16) -> bool {
     let script = format!(
-        "import socket\ns = socket.socket()\ns.settimeout(1.0)\ntry:\n    s.connect(('{address}', {port}))\n    print('open')\nexcept Exception:\n    print('closed')\n"
+        "import socket\ns = socket.socket()\ns.settimeout(2.0)\ntry:\n    s.connect(('{address}', {port}))\n    print('open')\nexcept Exception:\n    print('closed')\n"
     );
     let output = instance
         .cmd()
         .args(["run", from, "--", "/usr/bin/python3", "-c", &script])
         .output()
         .expect("probe");
-    String::from_utf8_lossy(&output.stdout).trim() == "open"
+    match String::from_utf8_lossy(&output.stdout).trim() {
+        "open" => true,
+        "closed" => false,
+        other => panic!(
+            "the probe from {from} to {address}:{port} did not run (stdout {other:?}): {}",
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    }
 }
 
 fn address_of(instance: &Instance, tenant: &str) -> String {
@@ -516,7 +525,6 @@ fn tenant_traffic_follows_the_policy_engine() {
                 .expect("server"),
         );
     }
-    std::thread::sleep(std::time::Duration::from_millis(1500));
     let (web, db, ingress) = (
         address_of(&instance, "web"),
         address_of(&instance, "db"),
@@ -535,7 +543,15 @@ fn tenant_traffic_follows_the_policy_engine() {
     ];
     let mut wrong = Vec::new();
     for (from, to, port, expected) in cases {
-        let observed = connects(&instance, from, to, port);
+        // An allowed pair is tried until its server listens (10 s at most); a denied
+        // one once: any success is a leak.
+        let tries = if expected { 20 } else { 1 };
+        let observed = (0..tries).any(|_| {
+            connects(&instance, from, to, port) || {
+                std::thread::sleep(std::time::Duration::from_millis(500));
+                false
+            }
+        });
         if observed != expected {
             wrong.push(format!(
                 "{from} -> {to}:{port}: expected {expected}, observed {observed}"

@@ -78,7 +78,12 @@ impl Slot {
     }
 
     fn range_network(&self) -> Ipv4Addr {
-        Ipv4Addr::new(10, 208 + (self.index / 256) as u8, (self.index % 256) as u8, 0)
+        Ipv4Addr::new(
+            10,
+            208 + (self.index / 256) as u8,
+            (self.index % 256) as u8,
+            0,
+        )
     }
 
     /// The tenant range, e.g. `10.208.17.0/24`.
@@ -175,9 +180,11 @@ fn host_mentions(needles: &[&str], prefix: &str) -> bool {
         return true;
     }
     if std::fs::read_dir("/run/netns").is_ok_and(|entries| {
-        entries
-            .flatten()
-            .any(|e| e.file_name().to_string_lossy().starts_with(&format!("{prefix}-")))
+        entries.flatten().any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{prefix}-"))
+        })
     }) {
         return true;
     }
