@@ -446,6 +446,37 @@ fn tenant_networks_carry_exactly_the_engines_matrix() {
         );
     }
     eprintln!("wire one tenant over netlink: {timings:?}");
+    // Tenant ranges are IPv4 only: the bridge, the host ends and the tenant ends got
+    // no IPv6 address when they came up (the kernel's own list of them).
+    let inet6 = |netns: Option<&str>| -> Vec<String> {
+        let mut cmd = Command::new("ip");
+        if let Some(ns) = netns {
+            cmd.args(["-n", ns]);
+        }
+        let out = cmd
+            .args(["-6", "-o", "addr", "show"])
+            .output()
+            .expect("ip -6");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1).map(str::to_owned))
+            .collect()
+    };
+    let host_v6 = inet6(None);
+    for name in TENANTS
+        .iter()
+        .map(|t| instance.interface(t, 'h'))
+        .chain([instance.bridge()])
+    {
+        assert!(!host_v6.contains(&name), "{name} has an IPv6 address");
+    }
+    for t in TENANTS {
+        let inside = inet6(Some(&instance.netns(t)));
+        assert!(
+            !inside.iter().any(|n| n == "eth0"),
+            "{t}: eth0 has an IPv6 address"
+        );
+    }
 
     // The outside world: a namespace behind a second link, routed by the host.
     let world_host = instance.interface("world", 'x');

@@ -44,6 +44,11 @@ const IFLA_LINK: u16 = 5;
 const IFLA_MASTER: u16 = 10;
 const IFLA_LINKINFO: u16 = 18;
 const IFLA_NET_NS_FD: u16 = 28;
+const IFLA_AF_SPEC: u16 = 26;
+/// Inside `IFLA_AF_SPEC`, the IPv6 part is the attribute of type `AF_INET6`.
+const IFLA_AF_SPEC_INET6: u16 = 10;
+const IFLA_INET6_ADDR_GEN_MODE: u16 = 8;
+const IN6_ADDR_GEN_MODE_NONE: u8 = 1;
 const IFLA_INFO_KIND: u16 = 1;
 const IFLA_INFO_DATA: u16 = 2;
 const VETH_INFO_PEER: u16 = 1;
@@ -591,6 +596,27 @@ impl Netlink {
         message.end();
         message.end();
         self.request(message)
+    }
+
+    /// Turns off IPv6 address generation on a link that is still down
+    /// (`addrgenmode none`): brought up, it gets no link-local address, so the
+    /// kernel runs no duplicate address detection, multicast joins or router
+    /// solicitation for it. Tenant ranges are IPv4 only and the firewall drops
+    /// every IPv6 packet from tenants; this only spares per-device work. The
+    /// kernel here refuses the attribute at creation (`EAFNOSUPPORT`), hence a
+    /// request of its own. `Ok(false)` when the host has no IPv6 at all.
+    pub fn set_no_ipv6_addresses(&mut self, index: u32) -> io::Result<bool> {
+        let mut message = Message::new(RTM_NEWLINK, NLM_F_ACK).ifinfo(index, 0, 0);
+        message.begin(IFLA_AF_SPEC);
+        message.begin(IFLA_AF_SPEC_INET6);
+        message.attr(IFLA_INET6_ADDR_GEN_MODE, &[IN6_ADDR_GEN_MODE_NONE]);
+        message.end();
+        message.end();
+        match self.request(message) {
+            Ok(()) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Sets or clears `IFF_UP`.
