@@ -723,6 +723,44 @@ fn tenant_networks_carry_exactly_the_engines_matrix() {
         wrong.join("\n")
     );
 
+    // IPv6 between tenants goes nowhere, although no link has IPv6 addresses of its
+    // own: a and b give themselves some (d -> c is allowed over IPv4), b listens.
+    let (a6, b6) = ("fd00:bb::a", "fd00:bb::b");
+    for (t, address) in [("a", a6), ("b", b6)] {
+        let cidr = format!("{address}/64");
+        sh(
+            "ip",
+            &[
+                "-n",
+                &instance.netns(t),
+                "addr",
+                "add",
+                &cidr,
+                "dev",
+                "eth0",
+                "nodad",
+            ],
+        )
+        .expect("IPv6 address");
+    }
+    let v6_listener = in_netns(&netns["b"], || {
+        UdpSocket::bind(format!("[{b6}]:7600")).expect("bind IPv6")
+    });
+    v6_listener
+        .set_read_timeout(Some(Duration::from_millis(1500)))
+        .expect("timeout");
+    in_netns(&netns["a"], || {
+        let s = UdpSocket::bind(format!("[{a6}]:0")).expect("bind IPv6");
+        for _ in 0..3 {
+            let _ = s.send_to(b"v6", format!("[{b6}]:7600"));
+        }
+    });
+    let mut v6_buf = [0u8; 8];
+    assert!(
+        v6_listener.recv_from(&mut v6_buf).is_err(),
+        "IPv6 from a tenant is dropped"
+    );
+
     // Spoofing: a sends as d (d -> c 7000/udp is allowed, a -> c is not).
     let a_ns = instance.netns("a");
     let d_addr = addresses["d"];
