@@ -52,12 +52,11 @@ impl Slot {
     /// A tenant range and instance prefix of its own; `tag` (a lowercase letter) shows
     /// in the prefix which test binary holds it.
     pub fn tenant_range(tag: char) -> Slot {
-        let slot = reserve("range", RANGE_SLOTS, tag, |s| {
+        reserve("range", RANGE_SLOTS, tag, |s| {
             let [_, b, c, _] = s.range_network().octets();
             let net = format!("10.{b}.{c}.");
             !host_mentions(&[&net], &s.prefix())
-        });
-        slot
+        })
     }
 
     /// A transit /30 and a world address for an outside-world namespace.
