@@ -8,8 +8,13 @@
 //! Needs root; cleans up after each run.
 //!
 //! ```text
-//! cargo xtask bench net-onboarding [-- --sizes 10,100,1000 --no-shell]
+//! cargo xtask bench net-onboarding [-- --sizes 10,100,1000 --repeat 5 --no-shell]
 //! ```
+//!
+//! With `--repeat R` the library runs R rounds over all sizes, in alternating order
+//! (10, 100, 1000, then 1000, 100, 10, …) so that a noisy minute hits every size,
+//! and reports per size the median of the per-run medians with their spread, and the
+//! N=1,000 / N=100 ratio of those (and of each round). The shell runs once.
 //!
 //! Unpinned; pin with `taskset -c 1` for steadier figures.
 
@@ -55,6 +60,7 @@ struct Run {
 fn run() -> Result<(), String> {
     let mut sizes = vec![10usize, 100, 1000];
     let mut shell = true;
+    let mut repeat = 1usize;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -67,19 +73,40 @@ fn run() -> Result<(), String> {
                     .collect::<Result<_, _>>()?;
             }
             "--no-shell" => shell = false,
+            "--repeat" => {
+                repeat = args
+                    .next()
+                    .and_then(|r| r.parse().ok())
+                    .filter(|r| *r > 0)
+                    .ok_or("--repeat needs a count of at least 1")?;
+            }
             other => {
                 return Err(format!(
-                    "unknown argument {other:?} (expected --sizes N,N,… or --no-shell)"
+                    "unknown argument {other:?} (expected --sizes N,N,…, --repeat R or --no-shell)"
                 ));
             }
         }
     }
     let mut runs = Vec::new();
-    for &n in &sizes {
-        runs.push(onboard(n, Method::Library)?);
-        if shell {
-            runs.push(onboard(n, Method::Shell)?);
+    // Per round and size, the library run's median per tenant.
+    let mut medians: Vec<Vec<(usize, Duration)>> = Vec::new();
+    for round in 0..repeat {
+        let order: Vec<usize> = if round % 2 == 0 {
+            sizes.clone()
+        } else {
+            sizes.iter().rev().copied().collect()
+        };
+        let mut this_round = Vec::new();
+        for n in order {
+            let r = onboard(n, Method::Library)?;
+            let mut sorted = r.per_tenant.clone();
+            this_round.push((n, stats(&mut sorted).0));
+            runs.push(r);
+            if shell && round == 0 {
+                runs.push(onboard(n, Method::Shell)?);
+            }
         }
+        medians.push(this_round);
     }
     println!(
         "| N | method | per tenant, mean | median | p95 | of which wiring (mean) | total | firewall compile (all N) |"
@@ -118,6 +145,50 @@ fn run() -> Result<(), String> {
             big / small
         );
     }
+    if repeat > 1 {
+        let of = |n: usize| -> Vec<f64> {
+            medians
+                .iter()
+                .flatten()
+                .filter(|(m, _)| *m == n)
+                .map(|(_, d)| d.as_secs_f64() * 1e3)
+                .collect()
+        };
+        println!(
+            "\nlibrary, {repeat} rounds: median of the per-run medians per tenant (min – max)"
+        );
+        for &n in &sizes {
+            let mut v = of(n);
+            println!(
+                "N={n}: {:.3} ms ({:.3} – {:.3})",
+                median_of(&mut v),
+                v.first().copied().unwrap_or(0.0),
+                v.last().copied().unwrap_or(0.0)
+            );
+        }
+        let (mut big, mut small) = (of(1000), of(100));
+        if !big.is_empty() && !small.is_empty() {
+            let mut per_round: Vec<f64> = medians
+                .iter()
+                .filter_map(|round| {
+                    let get = |n| {
+                        round
+                            .iter()
+                            .find(|(m, _)| *m == n)
+                            .map(|(_, d)| d.as_secs_f64())
+                    };
+                    Some(get(1000)? / get(100)?)
+                })
+                .collect();
+            let ratio = median_of(&mut big) / median_of(&mut small);
+            let round_median = median_of(&mut per_round); // sorts
+            println!(
+                "ratio N=1,000 / N=100 of the medians of medians: {ratio:.2} (target ≤ 1.2); per round {:.2} – {:.2}, median {round_median:.2}",
+                per_round.first().copied().unwrap_or(0.0),
+                per_round.last().copied().unwrap_or(0.0),
+            );
+        }
+    }
     for &n in &sizes {
         if let (Some(lib), Some(sh)) = (mean(n, Method::Library), mean(n, Method::Shell)) {
             println!("shell / library at N={n}: {:.1}×", sh / lib);
@@ -130,6 +201,16 @@ fn run() -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+/// The median of `values`, which it sorts (0 for none).
+fn median_of(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
 }
 
 fn sh(program: &str, args: &[&str], stdin: Option<&str>) -> Result<(), String> {

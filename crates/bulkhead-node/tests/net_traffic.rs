@@ -1,12 +1,14 @@
 //! Tenant networks against the real kernel (root; CI is root), with real
 //! traffic: four tenants in namespaces this test creates, an "outside world"
-//! namespace (203.0.113.10, behind a second link), a dozen rules; every
+//! namespace (an address in 203.0.113.64/26, behind a second link), a dozen rules; every
 //! ordered pair and every rule port is tried with a TCP connect or a UDP
 //! exchange and must match the engine's matrix. Spoofed sources are dropped,
 //! the bridge address answers only on host ports and DNS, the bandwidth caps
 //! hold. Every namespace, link, table and qdisc goes away in `Drop`, even
 //! when an assertion fails. Traffic never leaves this machine: it stays
-//! between namespaces the test made and the bridge.
+//! between namespaces the test made and the bridge. Prefixes, tenant ranges and the
+//! world's transit and address are reserved across every process on the host
+//! (`support/netslot.rs`), so concurrent runs never share a route or a name.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
@@ -26,10 +28,11 @@ use bulkhead_policy::tenancy::{self, TenancyOptions, TenantMatrix};
 use bulkhead_policy::{GroupKey, Protocol};
 use ipnet::Ipv4Net;
 
+#[path = "support/netslot.rs"]
+mod netslot;
+use netslot::Slot;
+
 const TENANTS: [&str; 4] = ["a", "b", "c", "d"];
-const WORLD: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
-const TRANSIT_HOST: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
-const TRANSIT_WORLD: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
 const TCP_PORTS: [u16; 11] = [
     53, 443, 2222, 5353, 8080, 8443, 8999, 9000, 9005, 9010, 9011,
 ];
@@ -77,19 +80,26 @@ fn in_netns<T: Send>(path: &Path, f: impl FnOnce() -> T + Send) -> T {
 /// Everything the test made, removed in `Drop` (in reverse).
 struct Scene {
     instance: Instance,
+    range: Ipv4Net,
     netns: Vec<String>,
     world_link: Option<String>,
     _state: tempfile::TempDir,
+    /// Prefix and range; held until after `Drop::drop` removed what they named.
+    _slot: Slot,
 }
 
 impl Scene {
-    fn new(prefix: &str) -> Scene {
+    /// A scene with a prefix and tenant range reserved on the host; `tag` marks the test.
+    fn new(tag: char) -> Scene {
+        let slot = Slot::tenant_range(tag);
         let state = tempfile::tempdir().expect("tempdir");
         Scene {
-            instance: Instance::new(prefix, state.path()),
+            instance: Instance::new(&slot.prefix(), state.path()),
+            range: slot.range().parse().expect("range"),
             netns: Vec::new(),
             world_link: None,
             _state: state,
+            _slot: slot,
         }
     }
 
@@ -312,7 +322,7 @@ fn udp_probe(src: Option<Ipv4Addr>, dst: Ipv4Addr, port: u16) -> bool {
     matches!(u.recv_from(&mut b), Ok((5, _)))
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 struct Probe {
     from: String,
     netns: PathBuf,
@@ -367,10 +377,16 @@ fn tenant_networks_carry_exactly_the_engines_matrix() {
         eprintln!("skipped: needs root (network namespaces, nftables, tc)");
         return;
     }
-    let pid = std::process::id();
-    let prefix = format!("nt{}", pid % 1000);
-    let range: Ipv4Net = format!("10.201.{}.0/24", pid % 250).parse().expect("range");
-    let mut scene = Scene::new(&prefix);
+    // The outside world's transit and address, unique on the host (held until the
+    // scene has removed the world's link).
+    let outside = Slot::outside();
+    let mut scene = Scene::new('t');
+    let range = scene.range;
+    let (world, transit_host_addr, transit_world_addr) = (
+        outside.world(),
+        outside.transit_host(),
+        outside.transit_far(),
+    );
     let instance = scene.instance.clone();
     let bridge = BridgeConfig {
         range,
@@ -430,6 +446,37 @@ fn tenant_networks_carry_exactly_the_engines_matrix() {
         );
     }
     eprintln!("wire one tenant over netlink: {timings:?}");
+    // Tenant ranges are IPv4 only: the bridge, the host ends and the tenant ends got
+    // no IPv6 address when they came up (the kernel's own list of them).
+    let inet6 = |netns: Option<&str>| -> Vec<String> {
+        let mut cmd = Command::new("ip");
+        if let Some(ns) = netns {
+            cmd.args(["-n", ns]);
+        }
+        let out = cmd
+            .args(["-6", "-o", "addr", "show"])
+            .output()
+            .expect("ip -6");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1).map(str::to_owned))
+            .collect()
+    };
+    let host_v6 = inet6(None);
+    for name in TENANTS
+        .iter()
+        .map(|t| instance.interface(t, 'h'))
+        .chain([instance.bridge()])
+    {
+        assert!(!host_v6.contains(&name), "{name} has an IPv6 address");
+    }
+    for t in TENANTS {
+        let inside = inet6(Some(&instance.netns(t)));
+        assert!(
+            !inside.iter().any(|n| n == "eth0"),
+            "{t}: eth0 has an IPv6 address"
+        );
+    }
 
     // The outside world: a namespace behind a second link, routed by the host.
     let world_host = instance.interface("world", 'x');
@@ -451,19 +498,19 @@ fn tenant_networks_carry_exactly_the_engines_matrix() {
     )
     .expect("world link");
     scene.world_link = Some(world_host.clone());
-    let transit_host = format!("{TRANSIT_HOST}/30");
-    let transit_world = format!("{TRANSIT_WORLD}/30");
-    let world_addr = format!("{WORLD}/32");
+    let transit_host = format!("{transit_host_addr}/30");
+    let transit_world = format!("{transit_world_addr}/30");
+    let world_addr = format!("{world}/32");
     let range_text = range.to_string();
-    let transit_host_text = TRANSIT_HOST.to_string();
-    let world_text = WORLD.to_string();
-    let transit_world_text = TRANSIT_WORLD.to_string();
+    let transit_host_text = transit_host_addr.to_string();
+    let world_text = world.to_string();
+    let transit_world_text = transit_world_addr.to_string();
     for (ns, args) in [
         (None, vec!["addr", "add", &transit_host, "dev", &world_host]),
         (None, vec!["link", "set", &world_host, "up"]),
         (
             None,
-            vec!["route", "add", "203.0.113.0/24", "via", &transit_world_text],
+            vec!["route", "add", &world_addr, "via", &transit_world_text],
         ),
         (
             Some(&world_ns_name),
@@ -548,7 +595,7 @@ fn tenant_networks_carry_exactly_the_engines_matrix() {
     // Expectations from the engine.
     let mut options = TenancyOptions::new()
         .tenant_endpoints(true)
-        .external("world", std::net::IpAddr::V4(WORLD));
+        .external("world", std::net::IpAddr::V4(world));
     for (t, a) in &addresses {
         options = options.address(t.clone(), std::net::IpAddr::V4(*a));
     }
@@ -587,7 +634,7 @@ fn tenant_networks_carry_exactly_the_engines_matrix() {
         .iter()
         .map(|t| (t.to_string(), netns[*t].clone(), addresses[*t]))
         .collect();
-    endpoints.push(("world".to_owned(), world_ns.clone(), WORLD));
+    endpoints.push(("world".to_owned(), world_ns.clone(), world));
     let ports: Vec<(Protocol, u16)> = TCP_PORTS
         .iter()
         .map(|p| (Protocol::Tcp, *p))
@@ -632,7 +679,26 @@ fn tenant_networks_carry_exactly_the_engines_matrix() {
         }
     }
     let started = Instant::now();
-    let results = run_probes(&probes);
+    let mut results = run_probes(&probes);
+    // An allowed probe can time out on a loaded machine (48 at once, 400 ms each,
+    // listeners on threads of this process); it is tried twice more before it counts
+    // as an outage. A denied probe that got through is never retried: that is a leak.
+    for _ in 0..2 {
+        let missed: Vec<Probe> = results
+            .iter()
+            .filter(|(p, got)| p.expected && !*got)
+            .map(|(p, _)| p.clone())
+            .collect();
+        if missed.is_empty() {
+            break;
+        }
+        let again = run_probes(&missed);
+        for (probe, got) in again {
+            if got && let Some(slot) = results.iter_mut().find(|(p, _)| *p == probe) {
+                slot.1 = true;
+            }
+        }
+    }
     let wrong: Vec<String> = results
         .iter()
         .filter(|(p, got)| p.expected != *got)
@@ -655,6 +721,44 @@ fn tenant_networks_carry_exactly_the_engines_matrix() {
         wrong.is_empty(),
         "outcomes differ from the engine:\n{}",
         wrong.join("\n")
+    );
+
+    // IPv6 between tenants goes nowhere, although no link has IPv6 addresses of its
+    // own: a and b give themselves some (d -> c is allowed over IPv4), b listens.
+    let (a6, b6) = ("fd00:bb::a", "fd00:bb::b");
+    for (t, address) in [("a", a6), ("b", b6)] {
+        let cidr = format!("{address}/64");
+        sh(
+            "ip",
+            &[
+                "-n",
+                &instance.netns(t),
+                "addr",
+                "add",
+                &cidr,
+                "dev",
+                "eth0",
+                "nodad",
+            ],
+        )
+        .expect("IPv6 address");
+    }
+    let v6_listener = in_netns(&netns["b"], || {
+        UdpSocket::bind(format!("[{b6}]:7600")).expect("bind IPv6")
+    });
+    v6_listener
+        .set_read_timeout(Some(Duration::from_millis(1500)))
+        .expect("timeout");
+    in_netns(&netns["a"], || {
+        let s = UdpSocket::bind(format!("[{a6}]:0")).expect("bind IPv6");
+        for _ in 0..3 {
+            let _ = s.send_to(b"v6", format!("[{b6}]:7600"));
+        }
+    });
+    let mut v6_buf = [0u8; 8];
+    assert!(
+        v6_listener.recv_from(&mut v6_buf).is_err(),
+        "IPv6 from a tenant is dropped"
     );
 
     // Spoofing: a sends as d (d -> c 7000/udp is allowed, a -> c is not).
@@ -800,10 +904,8 @@ fn wiring_netlink_versus_ip_per_step() {
         return;
     }
     const N: usize = 8;
-    let pid = std::process::id();
-    let prefix = format!("nw{}", pid % 1000);
-    let range: Ipv4Net = format!("10.202.{}.0/24", pid % 250).parse().expect("range");
-    let mut scene = Scene::new(&prefix);
+    let mut scene = Scene::new('w');
+    let range = scene.range;
     let instance = scene.instance.clone();
     let bridge = BridgeConfig {
         range,
@@ -880,11 +982,8 @@ fn element_edits_over_netlink_read_back_as_nft_lists_them() {
         eprintln!("skipped: needs root");
         return;
     }
-    let prefix = format!("ne{:x}", std::process::id() % 0xffff);
-    let scene = Scene::new(&prefix);
-    let range: Ipv4Net = format!("10.202.{}.0/24", std::process::id() % 250)
-        .parse()
-        .expect("range");
+    let scene = Scene::new('e');
+    let range = scene.range;
     let desired = bulkhead_spec::load_str("t.yaml", &desired_yaml(range, true)).expect("yaml");
     let addresses: BTreeMap<String, Ipv4Addr> = ["a", "b", "c", "d"]
         .iter()

@@ -15,6 +15,10 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+#[path = "support/netslot.rs"]
+mod netslot;
+use netslot::Slot;
+
 use bulkhead_node::mountinfo::parse_mountinfo;
 use bulkhead_node::naming::Instance;
 use bulkhead_node::sandbox::{
@@ -139,18 +143,21 @@ fn main() {
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
-/// One instance per test: unique prefix, temporary state directory, and a
-/// guard that stops every tenant started through it.
+/// One instance per test: a prefix and tenant range reserved across every process on
+/// the host (`support/netslot.rs`), a temporary state directory, and a guard that
+/// stops every tenant started through it.
 struct Env {
     instance: Instance,
     tenants: Vec<String>,
     _state: tempfile::TempDir,
+    /// Held until after `Drop::drop` stopped the tenants.
+    slot: Slot,
 }
 
 impl Env {
     fn new() -> Env {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let prefix = format!("bht{}n{n}", std::process::id() % 100_000);
+        let slot = Slot::tenant_range('s');
+        let prefix = slot.prefix();
         let state = tempfile::Builder::new()
             .prefix("bulkhead-sandbox-test")
             .tempdir()
@@ -159,6 +166,7 @@ impl Env {
             instance: Instance::new(&prefix, state.path()),
             tenants: Vec::new(),
             _state: state,
+            slot,
         }
     }
 
@@ -971,9 +979,7 @@ fn network_wires_into_the_sandbox() -> TestResult {
 
     let mut env = Env::new();
     let a = env.start_default("alpha")?;
-    let range: ipnet::Ipv4Net = format!("10.203.{}.0/24", std::process::id() % 250)
-        .parse()
-        .map_err(|e| format!("{e}"))?;
+    let range: ipnet::Ipv4Net = env.slot.range().parse().map_err(|e| format!("{e}"))?;
     let bridge = BridgeConfig {
         range,
         forwarding: false,
@@ -1021,7 +1027,8 @@ fn network_wires_into_the_sandbox() -> TestResult {
             .map_err(|e| e.to_string())?;
             let mut stream = std::net::TcpStream::connect_timeout(
                 &std::net::SocketAddr::from((gateway, port)),
-                std::time::Duration::from_secs(2),
+                // Generous: a positive check, and the machine may be loaded.
+                std::time::Duration::from_secs(10),
             )
             .map_err(|e| e.to_string())?;
             let mut b = [0u8; 1];

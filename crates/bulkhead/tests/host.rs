@@ -1,14 +1,18 @@
 //! The host backend end to end, through the `bulkhead` binary, on the real kernel (root;
-//! CI is root). Each test runs its own instance — a unique prefix, state root and master
-//! key — and removes everything it created with `gc --all`, also when it fails.
+//! CI is root). Each test runs its own instance — a prefix and tenant range reserved
+//! across every process on the host (`netslot`), a state root and master key — and
+//! removes everything it created with `gc --all`, also when it fails.
 //!
 //! Assertions read kernel state (cgroup files, /proc/mounts, loop devices, /run/netns)
 //! and what a process sees from inside, never bulkhead's own output alone.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use assert_cmd::Command;
+
+#[path = "../../bulkhead-node/tests/support/netslot.rs"]
+mod netslot;
+use netslot::Slot;
 
 fn is_root() -> bool {
     use std::os::unix::fs::MetadataExt as _;
@@ -24,24 +28,21 @@ macro_rules! require_root {
     };
 }
 
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
 /// One instance of bulkhead for one test, collected on drop.
 struct Instance {
     prefix: String,
     state: tempfile::TempDir,
     specs: tempfile::TempDir,
+    /// Prefix and tenant range; held until after `gc --all` (fields drop after
+    /// `Drop::drop`).
+    slot: Slot,
 }
 
 impl Instance {
     /// The examples, renamed to a unique instance with its own master key file.
     fn new() -> Instance {
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let prefix = format!(
-            "h{:x}{}",
-            std::process::id() % 0xffff,
-            (b'a' + (n % 26) as u8) as char
-        );
+        let slot = Slot::tenant_range('h');
+        let prefix = slot.prefix();
         let state = tempfile::tempdir().expect("tempdir");
         let specs = tempfile::tempdir().expect("tempdir");
         copy_dir(
@@ -54,6 +55,10 @@ impl Instance {
             .expect("read")
             .replace("instance: bh ", &format!("instance: {prefix} "))
             .replace(
+                "tenantRange: 10.240.0.0/24",
+                &format!("tenantRange: {}", slot.range()),
+            )
+            .replace(
                 "file: /etc/bulkhead/master.key",
                 &format!("file: {}", key.display()),
             );
@@ -62,6 +67,7 @@ impl Instance {
             prefix,
             state,
             specs,
+            slot,
         }
     }
 
@@ -469,16 +475,25 @@ fn a_crash_after_any_action_is_repaired_by_the_next_apply() {
 }
 
 /// A TCP connect from inside `from` to `address:port`, with a short timeout.
+/// A TCP connect from inside `from`; a probe that did not run is a test failure,
+/// never a "closed".
 fn connects(instance: &Instance, from: &str, address: &str, port: u16) -> bool {
     let script = format!(
-        "import socket\ns = socket.socket()\ns.settimeout(1.0)\ntry:\n    s.connect(('{address}', {port}))\n    print('open')\nexcept Exception:\n    print('closed')\n"
+        "import socket\ns = socket.socket()\ns.settimeout(2.0)\ntry:\n    s.connect(('{address}', {port}))\n    print('open')\nexcept Exception:\n    print('closed')\n"
     );
     let output = instance
         .cmd()
         .args(["run", from, "--", "/usr/bin/python3", "-c", &script])
         .output()
         .expect("probe");
-    String::from_utf8_lossy(&output.stdout).trim() == "open"
+    match String::from_utf8_lossy(&output.stdout).trim() {
+        "open" => true,
+        "closed" => false,
+        other => panic!(
+            "the probe from {from} to {address}:{port} did not run (stdout {other:?}): {}",
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    }
 }
 
 fn address_of(instance: &Instance, tenant: &str) -> String {
@@ -510,7 +525,6 @@ fn tenant_traffic_follows_the_policy_engine() {
                 .expect("server"),
         );
     }
-    std::thread::sleep(std::time::Duration::from_millis(1500));
     let (web, db, ingress) = (
         address_of(&instance, "web"),
         address_of(&instance, "db"),
@@ -529,7 +543,15 @@ fn tenant_traffic_follows_the_policy_engine() {
     ];
     let mut wrong = Vec::new();
     for (from, to, port, expected) in cases {
-        let observed = connects(&instance, from, to, port);
+        // An allowed pair is tried until its server listens (10 s at most); a denied
+        // one once: any success is a leak.
+        let tries = if expected { 20 } else { 1 };
+        let observed = (0..tries).any(|_| {
+            connects(&instance, from, to, port) || {
+                std::thread::sleep(std::time::Duration::from_millis(500));
+                false
+            }
+        });
         if observed != expected {
             wrong.push(format!(
                 "{from} -> {to}:{port}: expected {expected}, observed {observed}"
@@ -537,7 +559,7 @@ fn tenant_traffic_follows_the_policy_engine() {
         }
     }
     // The bridge address (the host) exposes no port: the platform lists no hostPorts.
-    let bridge = "10.240.0.1";
+    let bridge = &instance.slot.bridge_address().to_string();
     if connects(&instance, "web", bridge, 22) {
         wrong.push("web reached the host on port 22".to_owned());
     }
@@ -623,22 +645,15 @@ fn apply_repairs_a_raised_limit_and_a_killed_holder() {
         .code(0);
 }
 
-/// Gives `instance` a tenant range of its own (tests run in parallel, and two bridges
-/// with one range would confuse the host's replies) and the given `hostPorts`.
+/// Gives `instance` the given `hostPorts`; returns its bridge address (the tenant range
+/// is the instance's own, see [`Slot`]).
 fn own_network(instance: &Instance, host_ports: &str) -> String {
-    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-    let third = (std::process::id() + n * 37) % 256;
-    let range = format!("10.241.{third}.0/24");
     let platform = instance.specs.path().join("platform.yaml");
     let text = std::fs::read_to_string(&platform)
         .expect("read")
-        .replace(
-            "tenantRange: 10.240.0.0/24",
-            &format!("tenantRange: {range}"),
-        )
         .replace("hostPorts: []", &format!("hostPorts: {host_ports}"));
     std::fs::write(&platform, text).expect("write");
-    format!("10.241.{third}.1")
+    instance.slot.bridge_address().to_string()
 }
 
 /// `verify --only network` as JSON: (exit code, report).

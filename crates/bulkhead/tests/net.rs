@@ -2,16 +2,21 @@
 //! DNS view from inside tenants, `net show` against the kernel, and drift — a flushed
 //! firewall, a deleted veth, a suspended tenant — repaired by `apply`.
 //!
-//! Each test runs its own instance with its own tenant range (so that the tests, run
-//! in parallel, never share a bridge address) and removes everything with `gc --all`,
-//! also when it fails. Traffic stays inside namespaces the tests create.
+//! Each test runs its own instance with its own prefix and tenant range, reserved
+//! across every process on the host (`netslot`: tests of other binaries and other runs
+//! never share a bridge address, a route, a table or a link name with it), and removes
+//! everything with `gc --all`, also when it fails. Traffic stays inside namespaces the
+//! tests create.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use assert_cmd::Command;
+
+#[path = "../../bulkhead-node/tests/support/netslot.rs"]
+mod netslot;
+use netslot::Slot;
 
 fn is_root() -> bool {
     use std::os::unix::fs::MetadataExt as _;
@@ -27,14 +32,14 @@ macro_rules! require_root {
     };
 }
 
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
 /// One instance on the examples, with a unique prefix and tenant range.
 struct Instance {
     prefix: String,
     state: tempfile::TempDir,
     specs: tempfile::TempDir,
     servers: Vec<Child>,
+    /// Held until after `gc --all` (fields drop after `Drop::drop`).
+    _slot: Slot,
 }
 
 impl Instance {
@@ -44,12 +49,8 @@ impl Instance {
 
     /// The examples, with `edit` applied to the platform file.
     fn with_platform(edit: impl FnOnce(String) -> String) -> Instance {
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let prefix = format!(
-            "n{:x}{}",
-            std::process::id() % 0xffff,
-            (b'a' + (n % 26) as u8) as char
-        );
+        let slot = Slot::tenant_range('n');
+        let prefix = slot.prefix();
         let state = tempfile::tempdir().expect("tempdir");
         let specs = tempfile::tempdir().expect("tempdir");
         copy_dir(
@@ -58,13 +59,12 @@ impl Instance {
         );
         let platform = specs.path().join("platform.yaml");
         let key = state.path().join("master.key");
-        let third = (std::process::id() * 7 + n) % 250;
         let text = std::fs::read_to_string(&platform)
             .expect("read")
             .replace("instance: bh ", &format!("instance: {prefix} "))
             .replace(
                 "tenantRange: 10.240.0.0/24",
-                &format!("tenantRange: 10.241.{third}.0/24"),
+                &format!("tenantRange: {}", slot.range()),
             )
             .replace(
                 "file: /etc/bulkhead/master.key",
@@ -76,6 +76,7 @@ impl Instance {
             state,
             specs,
             servers: Vec::new(),
+            _slot: slot,
         }
     }
 
@@ -135,16 +136,26 @@ impl Instance {
     }
 
     /// A TCP connect from inside `from` to `address:port`, with a short timeout.
+    ///
+    /// A probe that did not run (the sandbox failed to start, python failed) is a test
+    /// failure, never a "closed": a denial must be the network's answer.
     fn connects(&self, from: &str, address: &str, port: u16) -> bool {
         let script = format!(
-            "import socket\ns = socket.socket()\ns.settimeout(1.0)\ntry:\n    s.connect(('{address}', {port}))\n    print('open')\nexcept Exception:\n    print('closed')\n"
+            "import socket\ns = socket.socket()\ns.settimeout(2.0)\ntry:\n    s.connect(('{address}', {port}))\n    print('open')\nexcept Exception:\n    print('closed')\n"
         );
         let output = self
             .cmd()
             .args(["run", from, "--", "/usr/bin/python3", "-c", &script])
             .output()
             .expect("probe");
-        String::from_utf8_lossy(&output.stdout).trim() == "open"
+        match String::from_utf8_lossy(&output.stdout).trim() {
+            "open" => true,
+            "closed" => false,
+            other => panic!(
+                "the probe from {from} to {address}:{port} did not run (stdout {other:?}): {}",
+                String::from_utf8_lossy(&output.stderr)
+            ),
+        }
     }
 
     /// Asks the tenant's resolver (from its /etc/resolv.conf) for each name over UDP
@@ -223,6 +234,13 @@ const RESOLVE: &str = r#"
 import socket, struct, sys
 ns = [l.split()[1] for l in open('/etc/resolv.conf') if l.startswith('nameserver')][0]
 def ask(name, tcp):
+    # Three tries, like the C library's resolver (attempts:2 plus the first).
+    for _ in range(3):
+        got = ask_once(name, tcp)
+        if got != 'error':
+            return got
+    return got
+def ask_once(name, tcp):
     m = struct.pack('>HHHHHH', 0x4242, 0x0100, 1, 0, 0, 0)
     m += b''.join(bytes([len(p)]) + p.encode() for p in name.split('.')) + b'\0'
     m += struct.pack('>HH', 1, 1)
@@ -363,11 +381,24 @@ fn each_tenant_resolves_only_what_it_may_reach() {
 /// a veth pair: answers every A question with 203.0.113.7 and logs each name it is
 /// asked.
 struct FakeUpstream {
-    netns: String,
     server: Child,
     log: PathBuf,
     address: String,
     _dir: tempfile::TempDir,
+    /// Dropped after the server is killed: deletes the namespace, and so the pair.
+    _netns: NetnsGuard,
+    _slot: Slot,
+}
+
+/// Deletes a named network namespace on drop, also when a test fails half-way.
+struct NetnsGuard(String);
+
+impl Drop for NetnsGuard {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.0])
+            .status();
+    }
 }
 
 const FAKE_UPSTREAM: &str = r#"
@@ -418,12 +449,16 @@ fn ip(args: &[&str]) {
 }
 
 impl FakeUpstream {
-    fn start(tag: &str, n: u32) -> FakeUpstream {
+    /// On a transit /30 of its own (an outside slot: 198.51.100.0/24), in a namespace
+    /// the test creates.
+    fn start() -> FakeUpstream {
+        let slot = Slot::outside();
+        let tag = slot.prefix();
         let netns = format!("{tag}up");
         let (host_end, ns_end) = (format!("{tag}ua"), format!("{tag}ub"));
-        let third = (std::process::id() * 3 + n) % 250;
-        let (host_addr, address) = (format!("198.18.{third}.1"), format!("198.18.{third}.2"));
+        let (host_addr, address) = (slot.transit_host(), slot.transit_far().to_string());
         ip(&["netns", "add", &netns]);
+        let guard = NetnsGuard(netns.clone());
         ip(&[
             "link", "add", &host_end, "type", "veth", "peer", "name", &ns_end, "netns", &netns,
         ]);
@@ -455,11 +490,12 @@ impl FakeUpstream {
             .expect("ready");
         assert_eq!(line.trim(), "ready");
         FakeUpstream {
-            netns,
             server,
             log,
             address,
             _dir: dir,
+            _netns: guard,
+            _slot: slot,
         }
     }
 
@@ -476,18 +512,13 @@ impl Drop for FakeUpstream {
     fn drop(&mut self) {
         let _ = self.server.kill();
         let _ = self.server.wait();
-        // Deleting the namespace takes its veth end, and so the pair.
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "del", &self.netns])
-            .status();
     }
 }
 
 #[test]
 fn other_names_go_to_the_configured_upstream_only() {
     require_root!();
-    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-    let upstream = FakeUpstream::start(&format!("u{:x}{n}", std::process::id() % 0xffff), n);
+    let upstream = FakeUpstream::start();
     let address = upstream.address.clone();
     let instance = Instance::with_platform(|text| {
         text.replace(
@@ -580,9 +611,8 @@ fn a_flushed_firewall_is_planned_and_repaired() {
     instance.apply();
     instance.serve("ingress", "proxy");
     instance.serve("web", "app");
-    std::thread::sleep(Duration::from_millis(1500));
     let (web, ingress) = (instance.address_of("web"), instance.address_of("ingress"));
-    assert!(instance.connects("ingress", &web, 8080), "allowed");
+    instance.wait_until_connects("ingress", &web, 8080);
     assert!(!instance.connects("web", &ingress, 8443), "denied");
     let table = format!("bulkhead_{}", instance.prefix);
     let status = std::process::Command::new("nft")
@@ -590,10 +620,9 @@ fn a_flushed_firewall_is_planned_and_repaired() {
         .status()
         .expect("nft");
     assert!(status.success());
-    assert!(
-        instance.connects("web", &ingress, 8443),
-        "with the table flushed nothing is denied (the drift is real)"
-    );
+    // With the table flushed nothing is denied (the drift is real); the proxy may
+    // still be starting.
+    instance.wait_until_connects("web", &ingress, 8443);
     let plan = instance.plan();
     assert!(
         plan.contains("load the default-deny firewall"),
@@ -611,9 +640,8 @@ fn a_deleted_host_veth_is_rewired() {
     let mut instance = Instance::new();
     instance.apply();
     instance.serve("web", "app");
-    std::thread::sleep(Duration::from_millis(1500));
     let web = instance.address_of("web");
-    assert!(instance.connects("ingress", &web, 8080));
+    instance.wait_until_connects("ingress", &web, 8080);
     let output = instance
         .cmd()
         .args(["net", "show", "web", "-o", "json"])
@@ -629,7 +657,7 @@ fn a_deleted_host_veth_is_rewired() {
     let plan = instance.plan();
     assert!(plan.contains("wire web"), "plan rewires:\n{plan}");
     instance.apply();
-    assert!(instance.connects("ingress", &web, 8080), "rewired");
+    instance.wait_until_connects("ingress", &web, 8080);
     assert_eq!(
         instance.resolve("ingress", &["web"])[0].1,
         format!("0:{web} 0:{web}")
@@ -642,9 +670,8 @@ fn suspend_cuts_the_network_and_resume_restores_it() {
     let mut instance = Instance::new();
     instance.apply();
     instance.serve("db", "postgres");
-    std::thread::sleep(Duration::from_millis(1500));
     let db = instance.address_of("db");
-    assert!(instance.connects("web", &db, 5432), "allowed while active");
+    instance.wait_until_connects("web", &db, 5432);
     instance.cmd().args(["suspend", "db"]).assert().success();
     // A frozen listener would still complete the handshake in the kernel: only the
     // firewall can make this fail.
@@ -655,7 +682,7 @@ fn suspend_cuts_the_network_and_resume_restores_it() {
         "and unnamed"
     );
     instance.cmd().args(["resume", "db"]).assert().success();
-    assert!(instance.connects("web", &db, 5432), "restored");
+    instance.wait_until_connects("web", &db, 5432);
 }
 
 /// An echo server on `port` (TCP), for a tenant's sandbox.

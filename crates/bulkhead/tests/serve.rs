@@ -10,10 +10,13 @@ use std::io::{Read as _, Write as _};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+#[path = "../../bulkhead-node/tests/support/netslot.rs"]
+mod netslot;
+use netslot::Slot;
 
 fn is_root() -> bool {
     use std::os::unix::fs::MetadataExt as _;
@@ -28,8 +31,6 @@ macro_rules! require_root {
         }
     };
 }
-
-static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 const STEADY: &str = r#"
 apiVersion: bulkhead.dev/v1alpha1
@@ -61,6 +62,8 @@ struct Instance {
     state: tempfile::TempDir,
     spec: PathBuf,
     daemon: Option<Child>,
+    /// Prefix and tenant range, unique on the host; held until after `gc --all`.
+    _slot: Slot,
 }
 
 impl Instance {
@@ -82,16 +85,12 @@ impl Instance {
     /// An instance whose platform spec ends with `platform_extra` (indented lines under
     /// `spec:`), with `documents` after it, applied.
     fn custom(platform_extra: &str, documents: &str) -> Instance {
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let prefix = format!(
-            "d{:x}{}",
-            std::process::id() % 0xffff,
-            (b'a' + (n % 26) as u8) as char
-        );
+        let slot = Slot::tenant_range('d');
+        let prefix = slot.prefix();
         let state = tempfile::tempdir().expect("tempdir");
         let mut yaml = format!(
-            "apiVersion: bulkhead.dev/v1alpha1\nkind: Platform\nmetadata: {{ name: t }}\nspec:\n  instance: {prefix}\n  network: {{ tenantRange: 10.252.{}.0/24 }}\n  keySource: {{ file: {}/master.key }}\n",
-            (std::process::id() + n) % 250,
+            "apiVersion: bulkhead.dev/v1alpha1\nkind: Platform\nmetadata: {{ name: t }}\nspec:\n  instance: {prefix}\n  network: {{ tenantRange: {} }}\n  keySource: {{ file: {}/master.key }}\n",
+            slot.range(),
             state.path().display()
         );
         yaml.push_str(platform_extra);
@@ -103,6 +102,7 @@ impl Instance {
             state,
             spec,
             daemon: None,
+            _slot: slot,
         };
         let out = instance.cli(&["apply", &instance.spec.display().to_string()]);
         assert!(out.status.success(), "apply: {}", stderr(&out));

@@ -189,11 +189,15 @@ pub fn ensure_bridge(instance: &Instance, config: &BridgeConfig) -> Result<Chang
             nl.create_link(&name, "bridge")
                 .map_err(nl_err("create bridge", &name))?;
             changes.steps.push(format!("create bridge {name}"));
-            nl.link(&name)
+            let link = nl
+                .link(&name)
                 .map_err(nl_err("look up", &name))?
                 .ok_or_else(|| LinkError::NoBridge {
                     bridge: name.clone(),
-                })?
+                })?;
+            nl.set_no_ipv6_addresses(link.index)
+                .map_err(nl_err("turn off IPv6 addresses on", &name))?;
+            link
         }
     };
     if link.kind.as_deref() != Some("bridge") {
@@ -386,6 +390,17 @@ pub fn ensure_tenant(
             .steps
             .push(format!("create veth {host_name} <-> {TENANT_IFNAME}"));
         now = ends(&mut host_nl, &mut tenant_nl, instance, &link.tenant)?;
+        // Both ends are still down: no IPv6 addresses, before they come up.
+        if let Some(h) = &now.host {
+            host_nl
+                .set_no_ipv6_addresses(h.index)
+                .map_err(nl_err("turn off IPv6 addresses on", &host_name))?;
+        }
+        if let Some(t) = &now.tenant {
+            tenant_nl
+                .set_no_ipv6_addresses(t.index)
+                .map_err(nl_err("turn off IPv6 addresses on", TENANT_IFNAME))?;
+        }
     }
     let (Some(host), Some(tenant)) = (now.host, now.tenant) else {
         return Err(LinkError::Netlink {

@@ -44,6 +44,11 @@ const IFLA_LINK: u16 = 5;
 const IFLA_MASTER: u16 = 10;
 const IFLA_LINKINFO: u16 = 18;
 const IFLA_NET_NS_FD: u16 = 28;
+const IFLA_AF_SPEC: u16 = 26;
+/// Inside `IFLA_AF_SPEC`, the IPv6 part is the attribute of type `AF_INET6`.
+const IFLA_AF_SPEC_INET6: u16 = 10;
+const IFLA_INET6_ADDR_GEN_MODE: u16 = 8;
+const IN6_ADDR_GEN_MODE_NONE: u8 = 1;
 const IFLA_INFO_KIND: u16 = 1;
 const IFLA_INFO_DATA: u16 = 2;
 const VETH_INFO_PEER: u16 = 1;
@@ -67,6 +72,11 @@ const IPCTNL_MSG_CT_GET: u16 = 1;
 const IPCTNL_MSG_CT_DELETE: u16 = 2;
 const CTA_TUPLE_ORIG: u16 = 1;
 const CTA_ZONE: u16 = 18;
+const CTA_FILTER: u16 = 25;
+const CTA_FILTER_ORIG_FLAGS: u16 = 1;
+const CTA_FILTER_REPLY_FLAGS: u16 = 2;
+const CTA_FILTER_F_CTA_IP_SRC: u32 = 1 << 0;
+const CTA_FILTER_F_CTA_IP_DST: u32 = 1 << 1;
 const CTA_TUPLE_IP: u16 = 1;
 const CTA_IP_V4_SRC: u16 = 1;
 const CTA_IP_V4_DST: u16 = 2;
@@ -130,7 +140,7 @@ pub(crate) struct Route {
 }
 
 /// One entry of the conntrack table (IPv4), as the kernel dumped it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Tracked {
     /// Source of the original direction.
     pub src: Ipv4Addr,
@@ -315,6 +325,42 @@ impl Netlink {
     pub fn conntrack(&mut self) -> io::Result<Vec<Tracked>> {
         let kind = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET;
         let replies = self.exchange(Message::new(kind, NLM_F_DUMP).nfgen())?;
+        let new = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW;
+        Ok(replies
+            .iter()
+            .filter(|(kind, _)| *kind == new)
+            .filter_map(|(_, payload)| parse_tracked(payload.get(4..)?))
+            .collect())
+    }
+
+    /// The IPv4 conntrack entries whose original direction has `address` as
+    /// its destination (`as_destination`) or its source, selected by the
+    /// kernel (`CTA_FILTER` on the original tuple, Linux 5.9+): only those are
+    /// copied out, instead of the whole table. A kernel that predates the
+    /// filter ignores the attribute and dumps everything, so callers still
+    /// check each entry.
+    pub fn conntrack_of(
+        &mut self,
+        address: Ipv4Addr,
+        as_destination: bool,
+    ) -> io::Result<Vec<Tracked>> {
+        let kind = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET;
+        let (field, flag) = if as_destination {
+            (CTA_IP_V4_DST, CTA_FILTER_F_CTA_IP_DST)
+        } else {
+            (CTA_IP_V4_SRC, CTA_FILTER_F_CTA_IP_SRC)
+        };
+        let mut message = Message::new(kind, NLM_F_DUMP).nfgen();
+        message.begin(CTA_TUPLE_ORIG);
+        message.begin(CTA_TUPLE_IP);
+        message.attr(field, &address.octets());
+        message.end();
+        message.end();
+        message.begin(CTA_FILTER);
+        message.attr_u32(CTA_FILTER_ORIG_FLAGS, flag);
+        message.attr_u32(CTA_FILTER_REPLY_FLAGS, 0);
+        message.end();
+        let replies = self.exchange(message)?;
         let new = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW;
         Ok(replies
             .iter()
@@ -550,6 +596,27 @@ impl Netlink {
         message.end();
         message.end();
         self.request(message)
+    }
+
+    /// Turns off IPv6 address generation on a link that is still down
+    /// (`addrgenmode none`): brought up, it gets no link-local address, so the
+    /// kernel runs no duplicate address detection, multicast joins or router
+    /// solicitation for it. Tenant ranges are IPv4 only and the firewall drops
+    /// every IPv6 packet from tenants; this only spares per-device work. The
+    /// kernel here refuses the attribute at creation (`EAFNOSUPPORT`), hence a
+    /// request of its own. `Ok(false)` when the host has no IPv6 at all.
+    pub fn set_no_ipv6_addresses(&mut self, index: u32) -> io::Result<bool> {
+        let mut message = Message::new(RTM_NEWLINK, NLM_F_ACK).ifinfo(index, 0, 0);
+        message.begin(IFLA_AF_SPEC);
+        message.begin(IFLA_AF_SPEC_INET6);
+        message.attr(IFLA_INET6_ADDR_GEN_MODE, &[IN6_ADDR_GEN_MODE_NONE]);
+        message.end();
+        message.end();
+        match self.request(message) {
+            Ok(()) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Sets or clears `IFF_UP`.
