@@ -1207,7 +1207,8 @@ impl Daemon {
         snapshot.reconcile_failures = lock(&self.reconcile).failures;
         snapshot.noisy_events = lock(&self.noisy).events.clone();
         let now = now_unix();
-        snapshot.tightened = lock(&self.store)
+        snapshot.tightened = self
+            .reader()
             .tightenings()
             .map_err(|e| ApiError::Failed(e.to_string()))?
             .into_iter()
