@@ -118,13 +118,13 @@ impl Store {
         };
         // A transaction left open by a panic in an earlier change is rolled
         // back before anything else happens on this connection.
-        if !self.conn.is_autocommit() {
-            if let Err(e) = self.conn.execute_batch("ROLLBACK") {
-                return BatchResult {
-                    members: all_failed(&e),
-                    anchor: Ok(()),
-                };
-            }
+        if !self.conn.is_autocommit()
+            && let Err(e) = self.conn.execute_batch("ROLLBACK")
+        {
+            return BatchResult {
+                members: all_failed(&e),
+                anchor: Ok(()),
+            };
         }
         if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
             return BatchResult {
