@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read as _;
 use std::path::PathBuf;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bulkhead_spec::{Desired, NoisyNeighbours, TenantState};
@@ -35,6 +35,10 @@ pub const MAX_TTL: Duration = Duration::from_secs(366 * 24 * 3600);
 pub const MAX_TAIL: usize = 10_000;
 /// Output kept from an exec, per stream.
 const EXEC_OUTPUT: u64 = 1 << 20;
+/// How long the group committer leaves SQLite's write lock free after a batch while a
+/// host change writes through its own connection (SQLite's busy handler polls at up
+/// to 100 ms intervals).
+const HOST_WRITER_WINDOW: Duration = Duration::from_millis(110);
 
 /// The control plane's state.
 pub struct Daemon {
@@ -274,6 +278,14 @@ impl Daemon {
             let jobs = std::mem::take(&mut *lock(&self.pending));
             if !jobs.is_empty() {
                 commit_jobs(&mut store, jobs);
+                // A host change (apply, lifecycle, reconcile) holds `writes` and stores
+                // through its own connection. Back-to-back batches would keep SQLite's
+                // write lock taken so that its busy handler never wins; leave the lock
+                // free (still holding the connection, so no other batch starts) for
+                // longer than that handler's longest poll interval.
+                if matches!(self.writes.try_lock(), Err(TryLockError::WouldBlock)) {
+                    std::thread::sleep(HOST_WRITER_WINDOW);
+                }
             }
         }
     }
