@@ -5,12 +5,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read as _;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bulkhead_spec::{Desired, NoisyNeighbours, TenantState};
 use bulkhead_store::{
-    AuditEntry, AuditOutcome, ElevationError, NewElevation, NewToken, Store, Tightening, TokenError,
+    AuditEntry, AuditOutcome, BatchMember, ChangeReport, ElevationError, NewElevation, NewToken,
+    Store, Tightening, TokenError,
 };
 
 use crate::authz::{Authorizer, Permission, Principal, Resource, Role};
@@ -33,6 +35,10 @@ pub const MAX_TTL: Duration = Duration::from_secs(366 * 24 * 3600);
 pub const MAX_TAIL: usize = 10_000;
 /// Output kept from an exec, per stream.
 const EXEC_OUTPUT: u64 = 1 << 20;
+/// How long the group committer leaves SQLite's write lock free after a batch while a
+/// host change writes through its own connection (SQLite's busy handler polls at up
+/// to 100 ms intervals).
+const HOST_WRITER_WINDOW: Duration = Duration::from_millis(110);
 
 /// The control plane's state.
 pub struct Daemon {
@@ -48,6 +54,84 @@ pub struct Daemon {
     noisy: Mutex<NoisyState>,
     /// A second connection for lookups on the hot path (authentication), if given.
     reader: Option<Mutex<Store>>,
+    /// Store-only audited changes waiting for the next group commit.
+    pending: Mutex<Vec<Job>>,
+}
+
+/// One queued store-only change and where to report that its batch is durable.
+struct Job {
+    member: BatchMember<'static>,
+    done: mpsc::Sender<Result<(), String>>,
+}
+
+/// A store-only change, ready to queue: the job, the receiver of its
+/// batch's result, and the slot its change fills with its own value.
+struct Submitted<R> {
+    job: Job,
+    done: mpsc::Receiver<Result<(), String>>,
+    value: Arc<Mutex<Option<R>>>,
+}
+
+/// Wraps `change` (which returns the outcome for the log and its own value)
+/// as a batch member.
+fn submit<R: Send + 'static>(
+    entry: AuditEntry,
+    change: impl FnOnce(&mut Store) -> (ChangeReport, R) + Send + 'static,
+) -> Submitted<R> {
+    let value = Arc::new(Mutex::new(None));
+    let slot = Arc::clone(&value);
+    let (tx, rx) = mpsc::channel();
+    Submitted {
+        job: Job {
+            member: BatchMember::new(entry, move |store: &mut Store| {
+                let (report, out) = change(store);
+                *lock(&slot) = Some(out);
+                report
+            }),
+            done: tx,
+        },
+        done: rx,
+        value,
+    }
+}
+
+/// Commits `jobs` in one transaction and tells each whether its part is durable.
+fn commit_jobs(store: &mut Store, jobs: Vec<Job>) {
+    let (members, dones): (Vec<_>, Vec<_>) = jobs.into_iter().map(|j| (j.member, j.done)).unzip();
+    let result = store.audited_batch(members);
+    let anchor = result.anchor.map_err(|e| format!("cannot audit: {e}"));
+    for (member, done) in result.members.into_iter().zip(dones) {
+        let reply = match member {
+            Ok(_) => anchor.clone(),
+            Err(e) => Err(format!("cannot audit: {e}")),
+        };
+        // The requester may have gone; its change is committed regardless.
+        let _ = done.send(reply);
+    }
+}
+
+/// The change's value once its batch is durable.
+fn collect<R>(value: &Mutex<Option<R>>, done: Result<(), String>) -> Result<R, ApiError> {
+    done.map_err(ApiError::Failed)?;
+    lock(value)
+        .take()
+        .ok_or_else(|| ApiError::Failed("the change did not report a result".to_owned()))
+}
+
+/// Runs one store-only change with its intent and outcome in one transaction,
+/// on a store nobody else writes to (the CLI without a daemon).
+fn commit_alone<R: Send + 'static>(
+    store: &mut Store,
+    entry: AuditEntry,
+    change: impl FnOnce(&mut Store) -> (ChangeReport, R) + Send + 'static,
+) -> Result<R, ApiError> {
+    let submitted = submit(entry, change);
+    commit_jobs(store, vec![submitted.job]);
+    let done = submitted
+        .done
+        .recv()
+        .unwrap_or_else(|_| Err("the batch ended without an answer".to_owned()));
+    collect(&submitted.value, done)
 }
 
 /// The noisy-neighbour detector and what it has done since start.
@@ -165,6 +249,44 @@ impl Daemon {
                 events: BTreeMap::new(),
             }),
             reader: None,
+            pending: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Group commit of a store-only change: queue it, then whoever next holds
+    /// the write connection commits everything queued in one transaction (one
+    /// fsync) and answers each member once its batch is durable. Intent, change
+    /// and outcome of each member commit together; see
+    /// [`Store::audited_batch`].
+    fn group_commit<R: Send + 'static>(
+        &self,
+        entry: AuditEntry,
+        change: impl FnOnce(&mut Store) -> (ChangeReport, R) + Send + 'static,
+    ) -> Result<R, ApiError> {
+        let Submitted { job, done, value } = submit(entry, change);
+        lock(&self.pending).push(job);
+        loop {
+            if let Ok(result) = done.try_recv() {
+                return collect(&value, result);
+            }
+            let mut store = lock(&self.store);
+            // A batch that held the connection may have carried this job.
+            if let Ok(result) = done.try_recv() {
+                drop(store);
+                return collect(&value, result);
+            }
+            let jobs = std::mem::take(&mut *lock(&self.pending));
+            if !jobs.is_empty() {
+                commit_jobs(&mut store, jobs);
+                // A host change (apply, lifecycle, reconcile) holds `writes` and stores
+                // through its own connection. Back-to-back batches would keep SQLite's
+                // write lock taken so that its busy handler never wins; leave the lock
+                // free (still holding the connection, so no other batch starts) for
+                // longer than that handler's longest poll interval.
+                if matches!(self.writes.try_lock(), Err(TryLockError::WouldBlock)) {
+                    std::thread::sleep(HOST_WRITER_WINDOW);
+                }
+            }
         }
     }
 
@@ -640,25 +762,33 @@ impl Daemon {
             }
             Command::ListTokens => {
                 self.authorize(who, Permission::TokenList, &Resource::Platform)?;
-                let tokens = lock(&self.store)
+                let tokens = self
+                    .reader()
                     .tokens()
                     .map_err(|e| ApiError::Failed(e.to_string()))?;
                 Ok(Reply::Tokens(tokens.into_iter().map(Into::into).collect()))
             }
             Command::CreateToken(request) => {
                 self.authorize(who, Permission::TokenCreate, &Resource::Platform)?;
-                let created = create_token(&mut lock(&self.store), &who.actor(), &request)?;
+                let (entry, change) = token_create_change(&who.actor(), &request)?;
+                let created = self.group_commit(entry, change)??;
                 Ok(Reply::Token(created))
             }
             Command::RevokeToken { id } => {
                 self.authorize(who, Permission::TokenRevoke, &Resource::Platform)?;
-                let mut store = lock(&self.store);
-                let info = revoke_token(&mut store, &who.actor(), &id)?;
+                let info = self
+                    .reader()
+                    .token(&id)
+                    .map_err(|e| ApiError::Failed(e.to_string()))?
+                    .ok_or_else(|| ApiError::NotFound(format!("no token {id:?}")))?;
+                let (entry, change) = token_revoke_change(&who.actor(), &info);
+                let info = self.group_commit(entry, change)??;
                 Ok(Reply::Revoked(info))
             }
             Command::AuditLog { after, limit } => {
                 self.authorize(who, Permission::AuditRead, &Resource::Platform)?;
-                let records = lock(&self.store)
+                let records = self
+                    .reader()
                     .audit_records(after, limit.min(10_000))
                     .map_err(|e| ApiError::Failed(e.to_string()))?;
                 Ok(Reply::Audit(records.into_iter().map(Into::into).collect()))
@@ -669,7 +799,8 @@ impl Daemon {
             }
             Command::ListElevations => {
                 self.authorize(who, Permission::ElevationList, &Resource::Platform)?;
-                let all = lock(&self.store)
+                let all = self
+                    .reader()
                     .elevations()
                     .map_err(|e| ApiError::Failed(e.to_string()))?;
                 Ok(Reply::Elevations(all.into_iter().map(Into::into).collect()))
@@ -698,45 +829,38 @@ impl Daemon {
         } else {
             request.parameters.to_string()
         };
-        let mut store = lock(&self.store);
-        let intent = store
-            .audit_intent(
-                AuditEntry::intent(
-                    who.actor(),
-                    "elevation.request",
-                    format!("tenant/{}", request.tenant),
-                )
-                .with_detail(format!(
-                    "{} {parameters} for {} s: {}",
-                    request.kind.as_str(),
-                    request.ttl_seconds,
-                    request.reason
-                )),
-            )
-            .map_err(|e| ApiError::Failed(format!("cannot audit: {e}")))?;
-        let created = store.create_elevation(
-            &NewElevation {
-                kind: request.kind.as_str().to_owned(),
-                tenant: request.tenant.clone(),
-                parameters,
-                reason: request.reason.clone(),
-                ttl_seconds: i64::try_from(request.ttl_seconds).unwrap_or(i64::MAX),
-                requester: who.subject.clone(),
-                requester_token: who.token_id.clone(),
-            },
-            now_unix(),
-        );
-        let (outcome, detail) = match &created {
-            Ok(e) => (
-                AuditOutcome::Succeeded,
-                format!("elevation {} pending", e.id),
-            ),
-            Err(e) => (AuditOutcome::Failed, e.to_string()),
+        let entry = AuditEntry::intent(
+            who.actor(),
+            "elevation.request",
+            format!("tenant/{}", request.tenant),
+        )
+        .with_detail(format!(
+            "{} {parameters} for {} s: {}",
+            request.kind.as_str(),
+            request.ttl_seconds,
+            request.reason
+        ));
+        let new = NewElevation {
+            kind: request.kind.as_str().to_owned(),
+            tenant: request.tenant.clone(),
+            parameters,
+            reason: request.reason.clone(),
+            ttl_seconds: i64::try_from(request.ttl_seconds).unwrap_or(i64::MAX),
+            requester: who.subject.clone(),
+            requester_token: who.token_id.clone(),
         };
-        store
-            .audit_outcome(&intent, outcome, Some(&detail))
-            .map_err(|e| ApiError::Failed(format!("cannot audit: {e}")))?;
-        let created = created.map_err(|e| ApiError::Failed(e.to_string()))?;
+        let created = self.group_commit(entry, move |store: &mut Store| {
+            match store.create_elevation(&new, now_unix()) {
+                Ok(e) => (
+                    ChangeReport::succeeded(Some(format!("elevation {} pending", e.id))),
+                    Ok(e),
+                ),
+                Err(e) => (
+                    ChangeReport::failed(e.to_string()),
+                    Err(ApiError::Failed(e.to_string())),
+                ),
+            }
+        })??;
         Ok(Reply::Elevation(created.into()))
     }
 
@@ -747,7 +871,8 @@ impl Daemon {
         approve: bool,
         note: Option<&str>,
     ) -> Result<Reply, ApiError> {
-        let found = lock(&self.store)
+        let found = self
+            .reader()
             .elevation(id)
             .map_err(|e| ApiError::Failed(e.to_string()))?
             .ok_or_else(|| ApiError::NotFound(format!("no elevation {id:?}")))?;
@@ -782,36 +907,34 @@ impl Daemon {
             )));
         }
         let _writing = lock(&self.writes);
-        let decided = {
-            let mut store = lock(&self.store);
-            let intent = store
-                .audit_intent(
-                    AuditEntry::intent(who.actor(), permission.as_str(), resource.to_string())
-                        .with_detail(format!(
-                            "{} on tenant/{} requested by {:?}{}",
-                            found.kind,
-                            found.tenant,
-                            found.requester,
-                            note.map(|n| format!(": {n}")).unwrap_or_default()
-                        )),
-                )
-                .map_err(|e| ApiError::Failed(format!("cannot audit: {e}")))?;
-            let decided = store.decide_elevation(id, approve, &who.subject, note, now_unix());
-            let (outcome, detail) = match &decided {
+        let entry = AuditEntry::intent(who.actor(), permission.as_str(), resource.to_string())
+            .with_detail(format!(
+                "{} on tenant/{} requested by {:?}{}",
+                found.kind,
+                found.tenant,
+                found.requester,
+                note.map(|n| format!(": {n}")).unwrap_or_default()
+            ));
+        let (id_owned, subject, note_owned) =
+            (id.to_owned(), who.subject.clone(), note.map(str::to_owned));
+        let decided = self.group_commit(entry, move |store: &mut Store| {
+            match store.decide_elevation(
+                &id_owned,
+                approve,
+                &subject,
+                note_owned.as_deref(),
+                now_unix(),
+            ) {
                 Ok(e) => (
-                    AuditOutcome::Succeeded,
-                    match e.expires_at {
+                    ChangeReport::succeeded(Some(match e.expires_at {
                         Some(at) => format!("active until unix {at}"),
                         None => "denied".to_owned(),
-                    },
+                    })),
+                    Ok(e),
                 ),
-                Err(e) => (AuditOutcome::Failed, e.to_string()),
-            };
-            store
-                .audit_outcome(&intent, outcome, Some(&detail))
-                .map_err(|e| ApiError::Failed(format!("cannot audit: {e}")))?;
-            decided.map_err(elevation_error)?
-        };
+                Err(e) => (ChangeReport::failed(e.to_string()), Err(elevation_error(e))),
+            }
+        })??;
         let host_actions = if approve {
             self.converge_now(&who.actor())?
         } else {
@@ -853,28 +976,23 @@ impl Daemon {
         } else {
             "elevation.expire"
         };
-        let mut store = lock(&self.store);
-        let found = store
+        let found = self
+            .reader()
             .elevation(id)
             .map_err(|e| ApiError::Failed(e.to_string()))?
             .ok_or_else(|| ApiError::NotFound(format!("no elevation {id:?}")))?;
-        let intent = store
-            .audit_intent(
-                AuditEntry::intent(actor, action, format!("elevation/{id}")).with_detail(format!(
-                    "{} on tenant/{} {}",
-                    found.kind, found.tenant, found.parameters
-                )),
-            )
-            .map_err(|e| ApiError::Failed(format!("cannot audit: {e}")))?;
-        let ended = store.end_elevation(id, revoked, by, now_unix());
-        let (outcome, detail) = match &ended {
-            Ok(e) => (AuditOutcome::Succeeded, e.status.clone()),
-            Err(e) => (AuditOutcome::Failed, e.to_string()),
-        };
-        store
-            .audit_outcome(&intent, outcome, Some(&detail))
-            .map_err(|e| ApiError::Failed(format!("cannot audit: {e}")))?;
-        ended.map_err(elevation_error)
+        let entry =
+            AuditEntry::intent(actor, action, format!("elevation/{id}")).with_detail(format!(
+                "{} on tenant/{} {}",
+                found.kind, found.tenant, found.parameters
+            ));
+        let (id, by) = (id.to_owned(), by.to_owned());
+        self.group_commit(entry, move |store: &mut Store| {
+            match store.end_elevation(&id, revoked, &by, now_unix()) {
+                Ok(e) => (ChangeReport::succeeded(Some(e.status.clone())), Ok(e)),
+                Err(e) => (ChangeReport::failed(e.to_string()), Err(elevation_error(e))),
+            }
+        })?
     }
 
     /// Converges the host now (the caller holds the write lock), audited as `actor`.
@@ -1101,7 +1219,8 @@ impl Daemon {
         snapshot.reconcile_failures = lock(&self.reconcile).failures;
         snapshot.noisy_events = lock(&self.noisy).events.clone();
         let now = now_unix();
-        snapshot.tightened = lock(&self.store)
+        snapshot.tightened = self
+            .reader()
             .tightenings()
             .map_err(|e| ApiError::Failed(e.to_string()))?
             .into_iter()
@@ -1147,12 +1266,17 @@ fn summary(desired: Option<&Desired>, name: &str, tenant: &bulkhead_spec::Tenant
     }
 }
 
-/// Creates a token for `request`, audited as `actor` (shared by the API and the CLI).
-pub fn create_token(
-    store: &mut Store,
+/// What a store-only change gives its caller.
+type ChangeValue<T> = Result<T, ApiError>;
+
+/// A store-only change for [`Daemon::group_commit`] or [`commit_alone`].
+type Change<T> = Box<dyn FnOnce(&mut Store) -> (ChangeReport, ChangeValue<T>) + Send>;
+
+/// The intent and change that create a token for `request`, after checking it.
+fn token_create_change(
     actor: &str,
     request: &TokenRequest,
-) -> Result<CreatedTokenView, ApiError> {
+) -> Result<(AuditEntry, Change<CreatedTokenView>), ApiError> {
     if request.subject.trim().is_empty() {
         return Err(ApiError::BadRequest("expected a subject".to_owned()));
     }
@@ -1179,70 +1303,84 @@ pub fn create_token(
         )));
     }
     let expires_at = now_unix().saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX));
-    let object = "platform/tokens";
-    let intent = store
-        .audit_intent(
-            AuditEntry::intent(actor, "token.create", object).with_detail(format!(
-                "subject {:?}, role {}, tenant {:?}, expires at unix {expires_at}",
-                request.subject,
-                request.role.as_str(),
-                request.tenant
-            )),
-        )
-        .map_err(|e| ApiError::Failed(format!("cannot audit: {e}")))?;
-    let created = store.create_token(&NewToken {
+    let entry = AuditEntry::intent(actor, "token.create", "platform/tokens").with_detail(format!(
+        "subject {:?}, role {}, tenant {:?}, expires at unix {expires_at}",
+        request.subject,
+        request.role.as_str(),
+        request.tenant
+    ));
+    let new = NewToken {
         subject: request.subject.clone(),
         role: request.role.as_str().to_owned(),
         tenant: request.tenant.clone(),
         expires_at,
-    });
-    let (outcome, detail) = match &created {
-        Ok(c) => (
-            bulkhead_store::AuditOutcome::Succeeded,
-            format!("token {}", c.info.id),
-        ),
-        Err(e) => (bulkhead_store::AuditOutcome::Failed, e.to_string()),
     };
-    store
-        .audit_outcome(&intent, outcome, Some(&detail))
-        .map_err(|e| ApiError::Failed(format!("cannot audit: {e}")))?;
-    let created = created.map_err(|e| ApiError::Failed(e.to_string()))?;
-    Ok(CreatedTokenView {
-        info: created.info.into(),
-        token: created.token,
-    })
+    let change: Change<CreatedTokenView> =
+        Box::new(move |store: &mut Store| match store.create_token(&new) {
+            Ok(created) => (
+                ChangeReport::succeeded(Some(format!("token {}", created.info.id))),
+                Ok(CreatedTokenView {
+                    info: created.info.into(),
+                    token: created.token,
+                }),
+            ),
+            Err(e) => (
+                ChangeReport::failed(e.to_string()),
+                Err(ApiError::Failed(e.to_string())),
+            ),
+        });
+    Ok((entry, change))
 }
 
-/// Revokes a token, audited as `actor` (shared by the API and the CLI).
+/// The intent and change that revoke token `info`.
+fn token_revoke_change(
+    actor: &str,
+    info: &bulkhead_store::TokenInfo,
+) -> (AuditEntry, Change<TokenView>) {
+    let id = info.id.clone();
+    let entry = AuditEntry::intent(actor, "token.revoke", format!("token/{id}"))
+        .with_detail(format!("subject {:?}, role {}", info.subject, info.role));
+    let change: Change<TokenView> = Box::new(move |store: &mut Store| {
+        let report = match store.revoke_token(&id, now_unix()) {
+            Ok(true) => ChangeReport::succeeded(None),
+            Ok(false) => ChangeReport::succeeded(Some("already revoked".to_owned())),
+            Err(e) => {
+                return (
+                    ChangeReport::failed(e.to_string()),
+                    Err(ApiError::Failed(e.to_string())),
+                );
+            }
+        };
+        let after = match store.token(&id) {
+            Ok(Some(info)) => Ok(info.into()),
+            Ok(None) => Err(ApiError::NotFound(format!("no token {id:?}"))),
+            Err(e) => Err(ApiError::Failed(e.to_string())),
+        };
+        (report, after)
+    });
+    (entry, change)
+}
+
+/// Creates a token for `request`, audited as `actor`: intent, row and outcome
+/// in one transaction (the CLI without a daemon; the daemon group-commits).
+pub fn create_token(
+    store: &mut Store,
+    actor: &str,
+    request: &TokenRequest,
+) -> Result<CreatedTokenView, ApiError> {
+    let (entry, change) = token_create_change(actor, request)?;
+    commit_alone(store, entry, change)?
+}
+
+/// Revokes a token, audited as `actor`: intent, change and outcome in one
+/// transaction (the CLI without a daemon; the daemon group-commits).
 pub fn revoke_token(store: &mut Store, actor: &str, id: &str) -> Result<TokenView, ApiError> {
     let info = store
         .token(id)
         .map_err(|e| ApiError::Failed(e.to_string()))?
         .ok_or_else(|| ApiError::NotFound(format!("no token {id:?}")))?;
-    let intent = store
-        .audit_intent(
-            AuditEntry::intent(actor, "token.revoke", format!("token/{id}"))
-                .with_detail(format!("subject {:?}, role {}", info.subject, info.role)),
-        )
-        .map_err(|e| ApiError::Failed(format!("cannot audit: {e}")))?;
-    let revoked = store.revoke_token(id, now_unix());
-    let (outcome, detail) = match &revoked {
-        Ok(true) => (bulkhead_store::AuditOutcome::Succeeded, None),
-        Ok(false) => (
-            bulkhead_store::AuditOutcome::Succeeded,
-            Some("already revoked".to_owned()),
-        ),
-        Err(e) => (bulkhead_store::AuditOutcome::Failed, Some(e.to_string())),
-    };
-    store
-        .audit_outcome(&intent, outcome, detail.as_deref())
-        .map_err(|e| ApiError::Failed(format!("cannot audit: {e}")))?;
-    revoked.map_err(|e| ApiError::Failed(e.to_string()))?;
-    let info = store
-        .token(id)
-        .map_err(|e| ApiError::Failed(e.to_string()))?
-        .ok_or_else(|| ApiError::NotFound(format!("no token {id:?}")))?;
-    Ok(info.into())
+    let (entry, change) = token_revoke_change(actor, &info);
+    commit_alone(store, entry, change)?
 }
 
 #[cfg(test)]

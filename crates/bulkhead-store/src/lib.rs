@@ -55,6 +55,7 @@ mod revision;
 mod time;
 pub mod tokens;
 
+pub use audit::batch::{BatchMember, BatchResult, ChangeReport, MemberRecords, StoreChange};
 pub use audit::verify::{AnchorCheck, AuditVerification, Tamper, TamperKind, VerifyAuditError};
 pub use audit::{
     AppendAuditError, AuditEntry, AuditHead, AuditOutcome, AuditRecord, Audited, GENESIS_HASH,

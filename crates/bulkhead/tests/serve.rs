@@ -1531,3 +1531,91 @@ fn a_cpu_hog_gets_a_lower_weight_for_a_cool_down_restored_even_across_a_restart(
     assert!(restore.is_some(), "the restore is audited");
     assert!(instance.cli(&["audit", "verify"]).status.success());
 }
+
+/// Concurrent audited token writes are group-committed: every answered creation and
+/// revocation is in the store and in the audit log, each intent directly followed by
+/// its outcome, and the chain verifies.
+#[test]
+fn concurrent_token_writes_are_each_committed_with_their_records() {
+    require_root!();
+    let mut instance = Instance::new(&["a"]);
+    instance.serve("30");
+    let admin = instance.token("platform-admin", None, "1h");
+    let instance = std::sync::Arc::new(instance);
+    let workers: Vec<_> = (0..24)
+        .map(|w| {
+            let instance = std::sync::Arc::clone(&instance);
+            let admin = admin.clone();
+            std::thread::spawn(move || {
+                let mut made = Vec::new();
+                for i in 0..8 {
+                    let body = format!(
+                        r#"{{"subject": "load-{w}-{i}", "role": "tenant-viewer", "tenant": "a", "ttl_seconds": 3600}}"#
+                    );
+                    let (status, created) = instance.request(
+                        "POST",
+                        "/tokens",
+                        &admin,
+                        Some(("application/json", &body)),
+                    );
+                    assert_eq!(status, 200, "{created}");
+                    let id = created["id"].as_str().expect("id").to_owned();
+                    let token = created["token"].as_str().expect("token").to_owned();
+                    if i % 2 == 1 {
+                        let (status, revoked) =
+                            instance.request("DELETE", &format!("/tokens/{id}"), &admin, None);
+                        assert_eq!(status, 200, "{revoked}");
+                    }
+                    made.push((id, token, i % 2 == 1));
+                }
+                made
+            })
+        })
+        .collect();
+    let made: Vec<(String, String, bool)> = workers
+        .into_iter()
+        .flat_map(|w| w.join().expect("worker"))
+        .collect();
+    assert_eq!(made.len(), 24 * 8);
+
+    // Each answer was given after its commit: the tokens work, or are refused as revoked.
+    for (_, token, revoked) in made.iter().step_by(7) {
+        let (status, _) = instance.request("GET", "/tenants/a", token, None);
+        assert_eq!(status, if *revoked { 401 } else { 200 });
+    }
+
+    let audit = instance.audit();
+    let by_seq = |seq: u64| {
+        audit
+            .iter()
+            .find(|r| r["seq"].as_u64() == Some(seq))
+            .expect("record")
+    };
+    let mut logged_created = Vec::new();
+    let mut logged_revoked = Vec::new();
+    for intent in audit.iter().filter(|r| {
+        r["result"] == "pending" && r["action"].as_str().unwrap_or("").starts_with("token.")
+    }) {
+        let seq = intent["seq"].as_u64().expect("seq");
+        let outcome = by_seq(seq + 1);
+        assert_eq!(
+            outcome["refers_to"].as_u64(),
+            Some(seq),
+            "{intent} {outcome}"
+        );
+        assert_eq!(outcome["result"], "succeeded", "{outcome}");
+        if intent["action"] == "token.create" {
+            let detail = outcome["detail"].as_str().unwrap_or_default();
+            logged_created.push(detail.trim_start_matches("token ").to_owned());
+        } else {
+            let object = intent["object"].as_str().unwrap_or_default();
+            logged_revoked.push(object.trim_start_matches("token/").to_owned());
+        }
+    }
+    for (id, _, revoked) in &made {
+        assert!(logged_created.contains(id), "no audited creation of {id}");
+        assert_eq!(logged_revoked.contains(id), *revoked, "revocation of {id}");
+    }
+    let out = instance.cli(&["audit", "verify"]);
+    assert!(out.status.success(), "audit verify: {}", stderr(&out));
+}

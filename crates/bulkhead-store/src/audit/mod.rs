@@ -12,9 +12,13 @@
 //! Records are immutable, so a change is logged as an *intent* (result
 //! [`RESULT_PENDING`]) written before the change, then an *outcome* that
 //! refers to it by `refers_to`. [`Store::audited`] does both around a
-//! closure.
+//! closure, each durable on its own: for host changes, whose intent must be
+//! on disk before the kernel is touched. Store-only changes commit intent,
+//! change and outcome in one transaction, many of them per fsync
+//! ([`Store::audited_batch`], see [`batch`]).
 
 mod anchor;
+pub mod batch;
 pub mod verify;
 
 use std::fmt;
@@ -390,100 +394,12 @@ impl Store {
         entry: &AuditEntry,
         outcome: bool,
     ) -> Result<AuditRecord, AppendAuditError> {
-        for (field, value) in [
-            ("actor", &entry.actor),
-            ("action", &entry.action),
-            ("object", &entry.object),
-            ("result", &entry.result),
-        ] {
-            if value.is_empty() {
-                return Err(AppendAuditError::EmptyField { field });
-            }
-        }
-        if outcome && entry.result == RESULT_PENDING {
-            return Err(AppendAuditError::PendingOutcome);
-        }
         let db = AppendAuditError::Database;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(db)?;
-        let head: Option<(i64, String)> = tx
-            .query_row(
-                "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
-                [],
-                |row| Ok((row.get(0)?, row.get(1)?)),
-            )
-            .optional()
-            .map_err(db)?;
-        let (last_seq, prev_hash) = head.unwrap_or((0, GENESIS_HASH.to_owned()));
-        if let Some(refers_to) = entry.refers_to {
-            let referenced: Option<String> = tx
-                .query_row(
-                    "SELECT result FROM audit_log WHERE seq = ?1",
-                    [to_i64(refers_to)],
-                    |row| row.get(0),
-                )
-                .optional()
-                .map_err(db)?;
-            let Some(result) = referenced else {
-                return Err(AppendAuditError::ReferenceNotFound { refers_to });
-            };
-            if outcome {
-                if result != RESULT_PENDING {
-                    return Err(AppendAuditError::NotAnIntent { refers_to, result });
-                }
-                let existing: Option<i64> = tx
-                    .query_row(
-                        "SELECT seq FROM audit_log WHERE refers_to = ?1 LIMIT 1",
-                        [to_i64(refers_to)],
-                        |row| row.get(0),
-                    )
-                    .optional()
-                    .map_err(db)?;
-                if let Some(outcome) = existing {
-                    return Err(AppendAuditError::OutcomeExists {
-                        refers_to,
-                        outcome: outcome.try_into().unwrap_or(0),
-                    });
-                }
-            }
-        }
-        let mut record = AuditRecord {
-            seq: u64::try_from(last_seq).unwrap_or(0) + 1,
-            time: now_rfc3339(),
-            actor: entry.actor.clone(),
-            action: entry.action.clone(),
-            object: entry.object.clone(),
-            before_digest: entry.before_digest.clone(),
-            after_digest: entry.after_digest.clone(),
-            result: entry.result.clone(),
-            detail: entry.detail.clone(),
-            refers_to: entry.refers_to,
-            prev_hash,
-            hash: String::new(),
-        };
-        record.hash = record.compute_hash();
-        tx.execute(
-            "INSERT INTO audit_log (seq, time, actor, action, object, before_digest, after_digest,
-                                    result, detail, refers_to, prev_hash, hash)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-            rusqlite::params![
-                to_i64(record.seq),
-                record.time,
-                record.actor,
-                record.action,
-                record.object,
-                record.before_digest,
-                record.after_digest,
-                record.result,
-                record.detail,
-                record.refers_to.map(to_i64),
-                record.prev_hash,
-                record.hash,
-            ],
-        )
-        .map_err(db)?;
+        let record = insert_record(&tx, entry, outcome)?;
         tx.commit().map_err(db)?;
         if let Some(path) = &self.audit_head {
             let head = AuditHead {
@@ -498,4 +414,105 @@ impl Store {
         }
         Ok(record)
     }
+}
+
+/// Validate `entry` and insert it as the next record of the chain on `conn`,
+/// which must be inside a write transaction (the caller commits and advances
+/// the anchor).
+pub(crate) fn insert_record(
+    conn: &rusqlite::Connection,
+    entry: &AuditEntry,
+    outcome: bool,
+) -> Result<AuditRecord, AppendAuditError> {
+    for (field, value) in [
+        ("actor", &entry.actor),
+        ("action", &entry.action),
+        ("object", &entry.object),
+        ("result", &entry.result),
+    ] {
+        if value.is_empty() {
+            return Err(AppendAuditError::EmptyField { field });
+        }
+    }
+    if outcome && entry.result == RESULT_PENDING {
+        return Err(AppendAuditError::PendingOutcome);
+    }
+    let db = AppendAuditError::Database;
+    let head: Option<(i64, String)> = conn
+        .query_row(
+            "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .optional()
+        .map_err(db)?;
+    let (last_seq, prev_hash) = head.unwrap_or((0, GENESIS_HASH.to_owned()));
+    if let Some(refers_to) = entry.refers_to {
+        let referenced: Option<String> = conn
+            .query_row(
+                "SELECT result FROM audit_log WHERE seq = ?1",
+                [to_i64(refers_to)],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(db)?;
+        let Some(result) = referenced else {
+            return Err(AppendAuditError::ReferenceNotFound { refers_to });
+        };
+        if outcome {
+            if result != RESULT_PENDING {
+                return Err(AppendAuditError::NotAnIntent { refers_to, result });
+            }
+            let existing: Option<i64> = conn
+                .query_row(
+                    "SELECT seq FROM audit_log WHERE refers_to = ?1 LIMIT 1",
+                    [to_i64(refers_to)],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(db)?;
+            if let Some(outcome) = existing {
+                return Err(AppendAuditError::OutcomeExists {
+                    refers_to,
+                    outcome: outcome.try_into().unwrap_or(0),
+                });
+            }
+        }
+    }
+    let mut record = AuditRecord {
+        seq: u64::try_from(last_seq).unwrap_or(0) + 1,
+        time: now_rfc3339(),
+        actor: entry.actor.clone(),
+        action: entry.action.clone(),
+        object: entry.object.clone(),
+        before_digest: entry.before_digest.clone(),
+        after_digest: entry.after_digest.clone(),
+        result: entry.result.clone(),
+        detail: entry.detail.clone(),
+        refers_to: entry.refers_to,
+        prev_hash,
+        hash: String::new(),
+    };
+    record.hash = record.compute_hash();
+    conn.execute(
+        "INSERT INTO audit_log (seq, time, actor, action, object, before_digest, after_digest,
+                                result, detail, refers_to, prev_hash, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        rusqlite::params![
+            to_i64(record.seq),
+            record.time,
+            record.actor,
+            record.action,
+            record.object,
+            record.before_digest,
+            record.after_digest,
+            record.result,
+            record.detail,
+            record.refers_to.map(to_i64),
+            record.prev_hash,
+            record.hash,
+        ],
+    )
+    .map_err(db)?;
+    Ok(record)
 }
