@@ -240,7 +240,16 @@ fn handshake(
         .map_err(|e| SandboxError::io("release holder", format!("/proc/{first_pid}/fd/0"), e))?;
     drop(stdin);
 
-    let line = expect(tenant, &mut lines, "holder")?;
+    // The first stage reports the holder's pid after forking it while the holder
+    // builds the root and reports `ready`: two processes on one pipe, so on a loaded
+    // machine `ready` can come first. Either order is the same handshake.
+    let first = expect_either(tenant, &mut lines, "holder", "ready")?;
+    let ready_first = first.starts_with("ready");
+    let line = if ready_first {
+        expect(tenant, &mut lines, "holder")?
+    } else {
+        first
+    };
     let pid: u32 = line
         .strip_prefix("holder ")
         .and_then(|pid| pid.parse().ok())
@@ -254,7 +263,9 @@ fn handshake(
     };
     record.store(&instance.holder_record(tenant))?;
 
-    expect(tenant, &mut lines, "ready")?;
+    if !ready_first {
+        expect(tenant, &mut lines, "ready")?;
+    }
     netns::register(&instance.netns_path(tenant), pid)?;
     Ok(Sandbox {
         tenant: tenant.to_owned(),
@@ -276,6 +287,21 @@ fn expect(
     lines: &mut BufReader<ChildStdout>,
     want: &str,
 ) -> Result<String, SandboxError> {
+    expect_either(tenant, lines, want, want)
+}
+
+/// Reads the next line; it must start with `one` or `other`, or be an `error` report.
+fn expect_either(
+    tenant: &str,
+    lines: &mut BufReader<ChildStdout>,
+    one: &str,
+    other: &str,
+) -> Result<String, SandboxError> {
+    let want = if one == other {
+        one.to_owned()
+    } else {
+        format!("{one}` or `{other}")
+    };
     let mut line = String::new();
     let read = lines
         .read_line(&mut line)
@@ -295,7 +321,7 @@ fn expect(
             message: message.to_owned(),
         });
     }
-    if line.starts_with(want) {
+    if line.starts_with(one) || line.starts_with(other) {
         Ok(line)
     } else {
         Err(protocol(
