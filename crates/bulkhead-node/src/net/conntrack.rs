@@ -112,3 +112,43 @@ pub fn cut(address: Ipv4Addr) -> Result<usize, LinkError> {
     }
     Ok(deleted)
 }
+
+/// The host's conntrack table size (`nf_conntrack_max`), if the kernel shows it.
+pub fn table_max() -> Option<u64> {
+    std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_max")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// A warning when `tenants` shares of `share` tracked connections add up to more
+/// than the host's table of `max` entries: each tenant stays within its share, yet
+/// together they can still fill the table for everyone.
+pub fn overcommit(tenants: u64, share: u64, max: u64) -> Option<String> {
+    let total = tenants.saturating_mul(share);
+    (total > max).then(|| {
+        format!(
+            "{tenants} tenants x network.connectionsPerTenant {share} = {total} tracked \
+             connections, more than the host's conntrack table (nf_conntrack_max {max}): \
+             together the tenants can still fill it; lower the share or raise the table"
+        )
+    })
+}
+
+#[cfg(test)]
+mod overcommit_tests {
+    use super::overcommit;
+
+    #[test]
+    fn shares_beyond_the_table_are_named() {
+        assert_eq!(overcommit(16, 16_384, 262_144), None, "exactly the table");
+        let warning = overcommit(17, 16_384, 262_144).expect("over the table");
+        assert!(warning.contains("278528"), "{warning}");
+        assert!(warning.contains("nf_conntrack_max 262144"), "{warning}");
+        assert_eq!(
+            overcommit(u64::MAX, 2, 10).map(|w| w.contains("18446744073709551615")),
+            Some(true)
+        );
+    }
+}

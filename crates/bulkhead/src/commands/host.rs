@@ -545,6 +545,15 @@ fn execute(
             for deviation in &ruleset.deviations {
                 eprintln!("note: {deviation}");
             }
+            if let Some(max) = bulkhead_node::net::conntrack::table_max()
+                && let Some(warning) = bulkhead_node::net::conntrack::overcommit(
+                    desired.tenants.len() as u64,
+                    u64::from(ruleset.connections_per_tenant),
+                    max,
+                )
+            {
+                eprintln!("note: {warning}");
+            }
             let load = firewall::load(instance, &ruleset)?;
             return Ok(Some(Action::ApplyFirewall { load }));
         }
