@@ -392,7 +392,11 @@ fn host_for(instance: &Instance, desired: &Desired) -> Result<Host, Failure> {
 /// converge — `apply`, `gc`, the daemon's reconciler — enforces the same effective
 /// state, and one that runs after a grant's expiry takes the host back. A grant that
 /// no longer validates is left out (the revision, stricter, holds) with a warning.
-pub fn effective(desired: &Desired, store: &Store) -> Result<Desired, Failure> {
+/// Borrowed as it is when nothing is in force (the common case: no copy).
+pub fn effective<'a>(
+    desired: &'a Desired,
+    store: &Store,
+) -> Result<std::borrow::Cow<'a, Desired>, Failure> {
     let now = bulkhead_daemon::daemon::now_unix();
     let grants = store
         .active_elevations(now)
@@ -404,13 +408,13 @@ pub fn effective(desired: &Desired, store: &Store) -> Result<Desired, Failure> {
         .filter(|t| t.until > now)
         .collect();
     if grants.is_empty() && tightenings.is_empty() {
-        return Ok(desired.clone());
+        return Ok(std::borrow::Cow::Borrowed(desired));
     }
     let (effective, skipped) = bulkhead_daemon::elevate::overlay(desired, &grants, &tightenings);
     for s in skipped {
         eprintln!("warning: {} is not applied: {}", s.id, s.why);
     }
-    Ok(effective)
+    Ok(std::borrow::Cow::Owned(effective))
 }
 
 /// Converges the host to `desired`, auditing every action. `fail_after` stops the
@@ -440,7 +444,7 @@ pub fn converge_by_tenant(
         )));
     }
     let effective = effective(desired, store)?;
-    let desired = &effective;
+    let desired: &Desired = &effective;
     let report = doctor::run_system();
     require_host_features(desired, &report)?;
     let mut master = LazyMaster { desired, key: None };
