@@ -150,10 +150,7 @@ impl Lab {
         let dir = std::env::temp_dir().join(format!("bulkhead-bench-{prefix}"));
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let instance = Instance::new(prefix, &dir);
-        let bridge = BridgeConfig {
-            range,
-            forwarding: false,
-        };
+        let bridge = BridgeConfig { range };
         let lab = Lab {
             instance,
             bridge,

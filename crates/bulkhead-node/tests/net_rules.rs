@@ -67,7 +67,7 @@ mod properties {
 kind: Platform
 metadata: { name: p }
 spec:
-  network: { tenantRange: 10.240.0.0/24 }
+  network: { tenantRange: 10.240.0.0/24, nat: true }
   sharedServices:
     - { name: svc, tenant: t0, workloadSelector: { matchLabels: { app: a } }, ports: [8000-8100/tcp, 53/udp] }
     - { name: ext, cidr: 198.51.100.0/24, ports: [443/tcp] }
@@ -262,6 +262,30 @@ spec:
                 Err(FirewallError::Policy(TenancyError::Translate(_))) => return Ok(()),
                 Err(e) => return Err(TestCaseError::fail(format!("{e:?}\n{yaml}"))),
             };
+            // Without NAT nothing leaves the host: the same tenants compiled with
+            // `nat: false` reach no address beyond it, and say so when the engine
+            // would have allowed some.
+            let closed_yaml = yaml.replace("nat: true", "nat: false");
+            let closed_desired = bulkhead_spec::load_str("case.yaml", &closed_yaml)
+                .map_err(|e| TestCaseError::fail(format!("{e:?}\n{closed_yaml}")))?;
+            let closed = firewall::compile(&instance, &closed_desired, &addresses)
+                .map_err(|e| TestCaseError::fail(format!("{e:?}\n{closed_yaml}")))?;
+            let leaving = ruleset.allow.iter().any(|a| {
+                !ruleset.range.contains(&a.dst.first) && a.dst != firewall::AddrRange::one(ruleset.bridge_address)
+            });
+            prop_assert_eq!(
+                leaving,
+                closed.deviations.iter().any(|d| matches!(d, firewall::Deviation::Narrowed { reason: firewall::NarrowReason::NoNat, .. })),
+                "{}", closed_yaml
+            );
+            for a in 0..TENANTS {
+                for (_, ip) in EXTERNALS {
+                    for (proto, port) in PROBES {
+                        prop_assert!(!closed.allows(address(a), Ipv4Addr::from(ip), false, proto, port),
+                            "t{a} leaves the host without NAT\n{}", closed_yaml);
+                    }
+                }
+            }
             let mut options = TenancyOptions::new().tenant_endpoints(true);
             for (t, a) in &addresses {
                 options = options.address(t.clone(), IpAddr::V4(*a));

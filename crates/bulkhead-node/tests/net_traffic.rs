@@ -134,7 +134,7 @@ fn desired_yaml(range: Ipv4Net, with_d: bool) -> String {
 kind: Platform
 metadata: {{ name: p }}
 spec:
-  network: {{ tenantRange: {range}, hostPorts: [2222/tcp] }}
+  network: {{ tenantRange: {range}, hostPorts: [2222/tcp], nat: true }}
 ---
 apiVersion: bulkhead.dev/v1alpha1
 kind: Tenant
@@ -388,10 +388,7 @@ fn tenant_networks_carry_exactly_the_engines_matrix() {
         outside.transit_far(),
     );
     let instance = scene.instance.clone();
-    let bridge = BridgeConfig {
-        range,
-        forwarding: true,
-    };
+    let bridge = BridgeConfig { range };
     let bridge_ip = bridge.address().expect("bridge address");
 
     // Namespaces and addresses (allocated as the store would).
@@ -723,6 +720,106 @@ fn tenant_networks_carry_exactly_the_engines_matrix() {
         wrong.join("\n")
     );
 
+    // The host's neighbour (ARP) table is one for every namespace. After every tenant
+    // talked to every other, each tenant namespace holds exactly one entry, its
+    // permanent one for the gateway, and the bridge only permanent entries for tenant
+    // addresses: traffic between tenants adds nothing to the shared table.
+    let neighbours = |ns: Option<&str>, dev: &str| -> Vec<(String, String, String)> {
+        let mut cmd = Command::new("ip");
+        if let Some(ns) = ns {
+            cmd.args(["-n", ns]);
+        }
+        let out = cmd
+            .args(["-4", "-j", "neigh", "show", "dev", dev])
+            .output()
+            .expect("ip neigh");
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("neigh json");
+        list.as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                (
+                    e["dst"].as_str().unwrap_or_default().to_owned(),
+                    e["lladdr"].as_str().unwrap_or_default().to_owned(),
+                    e["state"].to_string(),
+                )
+            })
+            .collect()
+    };
+    let gateway_mac = bulkhead_node::net::format_mac(bulkhead_node::net::gateway_mac(bridge_ip));
+    for t in TENANTS {
+        assert_eq!(
+            neighbours(Some(&instance.netns(t)), "eth0"),
+            vec![(
+                bridge_ip.to_string(),
+                gateway_mac.clone(),
+                "[\"PERMANENT\"]".to_owned()
+            )],
+            "{t}'s neighbour table"
+        );
+    }
+    let on_bridge = neighbours(None, &instance.bridge());
+    for (dst, lladdr, state) in &on_bridge {
+        let address: Ipv4Addr = dst.parse().expect("address");
+        assert!(
+            addresses.values().any(|a| *a == address) && state == "[\"PERMANENT\"]",
+            "bridge entry {dst} {lladdr} {state}"
+        );
+        assert_eq!(
+            *lladdr,
+            bulkhead_node::net::format_mac(bulkhead_node::net::tenant_mac(address))
+        );
+    }
+    assert_eq!(on_bridge.len(), TENANTS.len(), "{on_bridge:?}");
+    // Even root in a tenant's namespace cannot reach a peer at layer 2: a sends to b
+    // (a -> b 8080/tcp is allowed) straight over the link, with b's MAC written in by
+    // hand, and the isolated bridge ports drop the frames; through the gateway it works.
+    let a_ns = instance.netns("a");
+    let b_addr = addresses["b"];
+    let b_host = format!("{b_addr}/32");
+    let b_mac = bulkhead_node::net::format_mac(bulkhead_node::net::tenant_mac(b_addr));
+    let b_text = b_addr.to_string();
+    sh("ip", &["-n", &a_ns, "route", "add", &b_host, "dev", "eth0"]).expect("direct route");
+    sh(
+        "ip",
+        &[
+            "-n",
+            &a_ns,
+            "neigh",
+            "replace",
+            &b_text,
+            "lladdr",
+            &b_mac,
+            "dev",
+            "eth0",
+            "nud",
+            "permanent",
+        ],
+    )
+    .expect("hand-written neighbour");
+    assert!(
+        !in_netns(&netns["a"], || tcp_probe(b_addr, 8080)),
+        "a reached b across the bridge, not through the gateway"
+    );
+    // Without the hand-written entry, a's kernel asks for b by ARP: dropped at a's port,
+    // so b never learns of a.
+    sh("ip", &["-n", &a_ns, "neigh", "del", &b_text, "dev", "eth0"]).expect("neigh del");
+    assert!(
+        !in_netns(&netns["a"], || tcp_probe(b_addr, 8080)),
+        "ARP for b answered"
+    );
+    assert_eq!(
+        neighbours(Some(&instance.netns("b")), "eth0").len(),
+        1,
+        "b learnt a neighbour from a's ARP"
+    );
+    sh("ip", &["-n", &a_ns, "route", "del", &b_host, "dev", "eth0"]).expect("route del");
+    let _ = sh("ip", &["-n", &a_ns, "neigh", "del", &b_text, "dev", "eth0"]);
+    assert!(
+        in_netns(&netns["a"], || tcp_probe(b_addr, 8080)),
+        "a reaches b through the gateway again"
+    );
+
     // IPv6 between tenants goes nowhere, although no link has IPv6 addresses of its
     // own: a and b give themselves some (d -> c is allowed over IPv4), b listens.
     let (a6, b6) = ("fd00:bb::a", "fd00:bb::b");
@@ -762,7 +859,6 @@ fn tenant_networks_carry_exactly_the_engines_matrix() {
     );
 
     // Spoofing: a sends as d (d -> c 7000/udp is allowed, a -> c is not).
-    let a_ns = instance.netns("a");
     let d_addr = addresses["d"];
     let c_addr = addresses["c"];
     let d_text = format!("{d_addr}/32");
@@ -796,7 +892,6 @@ fn tenant_networks_carry_exactly_the_engines_matrix() {
         ],
     )
     .expect("mac");
-    let b_addr = addresses["b"];
     assert!(
         !in_netns(&netns["a"], || tcp_probe(b_addr, 8080)),
         "foreign MAC dropped"
@@ -907,12 +1002,10 @@ fn wiring_netlink_versus_ip_per_step() {
     let mut scene = Scene::new('w');
     let range = scene.range;
     let instance = scene.instance.clone();
-    let bridge = BridgeConfig {
-        range,
-        forwarding: false,
-    };
+    let bridge = BridgeConfig { range };
     link::ensure_bridge(&instance, &bridge).expect("bridge");
-    let gateway = bridge.address().expect("bridge address").to_string();
+    let bridge_address = bridge.address().expect("bridge address");
+    let gateway = bridge_address.to_string();
     let names: Vec<String> = (0..N).map(|i| format!("w{i}")).collect();
     for n in &names {
         scene.add_netns(n);
@@ -938,8 +1031,11 @@ fn wiring_netlink_versus_ip_per_step() {
 
         let host = instance.interface(n, 'h');
         let ns = instance.netns(n);
-        let cidr = format!("{address}/{}", range.prefix_len());
+        let cidr = format!("{address}/32");
         let mac = bulkhead_node::net::format_mac(bulkhead_node::net::tenant_mac(address));
+        let gateway_mac =
+            bulkhead_node::net::format_mac(bulkhead_node::net::gateway_mac(bridge_address));
+        let address_text = address.to_string();
         let br = instance.bridge();
         let started = Instant::now();
         for args in [
@@ -947,11 +1043,56 @@ fn wiring_netlink_versus_ip_per_step() {
                 "link", "add", &host, "master", &br, "type", "veth", "peer", "name", "eth0",
                 "address", &mac, "netns", &ns,
             ],
+            vec![
+                "link",
+                "set",
+                &host,
+                "type",
+                "bridge_slave",
+                "isolated",
+                "on",
+            ],
             vec!["link", "set", &host, "up"],
             vec!["-n", &ns, "addr", "add", &cidr, "dev", "eth0"],
             vec!["-n", &ns, "link", "set", "eth0", "up"],
             vec!["-n", &ns, "link", "set", "lo", "up"],
+            vec![
+                "-n", &ns, "route", "add", &gateway, "dev", "eth0", "scope", "link",
+            ],
             vec!["-n", &ns, "route", "add", "default", "via", &gateway],
+            vec![
+                "-n",
+                &ns,
+                "neigh",
+                "replace",
+                &gateway,
+                "lladdr",
+                &gateway_mac,
+                "dev",
+                "eth0",
+                "nud",
+                "permanent",
+            ],
+            vec![
+                "neigh",
+                "replace",
+                &address_text,
+                "lladdr",
+                &mac,
+                "dev",
+                &br,
+                "nud",
+                "permanent",
+            ],
+            vec![
+                "netns",
+                "exec",
+                &ns,
+                "sysctl",
+                "-qw",
+                "net.ipv4.conf.all.accept_redirects=0",
+                "net.ipv4.conf.eth0.accept_redirects=0",
+            ],
         ] {
             sh("ip", &args).expect("ip step");
         }

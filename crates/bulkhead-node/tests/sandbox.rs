@@ -980,10 +980,7 @@ fn network_wires_into_the_sandbox() -> TestResult {
     let mut env = Env::new();
     let a = env.start_default("alpha")?;
     let range: ipnet::Ipv4Net = env.slot.range().parse().map_err(|e| format!("{e}"))?;
-    let bridge = BridgeConfig {
-        range,
-        forwarding: false,
-    };
+    let bridge = BridgeConfig { range };
     let _guard = NetGuard(&env.instance, "alpha");
     link::ensure_bridge(&env.instance, &bridge).map_err(|e| e.to_string())?;
     let address = bulkhead_node::net::allocate(range, &BTreeSet::new()).ok_or("no address")?;

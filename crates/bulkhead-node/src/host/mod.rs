@@ -143,9 +143,9 @@ impl Host {
     }
 
     /// Wires tenants to a bridge on `range` (the platform's tenant range).
-    pub fn with_network(mut self, range: ipnet::IpNet, forwarding: bool) -> Host {
+    pub fn with_network(mut self, range: ipnet::IpNet) -> Host {
         if let ipnet::IpNet::V4(range) = range {
-            self.bridge = Some(BridgeConfig { range, forwarding });
+            self.bridge = Some(BridgeConfig { range });
         }
         self
     }
@@ -493,6 +493,12 @@ impl Host {
                 // Deleting the veth and the ifb device takes their qdiscs with them; asking
                 // tc first would fail on a half-wired tenant whose devices are gone.
                 link::remove_tenant(&self.instance, &tenant).map_err(|e| net_error(&tenant, e))?;
+                // The bridge's permanent entry for its address (harmless if left:
+                // it names the MAC a tenant given that address gets anyway).
+                if let Ok(address) = secrets.address(&tenant) {
+                    link::remove_neighbour(&self.instance, address)
+                        .map_err(|e| net_error(&tenant, e))?;
+                }
             }
             Action::StartResolver => {
                 let zone = secrets

@@ -31,6 +31,14 @@ pub fn tenant_mac(address: Ipv4Addr) -> [u8; 6] {
     [0x02, 0xb4, a, b, c, d]
 }
 
+/// The instance bridge's MAC address: the one [`tenant_mac`] gives its
+/// (gateway) address, which no tenant holds. Set when the bridge is made,
+/// so it never follows the ports that come and go, and tenants can keep a
+/// permanent neighbour entry for their gateway.
+pub fn gateway_mac(address: Ipv4Addr) -> [u8; 6] {
+    tenant_mac(address)
+}
+
 /// `aa:bb:cc:dd:ee:ff`.
 pub fn format_mac(mac: [u8; 6]) -> String {
     mac.iter()

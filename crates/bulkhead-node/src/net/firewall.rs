@@ -143,6 +143,9 @@ pub enum NarrowReason {
     SharedAddress,
     /// 169.254.0.0/16 is dropped (`platform.spec.network.allowLinkLocal`).
     LinkLocal,
+    /// Nothing leaves the host without NAT (`platform.spec.network.nat`):
+    /// tenants reach addresses beyond the host only when it masquerades.
+    NoNat,
 }
 
 impl std::fmt::Display for Deviation {
@@ -165,6 +168,15 @@ impl std::fmt::Display for Deviation {
             } => write!(
                 f,
                 "narrowed {src} -> {dst}  {ports}: link-local addresses are dropped (platform allowLinkLocal: false)"
+            ),
+            Deviation::Narrowed {
+                src,
+                dst,
+                ports,
+                reason: NarrowReason::NoNat,
+            } => write!(
+                f,
+                "narrowed {src} -> {dst}  {ports}: nothing leaves the host without NAT (platform nat: false)"
             ),
             Deviation::NotEnforced { tenant } => write!(
                 f,
@@ -551,6 +563,21 @@ pub fn compile(
                     });
                     continue;
                 }
+                // From a tenant to beyond the host (anything but the bridge
+                // address, the resolver's home): only through NAT.
+                if !network.nat
+                    && src.first == a.address
+                    && outside != AddrRange::one(bridge_addr)
+                    && !all.is_empty()
+                {
+                    deviations.push(Deviation::Narrowed {
+                        src: src_key,
+                        dst: dst_key,
+                        ports: all,
+                        reason: NarrowReason::NoNat,
+                    });
+                    continue;
+                }
                 add(src, dst, &all);
             }
         }
@@ -680,6 +707,9 @@ impl Ruleset {
                 if link_local && !self.allow_link_local {
                     return false;
                 }
+                if !self.nat && !self.range.contains(&dst) {
+                    return false;
+                }
                 self.in_allow(src, dst, protocol, port)
             }
             Path::ToTenant => self.in_allow(src, dst, protocol, port),
@@ -766,6 +796,13 @@ impl Ruleset {
         } else {
             format!("\t\tip daddr {LINK_LOCAL} drop\n")
         };
+        // Without NAT nothing routed off the bridge leaves: the bridge routes
+        // (tenants reach each other through the host), so this is the switch.
+        let stay = if self.nat {
+            String::new()
+        } else {
+            format!("\t\toifname != \"{br}\" drop\n")
+        };
         let cap = format!(
             "\t\tct state new add @tenant_conns {{ ip saddr ct count over {} }} reject\n",
             self.connections_per_tenant
@@ -780,6 +817,7 @@ impl Ruleset {
              \tchain from_tenant {{\n\
              \t\tct state established,related accept\n\
              \t\tmeta nfproto != ipv4 drop\n\
+             {stay}\
              {link_local}\
              {cap}\
              \t\tip saddr . ip daddr . meta l4proto . th dport @allow accept\n\
@@ -855,7 +893,6 @@ impl Ruleset {
             "\tchain prerouting {\n\
              \t\ttype filter hook prerouting priority filter; policy accept;\n\
              \t\tiifname != @ports accept\n\
-             \t\tether type arp iifname . ether saddr . arp saddr ip @port_addrs iifname . arp saddr ether . arp saddr ip @port_addrs accept\n\
              \t\tether type ip iifname . ether saddr . ip saddr @port_addrs accept\n\
              \t\tiifname @spoof_drops drop\n\
              \t\tdrop\n\
@@ -1795,12 +1832,18 @@ mod tests {
         };
         let counts = ruleset.chain_rules();
         assert_eq!(counts.values().sum::<usize>(), 28);
-        assert_eq!(counts[&("bridge".to_owned(), "prerouting".to_owned())], 5);
+        assert_eq!(counts[&("bridge".to_owned(), "prerouting".to_owned())], 4);
+        assert_eq!(counts[&("inet".to_owned(), "from_tenant".to_owned())], 8);
+        // With NAT: the masquerade rule instead of the stay-on-the-host drop.
         let with_nat = Ruleset {
             nat: true,
             ..ruleset
         };
-        assert_eq!(with_nat.size().rules, 29);
+        assert_eq!(with_nat.size().rules, 28);
+        assert_eq!(
+            with_nat.chain_rules()[&("inet".to_owned(), "from_tenant".to_owned())],
+            7
+        );
     }
 
     #[test]

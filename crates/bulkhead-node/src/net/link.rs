@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 
 use ipnet::Ipv4Net;
 
-use super::addr::{bridge_address, tenant_mac};
+use super::addr::{bridge_address, gateway_mac, tenant_mac};
 use super::error::LinkError;
-use super::netlink::{Link, Netlink};
+use super::netlink::{Link, NUD_PERMANENT, Netlink};
 use crate::naming::Instance;
 
 /// The tenant end's name inside its namespace.
@@ -31,10 +31,6 @@ const NAME_RELEASE_WAIT: Duration = Duration::from_millis(1000);
 pub struct BridgeConfig {
     /// The tenant range.
     pub range: Ipv4Net,
-    /// Whether the host routes tenant traffic off the bridge (sets
-    /// `net.ipv4.conf.<bridge>.forwarding`; needed for any tenant rule that
-    /// reaches beyond the host, never touches the host-wide switch).
-    pub forwarding: bool,
 }
 
 impl BridgeConfig {
@@ -106,12 +102,17 @@ pub struct BridgeState {
     pub up: bool,
     /// Whether it carries the expected address and prefix.
     pub addressed: bool,
+    /// Whether it has the fixed MAC address ([`gateway_mac`]) the tenants'
+    /// permanent gateway entries name.
+    pub mac_ok: bool,
+    /// Whether it routes (`net.ipv4.conf.<bridge>.forwarding` is 1).
+    pub forwarding: bool,
 }
 
 impl BridgeState {
-    /// Exists, up and addressed.
+    /// Exists, up, addressed, with its MAC, routing.
     pub fn is_ready(&self) -> bool {
-        self.exists && self.up && self.addressed
+        self.exists && self.up && self.addressed && self.mac_ok && self.forwarding
     }
 }
 
@@ -132,8 +133,15 @@ pub struct TenantLinkState {
     pub mac_ok: bool,
     /// … carries exactly the tenant's address (and no other IPv4 address).
     pub address_ok: bool,
-    /// … the default route goes via the bridge address.
+    /// … the only routes: the bridge address on the link, the default via it.
     pub route_ok: bool,
+    /// The host end is an isolated bridge port (no frames to other tenants).
+    pub isolated: bool,
+    /// Both permanent neighbour entries: the gateway's MAC in the tenant's
+    /// namespace, the tenant's MAC on the bridge.
+    pub neighbours_ok: bool,
+    /// The tenant's namespace ignores ICMP redirects.
+    pub redirects_off: bool,
 }
 
 impl TenantLinkState {
@@ -147,6 +155,9 @@ impl TenantLinkState {
             && self.mac_ok
             && self.address_ok
             && self.route_ok
+            && self.isolated
+            && self.neighbours_ok
+            && self.redirects_off
     }
 
     /// Nothing of it exists.
@@ -176,17 +187,21 @@ fn bridge_prefix(config: &BridgeConfig) -> Result<(Ipv4Addr, u8), LinkError> {
     Ok((address, config.range.prefix_len()))
 }
 
-/// Creates the instance bridge if missing, gives it the first usable
-/// address of the range, brings it up, and sets its forwarding switch.
+/// Creates the instance bridge if missing, with its fixed MAC
+/// ([`gateway_mac`]) and the first usable address of the range, brings it
+/// up, and turns on routing for what arrives on it (the per-interface
+/// `forwarding` switch, never the host-wide one): tenants reach each other
+/// through the host's routing, not across the bridge (see the module docs).
 pub fn ensure_bridge(instance: &Instance, config: &BridgeConfig) -> Result<Changes, LinkError> {
     let name = instance.bridge();
     let (address, prefix) = bridge_prefix(config)?;
+    let mac = gateway_mac(address);
     let mut nl = host_netlink()?;
     let mut changes = Changes::default();
     let link = match nl.link(&name).map_err(nl_err("look up", &name))? {
         Some(link) => link,
         None => {
-            nl.create_link(&name, "bridge")
+            nl.create_link_with_mac(&name, "bridge", mac)
                 .map_err(nl_err("create bridge", &name))?;
             changes.steps.push(format!("create bridge {name}"));
             let link = nl
@@ -207,6 +222,11 @@ pub fn ensure_bridge(instance: &Instance, config: &BridgeConfig) -> Result<Chang
             expected: "bridge",
         });
     }
+    if link.mac != Some(mac) {
+        nl.set_mac(link.index, mac)
+            .map_err(nl_err("set mac", &name))?;
+        changes.steps.push(format!("mac {name}"));
+    }
     let has = nl
         .addresses()
         .map_err(nl_err("list addresses", &name))?
@@ -224,17 +244,20 @@ pub fn ensure_bridge(instance: &Instance, config: &BridgeConfig) -> Result<Chang
             .map_err(nl_err("set up", &name))?;
         changes.steps.push(format!("up {name}"));
     }
-    let path = PathBuf::from(format!("/proc/sys/net/ipv4/conf/{name}/forwarding"));
-    let want = if config.forwarding { "1" } else { "0" };
+    let path = forwarding_path(&name);
     let now = std::fs::read_to_string(&path).unwrap_or_default();
-    if now.trim() != want {
-        std::fs::write(&path, want).map_err(|source| LinkError::Sysctl {
+    if now.trim() != "1" {
+        std::fs::write(&path, "1").map_err(|source| LinkError::Sysctl {
             path: path.clone(),
             source,
         })?;
-        changes.steps.push(format!("forwarding {name} {want}"));
+        changes.steps.push(format!("forwarding {name} 1"));
     }
     Ok(changes)
+}
+
+fn forwarding_path(bridge: &str) -> PathBuf {
+    PathBuf::from(format!("/proc/sys/net/ipv4/conf/{bridge}/forwarding"))
 }
 
 /// What the bridge looks like now.
@@ -250,6 +273,8 @@ pub fn observe_bridge(
             exists: false,
             up: false,
             addressed: false,
+            mac_ok: false,
+            forwarding: false,
         });
     };
     let addressed = nl
@@ -261,6 +286,8 @@ pub fn observe_bridge(
         exists: link.kind.as_deref() == Some("bridge"),
         up: link.is_up(),
         addressed,
+        mac_ok: link.mac == Some(gateway_mac(address)),
+        forwarding: std::fs::read_to_string(forwarding_path(&name)).is_ok_and(|v| v.trim() == "1"),
     })
 }
 
@@ -344,7 +371,7 @@ pub fn ensure_tenant(
     link: &TenantLink,
 ) -> Result<Changes, LinkError> {
     check_address(config, link.address)?;
-    let (gateway, prefix) = bridge_prefix(config)?;
+    let (gateway, _) = bridge_prefix(config)?;
     let netns = link.netns.open()?;
     let mut host_nl = host_netlink()?;
     let mut tenant_nl = Netlink::open_in(netns.as_fd()).map_err(nl_err(
@@ -415,6 +442,12 @@ pub fn ensure_tenant(
             .map_err(nl_err("enslave", &host_name))?;
         changes.steps.push(format!("enslave {host_name}"));
     }
+    if host.isolated != Some(true) || host.master != Some(now.bridge.index) {
+        host_nl
+            .set_port_isolated(host.index, true)
+            .map_err(nl_err("isolate port", &host_name))?;
+        changes.steps.push(format!("isolate {host_name}"));
+    }
     if !host.is_up() {
         host_nl
             .set_up(host.index, true)
@@ -427,19 +460,31 @@ pub fn ensure_tenant(
             .map_err(nl_err("set mac", TENANT_IFNAME))?;
         changes.steps.push(format!("mac {TENANT_IFNAME}"));
     }
+    // Exactly the tenant's address, as a /32: no peer is on the link.
     let addresses = tenant_nl
         .addresses()
         .map_err(nl_err("list addresses", TENANT_IFNAME))?;
-    if !addresses
-        .iter()
-        .any(|a| a.index == tenant.index && a.address == link.address && a.prefix_len == prefix)
-    {
+    let mut has = false;
+    for a in addresses.iter().filter(|a| a.index == tenant.index) {
+        if a.address == link.address && a.prefix_len == 32 {
+            has = true;
+        } else if tenant_nl
+            .delete_address(tenant.index, a.address, a.prefix_len)
+            .map_err(nl_err("delete address", TENANT_IFNAME))?
+        {
+            changes.steps.push(format!(
+                "delete address {TENANT_IFNAME} {}/{}",
+                a.address, a.prefix_len
+            ));
+        }
+    }
+    if !has {
         tenant_nl
-            .add_address(tenant.index, link.address, prefix)
+            .add_address(tenant.index, link.address, 32)
             .map_err(nl_err("add address", TENANT_IFNAME))?;
         changes
             .steps
-            .push(format!("address {TENANT_IFNAME} {}/{prefix}", link.address));
+            .push(format!("address {TENANT_IFNAME} {}/32", link.address));
     }
     if !tenant.is_up() {
         tenant_nl
@@ -458,19 +503,102 @@ pub fn ensure_tenant(
     let routes = tenant_nl
         .routes()
         .map_err(nl_err("list routes", TENANT_IFNAME))?;
+    if !gateway_route_ok(&routes, gateway, tenant.index) {
+        tenant_nl
+            .replace_link_route(gateway, tenant.index)
+            .map_err(nl_err("set gateway route", TENANT_IFNAME))?;
+        changes
+            .steps
+            .push(format!("route {gateway} dev {TENANT_IFNAME}"));
+    }
     if !default_route_ok(&routes, gateway, tenant.index) {
         tenant_nl
             .replace_default_route(gateway, tenant.index)
             .map_err(nl_err("set default route", TENANT_IFNAME))?;
         changes.steps.push(format!("default via {gateway}"));
     }
+    // The host routes between tenants on one link, so it sends ICMP redirects
+    // ("reach the peer directly"); a tenant that followed one would ARP for the
+    // peer, which the bridge drops. Tenants ignore redirects.
+    for name in redirect_switches(&netns, true).map_err(|source| LinkError::Sysctl {
+        path: PathBuf::from(format!(
+            "{}:/proc/sys/net/ipv4/conf/*/accept_redirects",
+            link.netns.path().display()
+        )),
+        source,
+    })? {
+        changes.steps.push(format!("accept_redirects {name} 0"));
+    }
+    // Permanent neighbour entries on both sides: nothing is ever resolved
+    // by ARP, so no tenant adds to the host's one neighbour table and no
+    // ARP packet can redirect anyone's traffic.
+    let gateway_mac = gateway_mac(gateway);
+    let seen = tenant_nl
+        .neighbour(tenant.index, gateway)
+        .map_err(nl_err("look up neighbour", TENANT_IFNAME))?;
+    if seen != Some((gateway_mac, NUD_PERMANENT)) {
+        tenant_nl
+            .replace_permanent_neighbour(tenant.index, gateway, gateway_mac)
+            .map_err(nl_err("set gateway neighbour", TENANT_IFNAME))?;
+        changes
+            .steps
+            .push(format!("neighbour {gateway} on {TENANT_IFNAME}"));
+    }
+    let bridge_name = instance.bridge();
+    let seen = host_nl
+        .neighbour(now.bridge.index, link.address)
+        .map_err(nl_err("look up neighbour", &bridge_name))?;
+    if seen != Some((mac, NUD_PERMANENT)) {
+        host_nl
+            .replace_permanent_neighbour(now.bridge.index, link.address, mac)
+            .map_err(nl_err("set tenant neighbour", &bridge_name))?;
+        changes
+            .steps
+            .push(format!("neighbour {} on {bridge_name}", link.address));
+    }
     Ok(changes)
+}
+
+/// The `accept_redirects` switches of the tenant's namespace that matter
+/// (`all` and `eth0`: the kernel honours a redirect if either is on), read
+/// in a short thread that joined it. With `fix`, each one on is turned off;
+/// returns the names of those that were on.
+fn redirect_switches(netns: &File, fix: bool) -> std::io::Result<Vec<&'static str>> {
+    let ns = netns.try_clone()?;
+    std::thread::scope(|scope| {
+        scope
+            .spawn(move || -> std::io::Result<Vec<&'static str>> {
+                rustix::thread::move_into_link_name_space(
+                    ns.as_fd(),
+                    Some(rustix::thread::LinkNameSpaceType::Network),
+                )?;
+                let mut on = Vec::new();
+                for name in ["all", TENANT_IFNAME] {
+                    let path = format!("/proc/sys/net/ipv4/conf/{name}/accept_redirects");
+                    if std::fs::read_to_string(&path)?.trim() != "0" {
+                        if fix {
+                            std::fs::write(&path, "0")?;
+                        }
+                        on.push(name);
+                    }
+                }
+                Ok(on)
+            })
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("namespace thread panicked")))
+    })
 }
 
 fn default_route_ok(routes: &[super::netlink::Route], gateway: Ipv4Addr, oif: u32) -> bool {
     routes
         .iter()
         .any(|r| r.dst_len == 0 && r.gateway == Some(gateway) && r.oif == Some(oif))
+}
+
+fn gateway_route_ok(routes: &[super::netlink::Route], gateway: Ipv4Addr, oif: u32) -> bool {
+    routes.iter().any(|r| {
+        r.dst_len == 32 && r.dst == Some(gateway) && r.gateway.is_none() && r.oif == Some(oif)
+    })
 }
 
 /// Creates the pair, waiting out a host-end name the kernel still holds
@@ -504,7 +632,7 @@ pub fn observe_tenant(
     config: &BridgeConfig,
     link: &TenantLink,
 ) -> Result<TenantLinkState, LinkError> {
-    let (gateway, prefix) = bridge_prefix(config)?;
+    let (gateway, _) = bridge_prefix(config)?;
     let mut host_nl = host_netlink()?;
     let host_name = instance.interface(&link.tenant, 'h');
     let bridge = host_nl
@@ -518,8 +646,15 @@ pub fn observe_tenant(
     if let Some(h) = &host {
         state.host_end = true;
         state.host_up = h.is_up();
-        state.on_bridge = bridge.is_some_and(|b| h.master == Some(b.index));
+        state.on_bridge = bridge.as_ref().is_some_and(|b| h.master == Some(b.index));
+        state.isolated = state.on_bridge && h.isolated == Some(true);
     }
+    let host_neighbour = match &bridge {
+        Some(b) => host_nl
+            .neighbour(b.index, link.address)
+            .map_err(nl_err("look up neighbour", &instance.bridge()))?,
+        None => None,
+    };
     let Ok(netns) = link.netns.open() else {
         return Ok(state);
     };
@@ -543,14 +678,18 @@ pub fn observe_tenant(
         .filter(|a| a.index == tenant.index)
         .collect();
     state.address_ok =
-        mine.len() == 1 && mine[0].address == link.address && mine[0].prefix_len == prefix;
-    state.route_ok = default_route_ok(
-        &tenant_nl
-            .routes()
-            .map_err(nl_err("list routes", TENANT_IFNAME))?,
-        gateway,
-        tenant.index,
-    );
+        mine.len() == 1 && mine[0].address == link.address && mine[0].prefix_len == 32;
+    let routes = tenant_nl
+        .routes()
+        .map_err(nl_err("list routes", TENANT_IFNAME))?;
+    state.route_ok = default_route_ok(&routes, gateway, tenant.index)
+        && gateway_route_ok(&routes, gateway, tenant.index);
+    let gateway_entry = tenant_nl
+        .neighbour(tenant.index, gateway)
+        .map_err(nl_err("look up neighbour", TENANT_IFNAME))?;
+    state.neighbours_ok = gateway_entry == Some((gateway_mac(gateway), NUD_PERMANENT))
+        && host_neighbour == Some((tenant_mac(link.address), NUD_PERMANENT));
+    state.redirects_off = redirect_switches(&netns, false).is_ok_and(|on| on.is_empty());
     Ok(state)
 }
 
@@ -577,6 +716,19 @@ pub fn remove_tenant(instance: &Instance, tenant: &str) -> Result<bool, LinkErro
             found: link.kind.unwrap_or_else(|| "device".to_owned()),
             expected: "veth",
         }),
+    }
+}
+
+/// Deletes the bridge's permanent neighbour entry for a departed tenant's
+/// `address`; `false` if there was none (or no bridge).
+pub fn remove_neighbour(instance: &Instance, address: Ipv4Addr) -> Result<bool, LinkError> {
+    let name = instance.bridge();
+    let mut nl = host_netlink()?;
+    match nl.link(&name).map_err(nl_err("look up", &name))? {
+        Some(bridge) => nl
+            .delete_neighbour(bridge.index, address)
+            .map_err(nl_err("delete neighbour", &name)),
+        None => Ok(false),
     }
 }
 

@@ -146,5 +146,5 @@ mod netlink;
 pub mod report;
 pub mod shape;
 
-pub use addr::{allocate, bridge_address, format_mac, tenant_mac};
+pub use addr::{allocate, bridge_address, format_mac, gateway_mac, tenant_mac};
 pub use error::{CommandError, FirewallError, LinkError, ShapeError};

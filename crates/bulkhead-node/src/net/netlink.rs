@@ -34,8 +34,12 @@ const RTM_DELLINK: u16 = 17;
 const RTM_GETLINK: u16 = 18;
 const RTM_NEWADDR: u16 = 20;
 const RTM_GETADDR: u16 = 22;
+const RTM_DELADDR: u16 = 21;
 const RTM_NEWROUTE: u16 = 24;
 const RTM_GETROUTE: u16 = 26;
+const RTM_NEWNEIGH: u16 = 28;
+const RTM_DELNEIGH: u16 = 29;
+const RTM_GETNEIGH: u16 = 30;
 
 // <linux/if_link.h>
 const IFLA_ADDRESS: u16 = 1;
@@ -51,6 +55,9 @@ const IFLA_INET6_ADDR_GEN_MODE: u16 = 8;
 const IN6_ADDR_GEN_MODE_NONE: u8 = 1;
 const IFLA_INFO_KIND: u16 = 1;
 const IFLA_INFO_DATA: u16 = 2;
+const IFLA_INFO_SLAVE_KIND: u16 = 4;
+const IFLA_INFO_SLAVE_DATA: u16 = 5;
+const IFLA_BRPORT_ISOLATED: u16 = 33;
 const VETH_INFO_PEER: u16 = 1;
 
 // <linux/if_addr.h>, <linux/rtnetlink.h> (routes)
@@ -63,6 +70,12 @@ const RTA_GATEWAY: u16 = 5;
 const RT_TABLE_MAIN: u8 = 254;
 const RTPROT_STATIC: u8 = 4;
 const RT_SCOPE_UNIVERSE: u8 = 0;
+const RT_SCOPE_LINK: u8 = 253;
+const NDA_DST: u16 = 1;
+const NDA_LLADDR: u16 = 2;
+/// `NUD_PERMANENT`: never probed, never garbage-collected, never replaced by
+/// what an ARP packet says.
+pub(crate) const NUD_PERMANENT: u16 = 0x80;
 const RTN_UNICAST: u8 = 1;
 
 // <linux/netfilter/nfnetlink.h>, <linux/netfilter/nfnetlink_conntrack.h>
@@ -115,6 +128,8 @@ pub(crate) struct Link {
     pub mac: Option<[u8; 6]>,
     /// For a veth: the peer's index (in the peer's namespace).
     pub peer: Option<u32>,
+    /// For a bridge port: whether it is isolated (`IFLA_BRPORT_ISOLATED`).
+    pub isolated: Option<bool>,
 }
 
 impl Link {
@@ -134,7 +149,9 @@ pub(crate) struct Address {
 /// A route of the main table (IPv4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Route {
+    pub dst: Option<Ipv4Addr>,
     pub dst_len: u8,
+    pub scope: u8,
     pub gateway: Option<Ipv4Addr>,
     pub oif: Option<u32>,
 }
@@ -698,12 +715,15 @@ impl Netlink {
             .filter_map(|(_, payload)| {
                 let dst_len = *payload.get(1)?;
                 let mut route = Route {
+                    dst: None,
                     dst_len,
+                    scope: *payload.get(6)?,
                     gateway: None,
                     oif: None,
                 };
                 for (kind, data) in attrs(payload.get(12..)?) {
                     match kind {
+                        RTA_DST => route.dst = ipv4_of(data),
                         RTA_GATEWAY => route.gateway = ipv4_of(data),
                         RTA_OIF => route.oif = u32_of(data),
                         _ => {}
@@ -733,6 +753,149 @@ impl Netlink {
         message.attr_u32(RTA_OIF, oif);
         self.request(message)
     }
+
+    /// Sets the route to the single address `dst` straight out of `oif`
+    /// (`dst/32 dev oif scope link`, replacing one): the only address a
+    /// tenant with a `/32` can reach without a gateway.
+    pub fn replace_link_route(&mut self, dst: Ipv4Addr, oif: u32) -> io::Result<()> {
+        let mut message = Message::new(RTM_NEWROUTE, NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE);
+        message.raw(&[
+            AF_INET,
+            32,
+            0,
+            0,
+            RT_TABLE_MAIN,
+            RTPROT_STATIC,
+            RT_SCOPE_LINK,
+            RTN_UNICAST,
+        ]);
+        message.raw(&0u32.to_ne_bytes());
+        message.attr(RTA_DST, &dst.octets());
+        message.attr_u32(RTA_OIF, oif);
+        self.request(message)
+    }
+
+    /// Deletes `address/prefix_len` from `index`; `false` if it was not there.
+    pub fn delete_address(
+        &mut self,
+        index: u32,
+        address: Ipv4Addr,
+        prefix_len: u8,
+    ) -> io::Result<bool> {
+        let mut message = Message::new(RTM_DELADDR, NLM_F_ACK);
+        message.raw(&[AF_INET, prefix_len, 0, RT_SCOPE_UNIVERSE]);
+        message.raw(&index.to_ne_bytes());
+        message.attr(IFA_LOCAL, &address.octets());
+        message.attr(IFA_ADDRESS, &address.octets());
+        match self.request(message) {
+            Ok(()) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates a link of a kind without options with a fixed MAC address
+    /// (a bridge given one keeps it whatever ports come and go).
+    pub fn create_link_with_mac(&mut self, name: &str, kind: &str, mac: [u8; 6]) -> io::Result<()> {
+        let mut message =
+            Message::new(RTM_NEWLINK, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL).ifinfo(0, 0, 0);
+        message.attr_str(IFLA_IFNAME, name);
+        message.attr(IFLA_ADDRESS, &mac);
+        message.begin(IFLA_LINKINFO);
+        message.attr_str(IFLA_INFO_KIND, kind);
+        message.end();
+        self.request(message)
+    }
+
+    /// Sets a bridge port's `isolated` flag: isolated ports exchange no
+    /// frames with each other, only with the bridge itself and ports that
+    /// are not isolated.
+    pub fn set_port_isolated(&mut self, index: u32, isolated: bool) -> io::Result<()> {
+        let mut message = Message::new(RTM_NEWLINK, NLM_F_ACK).ifinfo(index, 0, 0);
+        message.begin(IFLA_LINKINFO);
+        message.attr_str(IFLA_INFO_SLAVE_KIND, "bridge");
+        message.begin(IFLA_INFO_SLAVE_DATA);
+        message.attr(IFLA_BRPORT_ISOLATED, &[u8::from(isolated)]);
+        message.end();
+        message.end();
+        self.request(message)
+    }
+
+    /// `struct ndmsg` for IPv4 on `index` with `state`.
+    fn ndmsg(message: &mut Message, index: u32, state: u16) {
+        message.raw(&[AF_INET, 0, 0, 0]);
+        message.raw(&index.to_ne_bytes());
+        message.raw(&state.to_ne_bytes());
+        message.raw(&[0, 0]); // flags, type
+    }
+
+    /// The neighbour entry for `address` on `index`: its link-layer address
+    /// and `NUD_*` state, `None` when there is none.
+    pub fn neighbour(
+        &mut self,
+        index: u32,
+        address: Ipv4Addr,
+    ) -> io::Result<Option<([u8; 6], u16)>> {
+        let mut message = Message::new(RTM_GETNEIGH, NLM_F_ACK);
+        Self::ndmsg(&mut message, index, 0);
+        message.attr(NDA_DST, &address.octets());
+        match self.exchange(message) {
+            Ok(replies) => Ok(replies
+                .iter()
+                .filter(|(kind, _)| *kind == RTM_NEWNEIGH)
+                .find_map(|(_, payload)| {
+                    parse_neighbour(payload).map(|(_, mac, state)| (mac, state))
+                })),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Makes `address` on `index` resolve to `mac` for good
+    /// (`NUD_PERMANENT`, replacing any entry).
+    pub fn replace_permanent_neighbour(
+        &mut self,
+        index: u32,
+        address: Ipv4Addr,
+        mac: [u8; 6],
+    ) -> io::Result<()> {
+        let mut message = Message::new(RTM_NEWNEIGH, NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE);
+        Self::ndmsg(&mut message, index, NUD_PERMANENT);
+        message.attr(NDA_DST, &address.octets());
+        message.attr(NDA_LLADDR, &mac);
+        self.request(message)
+    }
+
+    /// Deletes the neighbour entry for `address` on `index`; `false` if there
+    /// was none.
+    pub fn delete_neighbour(&mut self, index: u32, address: Ipv4Addr) -> io::Result<bool> {
+        let mut message = Message::new(RTM_DELNEIGH, NLM_F_ACK);
+        Self::ndmsg(&mut message, index, 0);
+        message.attr(NDA_DST, &address.octets());
+        match self.request(message) {
+            Ok(()) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// An `RTM_NEWNEIGH` payload: destination, link-layer address, state.
+fn parse_neighbour(payload: &[u8]) -> Option<(Ipv4Addr, [u8; 6], u16)> {
+    if payload.first() != Some(&AF_INET) {
+        return None;
+    }
+    let state = u16::from_ne_bytes(payload.get(8..10)?.try_into().ok()?);
+    let mut dst = None;
+    let mut mac = None;
+    for (kind, data) in attrs(payload.get(12..)?) {
+        match kind {
+            NDA_DST => dst = ipv4_of(data),
+            NDA_LLADDR => mac = data.get(..6).and_then(|m| m.try_into().ok()),
+            _ => {}
+        }
+    }
+    Some((dst?, mac.unwrap_or([0; 6]), state))
 }
 
 /// A file descriptor as the `u32` netlink carries.
@@ -779,6 +942,7 @@ fn parse_link(payload: &[u8]) -> Option<Link> {
         kind: None,
         mac: None,
         peer: None,
+        isolated: None,
     };
     for (kind, data) in attrs(payload.get(16..)?) {
         match kind {
@@ -788,8 +952,15 @@ fn parse_link(payload: &[u8]) -> Option<Link> {
             IFLA_ADDRESS => link.mac = data.get(..6).and_then(|m| m.try_into().ok()),
             IFLA_LINKINFO => {
                 for (info, value) in attrs(data) {
-                    if info == IFLA_INFO_KIND {
-                        link.kind = Some(str_of(value));
+                    match info {
+                        IFLA_INFO_KIND => link.kind = Some(str_of(value)),
+                        IFLA_INFO_SLAVE_DATA => {
+                            link.isolated = attrs(value)
+                                .into_iter()
+                                .find(|(k, _)| *k == IFLA_BRPORT_ISOLATED)
+                                .and_then(|(_, v)| v.first().map(|b| *b != 0));
+                        }
+                        _ => {}
                     }
                 }
             }

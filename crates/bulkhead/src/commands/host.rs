@@ -381,7 +381,7 @@ fn host_for(instance: &Instance, desired: &Desired) -> Result<Host, Failure> {
     let network = &desired.platform.spec.network;
     Ok(Host::new(instance.clone())
         .context("cannot read the host's cgroups")?
-        .with_network(network.tenant_range, network.nat)
+        .with_network(network.tenant_range)
         .with_nameserver(bulkhead_policy::tenancy::resolver_address(
             &desired.platform,
         )))

@@ -51,10 +51,7 @@ fn show(global: &Global, only: Option<&str>) -> Outcome {
             "the tenant range is not IPv4 (the host backend wires IPv4 ranges only)"
         )));
     };
-    let bridge = BridgeConfig {
-        range,
-        forwarding: desired.platform.spec.network.nat,
-    };
+    let bridge = BridgeConfig { range };
     if let Some(name) = only
         && !desired.tenants.keys().any(|n| n.as_str() == name)
     {
