@@ -136,33 +136,6 @@ pub fn overcommit(tenants: u64, share: u64, max: u64) -> Option<String> {
     })
 }
 
-/// The host's neighbour (ARP) table limit, `gc_thresh3`: one table for every
-/// network namespace on the host.
-pub fn neighbour_table_max() -> Option<u64> {
-    std::fs::read_to_string("/proc/sys/net/ipv4/neigh/default/gc_thresh3")
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
-}
-
-/// A warning when `tenants` on one bridge could need more neighbour entries
-/// than the host's table holds: tenants that each reach (or ARP for) every
-/// other hold an entry per peer in their namespaces, one per source in the
-/// peer's, plus the bridge's entries, about `tenants * (tenants + 1)`; past
-/// the limit the kernel drops packets to peers it has no entry for.
-pub fn neighbour_overcommit(tenants: u64, max: u64) -> Option<String> {
-    let worst = tenants.saturating_mul(tenants.saturating_add(1));
-    (worst > max).then(|| {
-        format!(
-            "{tenants} tenants on one bridge can need up to {worst} neighbour (ARP) entries, \
-             more than the host's table (net.ipv4.neigh.default.gc_thresh3 {max}); past it \
-             the kernel drops packets between tenants (\"neighbor table overflow\"): raise \
-             gc_thresh1/2/3 for hosts with this many tenants"
-        )
-    })
-}
-
 #[cfg(test)]
 mod overcommit_tests {
     use super::overcommit;
@@ -177,14 +150,5 @@ mod overcommit_tests {
             overcommit(u64::MAX, 2, 10).map(|w| w.contains("18446744073709551615")),
             Some(true)
         );
-    }
-
-    #[test]
-    fn neighbour_entries_beyond_the_table_are_named() {
-        use super::neighbour_overcommit;
-        assert_eq!(neighbour_overcommit(31, 1024), None, "31 x 32 = 992");
-        let warning = neighbour_overcommit(50, 1024).expect("50 x 51 = 2550");
-        assert!(warning.contains("2550"), "{warning}");
-        assert!(warning.contains("gc_thresh3 1024"), "{warning}");
     }
 }

@@ -804,7 +804,7 @@ impl Ruleset {
             format!("\t\toifname != \"{br}\" drop\n")
         };
         let cap = format!(
-            "\t\tct state new add @tenant_conns {{ ip saddr ct count over {} }} reject\n",
+            "\t\tct state new add @tenant_conns {{ ip saddr ct count over {} }} jump over_share\n",
             self.connections_per_tenant
         );
         let _ = write!(
@@ -844,6 +844,10 @@ impl Ruleset {
              \t\tmeta l4proto . th dport @host_ports accept\n\
              \t\tip saddr @egress_drops drop\n\
              \t\tdrop\n\
+             \t}}\n\
+             \tchain over_share {{\n\
+             \t\tmeta l4proto tcp reject with tcp reset\n\
+             \t\treject\n\
              \t}}\n",
             resolver = self.resolver,
         );
@@ -1831,7 +1835,7 @@ mod tests {
             deviations: Vec::new(),
         };
         let counts = ruleset.chain_rules();
-        assert_eq!(counts.values().sum::<usize>(), 28);
+        assert_eq!(counts.values().sum::<usize>(), 30);
         assert_eq!(counts[&("bridge".to_owned(), "prerouting".to_owned())], 4);
         assert_eq!(counts[&("inet".to_owned(), "from_tenant".to_owned())], 8);
         // With NAT: the masquerade rule instead of the stay-on-the-host drop.
@@ -1839,7 +1843,7 @@ mod tests {
             nat: true,
             ..ruleset
         };
-        assert_eq!(with_nat.size().rules, 28);
+        assert_eq!(with_nat.size().rules, 30);
         assert_eq!(
             with_nat.chain_rules()[&("inet".to_owned(), "from_tenant".to_owned())],
             7

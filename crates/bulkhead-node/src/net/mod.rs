@@ -6,16 +6,35 @@
 //! # Wiring ([`link`])
 //!
 //! The instance bridge [`Instance::bridge`](crate::naming::Instance::bridge)
-//! carries the first usable address of `platform.spec.network.tenantRange`.
-//! Per tenant, one veth pair made in a single netlink request: the host end
-//! [`Instance::interface`](crate::naming::Instance::interface)`(tenant, 'h')`
-//! enslaved to the bridge, the peer created directly as `eth0` inside the
-//! tenant's namespace (opened from `/run/netns/<instance>-<tenant>` or
-//! `/proc/<pid>/ns/net`) with a MAC derived from its address
-//! ([`tenant_mac`]), the tenant's address, `lo` and `eth0` up and a default
-//! route via the bridge. Addresses come from the store, which allocates them
-//! with [`allocate`] (lowest free host address, never network, broadcast or
-//! bridge).
+//! carries the first usable address of `platform.spec.network.tenantRange`
+//! (the *gateway*) and a fixed MAC ([`gateway_mac`]), and routes what
+//! arrives on it (its own `forwarding` switch; the host-wide one is never
+//! touched). Per tenant, one veth pair made in a single netlink request: the
+//! host end [`Instance::interface`](crate::naming::Instance::interface)`(tenant, 'h')`
+//! enslaved to the bridge as an **isolated** port, the peer created directly
+//! as `eth0` inside the tenant's namespace (opened from
+//! `/run/netns/<instance>-<tenant>` or `/proc/<pid>/ns/net`) with a MAC
+//! derived from its address ([`tenant_mac`]), `lo` and `eth0` up. Addresses
+//! come from the store, which allocates them with [`allocate`] (lowest free
+//! host address, never network, broadcast or bridge).
+//!
+//! Tenants are **routed, not bridged**: a tenant's address is a `/32`, its
+//! only routes are the gateway on the link and the default via it, and
+//! every packet to a peer goes to the gateway, through the host's routing
+//! and the `inet` firewall, and back out of the bridge. Isolated ports pass
+//! no frame from one tenant port to another, whatever a tenant writes into
+//! its own tables. Both sides hold **permanent** neighbour entries — the
+//! gateway's MAC in the tenant's namespace, the tenant's MAC on the bridge —
+//! so nothing is resolved by ARP: the bridge table drops every ARP frame
+//! from a tenant port, no ARP packet can redirect anyone's traffic, and
+//! tenants add nothing to the host's neighbour table, which is one table
+//! for every namespace (`gc_thresh3`, 1,024 by default: with a shared
+//! subnet, N tenants reaching each other needed about N² entries and 50
+//! tenants overflowed it). The host sends ICMP redirects ("reach the peer
+//! directly") for traffic it routes back out of the link it came in on; the
+//! tenants' namespaces ignore them (`accept_redirects` 0 for `all` and
+//! `eth0`). [`link::observe_tenant`] checks every one of these facts, and
+//! [`link::ensure_tenant`] repairs any that drifted.
 //!
 //! Netlink is spoken directly (`netlink.rs`, about 400 lines over `rustix`
 //! sockets, no `unsafe`), not through `rtnetlink`: no async runtime for a
@@ -32,32 +51,35 @@
 //! tables, both [`Instance::nft_table`](crate::naming::Instance::nft_table):
 //!
 //! - `table bridge` — anti-spoofing, stateless (this kernel has no bridge
-//!   conntrack): a frame from a tenant port must carry that port's MAC and
-//!   address (`iifname . ether saddr . ip saddr @port_addrs`, the same for
-//!   ARP's sender fields); any other ether type (IPv6 included) is dropped.
-//!   Drops are counted per port (`spoof_drops`).
+//!   conntrack): a frame from a tenant port must be IPv4 and carry that
+//!   port's MAC and address (`iifname . ether saddr . ip saddr @port_addrs`);
+//!   anything else — ARP (never needed, see above), IPv6, any other ether
+//!   type — is dropped and counted per port (`spoof_drops`).
 //! - `table inet` — stateful (bridged IPv4 reaches `inet` hooks through
 //!   `br_netfilter`; [`firewall::apply`] refuses to load when
 //!   `bridge-nf-call-iptables` is off). `forward` sends packets from the
 //!   bridge to `from_tenant` and to it to `to_tenant`; `input` sends
 //!   packets from the bridge to `tenant_to_host`. Each chain: established
 //!   and related accepted, IPv6 dropped, 169.254.0.0/16 dropped unless
-//!   `allowLinkLocal`, then **one** lookup
+//!   `allowLinkLocal` (and, without NAT, anything routed out of another
+//!   interface: `from_tenant` drops `oifname != <bridge>`), then **one** lookup
 //!   `ip saddr . ip daddr . meta l4proto . th dport @allow`, then a counted
 //!   drop (`egress_drops`/`ingress_drops`, one counter per tenant). Toward
 //!   the host only the resolver (through `@allow`) and `hostPorts`
 //!   (`@host_ports`) are open, whatever address a tenant aims at. With
-//!   `nat: true` a `postrouting` chain masquerades what leaves the host
-//!   (forwarding off the bridge is the per-interface switch
-//!   [`link::BridgeConfig::forwarding`], never the host-wide one).
+//!   `nat: true` a `postrouting` chain masquerades what leaves the host;
+//!   without, a rule a tenant has toward an address beyond the host is
+//!   narrowed ([`firewall::NarrowReason::NoNat`]) and `plan` says so.
 //!
 //! The conntrack table is one kernel table for the whole host. So that no
 //! tenant fills it for the others, `from_tenant` and `tenant_to_host` refuse
-//! (`reject`: ICMP port unreachable, a TCP client sees ECONNREFUSED) a new
+//! (chain `over_share`: a TCP reset, so the client sees ECONNREFUSED at once,
+//! else ICMP port unreachable — which the kernel rate-limits per peer, so a
+//! TCP client would mostly time out on it) a new
 //! connection from a tenant address that already has
 //! `platform.spec.network.connectionsPerTenant` tracked connections (default
-//! 16,384): `ct state new add @tenant_conns { ip saddr ct count over N }`,
-//! one rule per chain, the count kept per tenant in the dynamic set's
+//! 16,384): `ct state new add @tenant_conns { ip saddr ct count over N } jump
+//! over_share`, one rule per chain, the count kept per tenant in the dynamic set's
 //! elements (`nft_connlimit`; closed and TIME_WAIT connections do not count).
 //! One value for every tenant, because a connlimit's number belongs to the
 //! rule: per-tenant values would make the rules grow with the distinct
@@ -70,8 +92,8 @@
 //! asked of the engine once through a representative external endpoint and
 //! written as an address range. So each packet costs one set lookup
 //! whatever the number of tenants and rules (a pipapo lookup, not a rule
-//! walk), the rule count is constant (28: 26 with
-//! `allowLinkLocal`, one more with NAT; [`firewall::Ruleset::chain_rules`]), and only elements
+//! walk), the rule count is constant (30 with or without NAT, 28 with
+//! `allowLinkLocal`; [`firewall::Ruleset::chain_rules`]), and only elements
 //! grow: per tenant 3 anti-spoofing/counter elements in each table plus one
 //! `allow` element per allowed (peer, port range). The examples' four
 //! tenants load 10 `allow` elements; 1,000 tenants with similar rules need a

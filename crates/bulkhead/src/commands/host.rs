@@ -558,14 +558,6 @@ fn execute(
             {
                 eprintln!("note: {warning}");
             }
-            if let Some(max) = bulkhead_node::net::conntrack::neighbour_table_max()
-                && let Some(warning) = bulkhead_node::net::conntrack::neighbour_overcommit(
-                    desired.tenants.len() as u64,
-                    max,
-                )
-            {
-                eprintln!("note: {warning}");
-            }
             let load = firewall::load(instance, &ruleset)?;
             return Ok(Some(Action::ApplyFirewall { load }));
         }
