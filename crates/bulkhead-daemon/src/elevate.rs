@@ -12,7 +12,7 @@
 //! | kind | parameters | effect while active |
 //! |---|---|---|
 //! | `quota-raise` | `{"memory": "2Gi", "pids": 1024, "cpuWeight": 400, "cpu": "2"}` (any of them) | the tenant's quota takes these values (never lower than the revision's) |
-//! | `egress-exception` | `{"cidr": "203.0.113.0/24", "ports": ["443/tcp"]}` | one more egress rule of the tenant, so the compiled firewall opens it |
+//! | `egress-exception` | `{"cidr": "203.0.113.0/24", "ports": ["443/tcp"]}` | one more egress rule of the tenant, so the compiled firewall opens it (beyond the host only with the platform's `nat: true`; without, the firewall narrows it and says so, like any rule) |
 //! | `operator-exec` | `{}` | the requester (by token subject) may exec into that tenant's workloads |
 //!
 //! [`overlay`] applies grants by editing the canonical objects and loading them again

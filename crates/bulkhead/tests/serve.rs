@@ -70,6 +70,12 @@ impl Instance {
     /// Tenants `tenants` (tenant `a` runs a steady and a crash-looping workload),
     /// applied.
     fn new(tenants: &[&str]) -> Instance {
+        Instance::new_with_network(tenants, "")
+    }
+
+    /// [`Instance::new`] with `network_extra` added to the platform's network
+    /// mapping (e.g. `", nat: true"`).
+    fn new_with_network(tenants: &[&str], network_extra: &str) -> Instance {
         let mut documents = String::new();
         for name in tenants {
             documents.push_str("---\n");
@@ -79,17 +85,22 @@ impl Instance {
         documents.push_str(STEADY);
         documents.push_str("---\n");
         documents.push_str(CRASHY);
-        Instance::custom("", &documents)
+        Instance::custom_network(network_extra, "", &documents)
     }
 
     /// An instance whose platform spec ends with `platform_extra` (indented lines under
     /// `spec:`), with `documents` after it, applied.
     fn custom(platform_extra: &str, documents: &str) -> Instance {
+        Instance::custom_network("", platform_extra, documents)
+    }
+
+    /// [`Instance::custom`] with `network_extra` added to the network mapping.
+    fn custom_network(network_extra: &str, platform_extra: &str, documents: &str) -> Instance {
         let slot = Slot::tenant_range('d');
         let prefix = slot.prefix();
         let state = tempfile::tempdir().expect("tempdir");
         let mut yaml = format!(
-            "apiVersion: bulkhead.dev/v1alpha1\nkind: Platform\nmetadata: {{ name: t }}\nspec:\n  instance: {prefix}\n  network: {{ tenantRange: {} }}\n  keySource: {{ file: {}/master.key }}\n",
+            "apiVersion: bulkhead.dev/v1alpha1\nkind: Platform\nmetadata: {{ name: t }}\nspec:\n  instance: {prefix}\n  network: {{ tenantRange: {}{network_extra} }}\n  keySource: {{ file: {}/master.key }}\n",
             slot.range(),
             state.path().display()
         );
@@ -1039,7 +1050,9 @@ fn an_elevation_needs_a_second_admin_applies_to_the_kernel_and_expires() {
 #[test]
 fn operator_exec_and_egress_exceptions_hold_only_while_granted() {
     require_root!();
-    let mut instance = Instance::new(&["a", "b"]);
+    // With NAT: without it an egress exception beyond the host would be narrowed away
+    // (nothing leaves the host without NAT). No traffic is sent there.
+    let mut instance = Instance::new_with_network(&["a", "b"], ", nat: true");
     instance.serve("30");
     let alice = instance.token_for("alice", "platform-admin", None);
     let bob = instance.token_for("bob", "platform-admin", None);

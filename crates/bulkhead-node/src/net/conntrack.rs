@@ -1,7 +1,7 @@
 //! The host's connection tracking table, per tenant address.
 //!
-//! Tenant traffic is tracked in the host's network namespace (bridged IPv4
-//! passes the `inet` hooks through `br_netfilter`), and the firewall accepts
+//! Tenant traffic is tracked in the host's network namespace (the host
+//! routes every tenant packet), and the firewall accepts
 //! `ct state established,related` before it looks at `@allow`. Removing a
 //! tenant's elements therefore stops new connections only: a connection
 //! already tracked keeps flowing until conntrack forgets it (five days for an

@@ -184,14 +184,6 @@ pub enum FirewallError {
         #[source]
         source: io::Error,
     },
-    /// Bridged IPv4 would bypass the `inet` table.
-    #[error(
-        "net.bridge.bridge-nf-call-iptables is {value:?} (expected 1: without it bridged tenant traffic skips the inet table)"
-    )]
-    BridgeNetfilterOff {
-        /// What the sysctl holds.
-        value: String,
-    },
 }
 
 /// Why setting, observing or removing a bandwidth cap failed.

@@ -1298,23 +1298,9 @@ fn nft(script: &str) -> Result<(), FirewallError> {
     Ok(())
 }
 
-/// Refuses to load a firewall bridged traffic would bypass.
-fn check_bridge_netfilter() -> Result<(), FirewallError> {
-    let value = std::fs::read_to_string("/proc/sys/net/bridge/bridge-nf-call-iptables")
-        .unwrap_or_else(|_| "missing".to_owned());
-    if value.trim() == "1" {
-        Ok(())
-    } else {
-        Err(FirewallError::BridgeNetfilterOff {
-            value: value.trim().to_owned(),
-        })
-    }
-}
-
 /// Loads `ruleset`, replacing both tables atomically (one `nft`
 /// transaction: a packet sees the old tables or the new ones, never none).
 pub fn apply(ruleset: &Ruleset) -> Result<(), FirewallError> {
-    check_bridge_netfilter()?;
     nft(&ruleset.render())
 }
 
@@ -1461,7 +1447,6 @@ pub fn how(expected: Option<&Ruleset>, state: &FirewallState, record: Option<&Lo
 /// transaction fails) the atomic replacement, recorded for the next load.
 /// Returns what it did.
 pub fn load(instance: &Instance, expected: &Ruleset) -> Result<Load, FirewallError> {
-    check_bridge_netfilter()?;
     let state = observe(instance)?;
     let record = LoadRecord::read(instance);
     let reason = match how(Some(expected), &state, record.as_ref()) {

@@ -55,9 +55,10 @@
 //!   port's MAC and address (`iifname . ether saddr . ip saddr @port_addrs`);
 //!   anything else — ARP (never needed, see above), IPv6, any other ether
 //!   type — is dropped and counted per port (`spoof_drops`).
-//! - `table inet` — stateful (bridged IPv4 reaches `inet` hooks through
-//!   `br_netfilter`; [`firewall::apply`] refuses to load when
-//!   `bridge-nf-call-iptables` is off). `forward` sends packets from the
+//! - `table inet` — stateful: every tenant packet is routed by the host, so
+//!   it meets the `inet` hooks whether or not `br_netfilter` is loaded (no
+//!   frame crosses the bridge from one tenant port to another; were one to,
+//!   the isolated ports would drop it). `forward` sends packets from the
 //!   bridge to `from_tenant` and to it to `to_tenant`; `input` sends
 //!   packets from the bridge to `tenant_to_host`. Each chain: established
 //!   and related accepted, IPv6 dropped, 169.254.0.0/16 dropped unless
