@@ -18,6 +18,7 @@
 //! destination's kernel: the firewall drops, it never rejects). A denied
 //! flow that reached is a leak; an allowed flow that did not an outage.
 
+pub(crate) mod arp;
 mod metadata;
 mod raw;
 pub(crate) mod run;

@@ -17,6 +17,7 @@ use bulkhead_node::naming::Instance;
 use bulkhead_node::sandbox::Process;
 use bulkhead_policy::Protocol;
 
+use super::arp;
 use super::metadata::StandIn;
 use super::raw::{self, Forged, Receiver};
 use super::{
@@ -906,6 +907,197 @@ pub(crate) fn probe(ctx: &Context<'_, '_>, report: &mut Report) {
         stop_listener(listener);
     }
     report.timed("network attacks", phase.elapsed());
+
+    let phase = Instant::now();
+    neighbour_spoof(ctx, network, &part, &addr, report);
+    report.timed("network neighbour spoofing", phase.elapsed());
+}
+
+/// Rounds of forged ARP frames: the kernel lets an ARP reply override an
+/// entry only once the entry is older than `locktime` (1 s by default), so
+/// the rounds span more than that.
+const SPOOF_ROUNDS: usize = 3;
+/// The pause between rounds.
+const SPOOF_GAP: Duration = Duration::from_millis(600);
+/// Peers whose addresses each attacker claims (its first sampled peers):
+/// the broadcasts among its frames reach every tenant, so a few suffice and
+/// the flood stays small at 50 tenants.
+const SPOOF_PEERS: usize = 3;
+/// A pause after each attacker's frames of a round (the receive backlog).
+const SPOOF_PACE: Duration = Duration::from_millis(2);
+
+/// `network.neighbour-spoof`: from root in each tenant's namespace, forged
+/// ARP frames claiming the gateway's and peers' addresses with the tenant's
+/// own MAC and a forged one ([`arp::SpoofPlan::frames`]); then every
+/// neighbour table of the instance is read. An entry mapping an address
+/// other than the attacker's to one of its MACs is a leak naming the entry.
+fn neighbour_spoof(
+    ctx: &Context<'_, '_>,
+    network: &NetworkUnderTest,
+    part: &[usize],
+    addr: &[Option<Ipv4Addr>],
+    report: &mut Report,
+) {
+    const ID: &str = "network.neighbour-spoof";
+    let name = |i: usize| -> String {
+        ctx.prepared[i]
+            .as_ref()
+            .map(|p| p.tenant.name.clone())
+            .unwrap_or_default()
+    };
+    let bridge = ctx.instance.bridge();
+    let gateway_mac = std::fs::read_to_string(format!("/sys/class/net/{bridge}/address"))
+        .ok()
+        .and_then(|t| arp::parse_mac(&t));
+    if gateway_mac.is_none() {
+        report.notes.push(format!(
+            "network: the bridge {bridge}'s MAC is unknown; neighbour spoofing sent broadcasts only"
+        ));
+    }
+    let seed = u32::from_str_radix(ctx.nonce, 16).unwrap_or(7) & 0xffff;
+    // (attacker, its socket, its plan, the first errno of its sends).
+    let mut attackers: Vec<(usize, arp::Eth0, arp::SpoofPlan, Option<i32>)> = Vec::new();
+    for &i in part {
+        let (Ok(p), Some(own_ip)) = (&ctx.prepared[i], addr[i]) else {
+            continue;
+        };
+        match arp::Eth0::open(&netns_of(p)) {
+            Ok(eth0) => {
+                let plan = arp::SpoofPlan {
+                    own_ip,
+                    own_mac: eth0.mac,
+                    forged_mac: arp::forged_mac((seed << 16) | (i as u32 & 0xffff)),
+                    gateway_ip: network.bridge,
+                    gateway_mac,
+                    peers: ctx.peers[i]
+                        .iter()
+                        .filter_map(|j| addr[*j])
+                        .take(SPOOF_PEERS)
+                        .collect(),
+                };
+                attackers.push((i, eth0, plan, None));
+            }
+            Err(e) => report.rows.push(skipped_row(
+                &name(i),
+                Target::Own,
+                ID,
+                "poison neighbour tables with forged ARP".into(),
+                format!("not sent: no packet socket on {}: {e}", arp::TENANT_IFNAME),
+            )),
+        }
+    }
+    if attackers.is_empty() {
+        return;
+    }
+    let frames: Vec<Vec<Vec<u8>>> = attackers
+        .iter()
+        .map(|(_, _, plan, _)| plan.frames().iter().map(|(_, f)| f.bytes()).collect())
+        .collect();
+    for round in 0..SPOOF_ROUNDS {
+        if round > 0 {
+            std::thread::sleep(SPOOF_GAP);
+        }
+        for ((_, eth0, _, failed), frames) in attackers.iter_mut().zip(&frames) {
+            for frame in frames {
+                if let Some(errno) = eth0.send(frame) {
+                    *failed = failed.or(Some(errno));
+                }
+            }
+            std::thread::sleep(SPOOF_PACE);
+        }
+    }
+    std::thread::sleep(SETTLE);
+    // Every neighbour table of the instance: the host's on the bridge, and
+    // each tenant's (read through its holder).
+    let host: Vec<arp::Neighbour> = match arp::read_table(None) {
+        Ok(table) => table.into_iter().filter(|n| n.device == bridge).collect(),
+        Err(e) => {
+            report
+                .notes
+                .push(format!("network: the host's neighbour table: {e}"));
+            Vec::new()
+        }
+    };
+    let mut tables: BTreeMap<usize, Vec<arp::Neighbour>> = BTreeMap::new();
+    for &j in part {
+        let Ok(p) = &ctx.prepared[j] else { continue };
+        match arp::read_table(Some(p.sandbox.holder_pid())) {
+            Ok(table) => {
+                tables.insert(j, table);
+            }
+            Err(e) => report.notes.push(format!(
+                "network: {}'s neighbour table could not be read ({e}); neighbour spoofing against it not judged",
+                name(j)
+            )),
+        }
+    }
+    for (i, _, plan, failed) in &attackers {
+        let i = *i;
+        let macs = [plan.own_mac, plan.forged_mac];
+        let attempt = |whose: &str| {
+            format!(
+                "poison {whose} neighbour table: gratuitous ARP, ARP requests and replies claiming the gateway {} and {} peer address(es), with its own MAC {} and a forged {} (packet socket on eth0, root in the namespace, {SPOOF_ROUNDS} rounds)",
+                plan.gateway_ip,
+                plan.peers.len(),
+                arp::format_mac(plan.own_mac),
+                arp::format_mac(plan.forged_mac),
+            )
+        };
+        let observed = |found: &[&arp::Neighbour]| -> String {
+            let mut text = if found.is_empty() {
+                "no entry maps another address to either MAC".to_owned()
+            } else {
+                format!(
+                    "poisoned: {}",
+                    found
+                        .iter()
+                        .map(|n| n.describe())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            if let Some(errno) = failed {
+                text.push_str(&format!(" (some frames not sent: {})", errno_name(*errno)));
+            }
+            text
+        };
+        let found = arp::poisoned(&host, plan.own_ip, &macs);
+        report.rows.push(denied_row(
+            &name(i),
+            Target::Host,
+            ID,
+            attempt("the host's"),
+            observed(&found),
+            !found.is_empty(),
+        ));
+        let mut judged: Vec<usize> = ctx.peers[i]
+            .iter()
+            .copied()
+            .filter(|j| tables.contains_key(j))
+            .collect();
+        for (j, table) in &tables {
+            if *j != i
+                && !judged.contains(j)
+                && !arp::poisoned(table, plan.own_ip, &macs).is_empty()
+            {
+                judged.push(*j);
+            }
+        }
+        for j in judged {
+            let Some(table) = tables.get(&j) else {
+                continue;
+            };
+            let found = arp::poisoned(table, plan.own_ip, &macs);
+            report.rows.push(denied_row(
+                &name(i),
+                Target::Tenant(name(j)),
+                ID,
+                attempt(&format!("{}'s", name(j))),
+                observed(&found),
+                !found.is_empty(),
+            ));
+        }
+    }
 }
 
 /// For each sampled pair `actor -> to`: a third tenant to pose as,
