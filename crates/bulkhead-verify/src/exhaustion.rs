@@ -2,10 +2,10 @@
 //! kernel table as far as the kernel lets it — ephemeral ports, inodes,
 //! tracked connections — and the verifier checks that the next tenant (and
 //! the host) can still do the same thing; for the host's neighbour (ARP)
-//! table it checks that one tenant cannot grow it beyond a small share. Every attempt is bounded (a cap and
-//! a time budget) so that a host without a limit is not hurt; the row says
-//! how far the tenant got, so a missing limit shows as a number even where
-//! the victim is unaffected.
+//! table it checks that one tenant cannot grow it beyond a small share.
+//! Every attempt is bounded (a cap and a time budget) so that a host without
+//! a limit is not hurt; the row says how far the tenant got, so a missing
+//! limit shows as a number even where the victim is unaffected.
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
@@ -565,10 +565,9 @@ pub(crate) fn neighbour_targets(
     cap: usize,
 ) -> (Vec<(Ipv4Addr, u32)>, usize, usize) {
     let documentation: usize = DOCUMENTATION.iter().map(|(_, n)| *n as usize).sum();
-    let mut docs = (cap / 4).min(documentation);
+    let want = cap - (cap / 4).min(documentation);
     let mut runs: Vec<(Ipv4Addr, u32)> = Vec::new();
     let mut in_range = 0usize;
-    let want = cap - docs;
     let (first, last) = (u32::from(bridge), u32::from(broadcast));
     let mut a = first.saturating_add(1);
     while a < last && in_range < want {
@@ -583,7 +582,7 @@ pub(crate) fn neighbour_targets(
         a += 1;
     }
     // A small range leaves room for more documentation addresses.
-    docs = (cap - in_range).min(documentation);
+    let docs = (cap - in_range).min(documentation);
     let mut left = docs;
     for (start, n) in DOCUMENTATION {
         if left == 0 {
@@ -768,7 +767,8 @@ mod tests {
             ]
         );
         assert_eq!(runs.len(), 3);
-        // A /24 has 252 free addresses here: the rest are documentation.
+        // A /24 has 251 addresses that are neither bridge, broadcast nor tenant:
+        // the rest of the cap goes to documentation addresses.
         let (runs, in_range, docs) = neighbour_targets(bridge, broadcast, &tenants, 2_000);
         assert_eq!((in_range, docs), (251, 768));
         let total: u32 = runs.iter().map(|(_, n)| n).sum();
