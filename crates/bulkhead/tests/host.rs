@@ -821,9 +821,10 @@ fn neighbour_entries(netns: Option<&str>, dev: &str) -> Vec<(String, String, Str
 /// the wiring (the kernel never lets ARP override a permanent entry), so the test reads
 /// every neighbour table of the instance itself, from the kernel: each entry that maps
 /// an address to another tenant's MAC (or to a MAC no interface has, the forged
-/// `02:62:…`) must be a `network.neighbour-spoof` leak against that table's owner, and
-/// each such leak must be such an entry. Where the host learnt its tenants' entries by
-/// ARP (not permanent), the forged requests must have poisoned one.
+/// `02:62:…`) must be named by a `network.neighbour-spoof` leak against that table's
+/// owner, and each leak must name entries of the instance's addresses at the
+/// attacker's MAC or a forged one. Where the host learnt its tenants' entries by ARP
+/// (not permanent), the forged requests must have poisoned one.
 #[test]
 fn forged_arp_through_an_open_bridge_is_a_neighbour_spoof_leak_naming_the_entry() {
     require_root!();
@@ -902,14 +903,39 @@ fn forged_arp_through_an_open_bridge_is_a_neighbour_spoof_leak_naming_the_entry(
             "{attacker} poisoned {owner}'s {ip}: no leak row names it"
         );
     }
+    // Each leak names entries of the instance's addresses (the gateway's, the
+    // tenants') at the attacker's own MAC, as the kernel gives it, or a forged one
+    // (a later attacker may have overwritten the entry since: the verifier reads the
+    // tables after each attacker's frames).
+    let gateway = instance.slot.bridge_address().to_string();
     for r in spoof.iter().filter(|r| r["verdict"] == "leak") {
         let tenant = r["tenant"].as_str().unwrap_or("?");
+        let (_, mac, own) = macs.iter().find(|(t, ..)| t == tenant).expect("attacker");
+        let observed = r["observed"].as_str().unwrap_or("");
+        let entries: Vec<&str> = observed
+            .trim_start_matches("poisoned: ")
+            .split(", ")
+            .collect();
         assert!(
-            evidence
-                .iter()
-                .any(|(a, o, _)| (a == tenant || a == "forged") && *o == target(r)),
-            "a leak without a poisoned entry in the kernel: {r}"
+            !entries.is_empty() && observed.starts_with("poisoned: "),
+            "{r}"
         );
+        for entry in entries {
+            let mut words = entry.split(' ');
+            let (ip, at, lladdr) = (words.next(), words.next(), words.next());
+            let (Some(ip), Some("at"), Some(lladdr)) = (ip, at, lladdr) else {
+                panic!("unreadable entry {entry:?} in {r}");
+            };
+            let ours = ip == gateway || macs.iter().any(|(_, _, a)| a == ip);
+            assert!(
+                ours && ip != own,
+                "{entry}: not an address of the instance: {r}"
+            );
+            assert!(
+                lladdr == mac || lladdr.starts_with("02:62:"),
+                "{entry}: not {tenant}'s MAC {mac} nor a forged one: {r}"
+            );
+        }
     }
     if learnt {
         assert!(

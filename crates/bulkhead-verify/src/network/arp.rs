@@ -119,7 +119,7 @@ pub(crate) struct SpoofPlan {
 }
 
 impl SpoofPlan {
-    /// The frames of one round, each with what it tries:
+    /// The frames of one round:
     /// - gratuitous ARP (broadcast) claiming the gateway's address, with the
     ///   own and with the forged MAC (poisons every tenant's gateway entry);
     /// - per peer: gratuitous ARP claiming the peer's address (own MAC);
@@ -129,77 +129,62 @@ impl SpoofPlan {
     ///   forged MAC; a unicast ARP request to the gateway from the peer's
     ///   address (a host learns from a request addressed to it even without
     ///   `arp_accept`).
-    pub(crate) fn frames(&self) -> Vec<(String, ArpFrame)> {
+    pub(crate) fn frames(&self) -> Vec<ArpFrame> {
         let zero = [0u8; 6];
         let mut out = Vec::new();
         let g = self.gateway_ip;
-        for (mac, how) in [(self.own_mac, "own"), (self.forged_mac, "forged")] {
-            out.push((
-                format!("gratuitous ARP claiming the gateway {g} ({how} MAC)"),
-                ArpFrame {
-                    eth_dst: BROADCAST_MAC,
-                    eth_src: mac,
-                    op: ARP_REQUEST,
-                    sender_mac: mac,
-                    sender_ip: g,
-                    target_mac: zero,
-                    target_ip: g,
-                },
-            ));
+        for mac in [self.own_mac, self.forged_mac] {
+            out.push(ArpFrame {
+                eth_dst: BROADCAST_MAC,
+                eth_src: mac,
+                op: ARP_REQUEST,
+                sender_mac: mac,
+                sender_ip: g,
+                target_mac: zero,
+                target_ip: g,
+            });
         }
         for &p in &self.peers {
             let m = self.own_mac;
-            out.push((
-                format!("gratuitous ARP claiming {p} (own MAC)"),
-                ArpFrame {
-                    eth_dst: BROADCAST_MAC,
-                    eth_src: m,
-                    op: ARP_REQUEST,
-                    sender_mac: m,
-                    sender_ip: p,
-                    target_mac: zero,
-                    target_ip: p,
-                },
-            ));
-            out.push((
-                format!("ARP request for {p} as the gateway {g} (own MAC)"),
-                ArpFrame {
-                    eth_dst: BROADCAST_MAC,
-                    eth_src: m,
-                    op: ARP_REQUEST,
-                    sender_mac: m,
-                    sender_ip: g,
-                    target_mac: zero,
-                    target_ip: p,
-                },
-            ));
+            out.push(ArpFrame {
+                eth_dst: BROADCAST_MAC,
+                eth_src: m,
+                op: ARP_REQUEST,
+                sender_mac: m,
+                sender_ip: p,
+                target_mac: zero,
+                target_ip: p,
+            });
+            out.push(ArpFrame {
+                eth_dst: BROADCAST_MAC,
+                eth_src: m,
+                op: ARP_REQUEST,
+                sender_mac: m,
+                sender_ip: g,
+                target_mac: zero,
+                target_ip: p,
+            });
             let Some(gm) = self.gateway_mac else { continue };
-            for (mac, how) in [(self.own_mac, "own"), (self.forged_mac, "forged")] {
-                out.push((
-                    format!("ARP reply to the gateway claiming {p} ({how} MAC)"),
-                    ArpFrame {
-                        eth_dst: gm,
-                        eth_src: mac,
-                        op: ARP_REPLY,
-                        sender_mac: mac,
-                        sender_ip: p,
-                        target_mac: gm,
-                        target_ip: g,
-                    },
-                ));
-            }
-            out.push((
-                format!("ARP request to the gateway as {p} (own MAC)"),
-                ArpFrame {
+            for mac in [self.own_mac, self.forged_mac] {
+                out.push(ArpFrame {
                     eth_dst: gm,
-                    eth_src: m,
-                    op: ARP_REQUEST,
-                    sender_mac: m,
+                    eth_src: mac,
+                    op: ARP_REPLY,
+                    sender_mac: mac,
                     sender_ip: p,
-                    target_mac: zero,
+                    target_mac: gm,
                     target_ip: g,
-                },
-            ));
+                });
+            }
+            out.push(ArpFrame {
+                eth_dst: gm,
+                eth_src: m,
+                op: ARP_REQUEST,
+                sender_mac: m,
+                sender_ip: p,
+                target_mac: zero,
+                target_ip: g,
+            });
         }
         out
     }
@@ -393,17 +378,17 @@ garbage
         let frames = plan.frames();
         assert_eq!(frames.len(), 2 + 2 * 5);
         // Nothing ever claims the attacker's own address.
-        assert!(frames.iter().all(|(_, f)| f.sender_ip != plan.own_ip));
+        assert!(frames.iter().all(|f| f.sender_ip != plan.own_ip));
         // The forged MAC is used in both the Ethernet and the ARP header.
-        assert!(frames.iter().all(|(_, f)| f.eth_src == f.sender_mac));
-        assert!(frames.iter().any(|(_, f)| f.sender_mac == plan.forged_mac));
+        assert!(frames.iter().all(|f| f.eth_src == f.sender_mac));
+        assert!(frames.iter().any(|f| f.sender_mac == plan.forged_mac));
         // Unicast goes to the gateway's MAC only.
         assert!(
             frames
                 .iter()
-                .all(|(_, f)| f.eth_dst == BROADCAST_MAC || f.eth_dst == [2, 0, 0, 0, 0, 1])
+                .all(|f| f.eth_dst == BROADCAST_MAC || f.eth_dst == [2, 0, 0, 0, 0, 1])
         );
-        let bytes = frames[0].1.bytes();
+        let bytes = frames[0].bytes();
         assert_eq!(bytes.len(), 60);
         assert_eq!(&bytes[12..14], &[0x08, 0x06], "ARP ether type");
         assert_eq!(&bytes[20..22], &[0, 1], "request");

@@ -926,11 +926,60 @@ const SPOOF_PEERS: usize = 3;
 /// A pause after each attacker's frames of a round (the receive backlog).
 const SPOOF_PACE: Duration = Duration::from_millis(2);
 
+/// The instance's neighbour tables at one moment: the host's entries on the
+/// bridge, and each tenant's (by index), read through its holder.
+struct Tables {
+    host: Result<Vec<arp::Neighbour>, String>,
+    tenants: BTreeMap<usize, Result<Vec<arp::Neighbour>, String>>,
+}
+
+impl Tables {
+    fn read(ctx: &Context<'_, '_>, part: &[usize], bridge: &str) -> Tables {
+        let host = arp::read_table(None)
+            .map(|t| t.into_iter().filter(|n| n.device == bridge).collect())
+            .map_err(|e| e.to_string());
+        let tenants = part
+            .iter()
+            .filter_map(|&j| {
+                let p = ctx.prepared[j].as_ref().ok()?;
+                Some((
+                    j,
+                    arp::read_table(Some(p.sandbox.holder_pid())).map_err(|e| e.to_string()),
+                ))
+            })
+            .collect();
+        Tables { host, tenants }
+    }
+
+    /// Records in `seen` what maps another address than `own_ip` to one of
+    /// `macs`, per table (`None`: the host's), as attacker `i`'s doing.
+    fn record(&self, i: usize, own_ip: Ipv4Addr, macs: &[arp::Mac], seen: &mut Poisoned) {
+        let tables = std::iter::once((None, &self.host))
+            .chain(self.tenants.iter().map(|(j, t)| (Some(*j), t)))
+            .filter(|(owner, _)| *owner != Some(i));
+        for (owner, table) in tables {
+            let Ok(table) = table else { continue };
+            for n in arp::poisoned(table, own_ip, macs) {
+                let entries = seen.entry((i, owner)).or_default();
+                if !entries.contains(n) {
+                    entries.push(n.clone());
+                }
+            }
+        }
+    }
+}
+
+/// Poisoned entries seen, by (attacker, table owner: `None` the host).
+type Poisoned = BTreeMap<(usize, Option<usize>), Vec<arp::Neighbour>>;
+
 /// `network.neighbour-spoof`: from root in each tenant's namespace, forged
 /// ARP frames claiming the gateway's and peers' addresses with the tenant's
-/// own MAC and a forged one ([`arp::SpoofPlan::frames`]); then every
-/// neighbour table of the instance is read. An entry mapping an address
-/// other than the attacker's to one of its MACs is a leak naming the entry.
+/// own MAC and a forged one ([`arp::SpoofPlan::frames`]). The instance's
+/// neighbour tables are read after each attacker's frames of every round
+/// (a later attacker claiming the same address overwrites the entry) and
+/// once more at the end. An entry mapping an address other than the
+/// attacker's to one of its MACs, at any of those reads, is a leak naming
+/// the entry.
 fn neighbour_spoof(
     ctx: &Context<'_, '_>,
     network: &NetworkUnderTest,
@@ -991,49 +1040,48 @@ fn neighbour_spoof(
     }
     let frames: Vec<Vec<Vec<u8>>> = attackers
         .iter()
-        .map(|(_, _, plan, _)| plan.frames().iter().map(|(_, f)| f.bytes()).collect())
+        .map(|(_, _, plan, _)| plan.frames().iter().map(arp::ArpFrame::bytes).collect())
         .collect();
+    let mut seen: Poisoned = BTreeMap::new();
     for round in 0..SPOOF_ROUNDS {
         if round > 0 {
             std::thread::sleep(SPOOF_GAP);
         }
-        for ((_, eth0, _, failed), frames) in attackers.iter_mut().zip(&frames) {
+        for ((i, eth0, plan, failed), frames) in attackers.iter_mut().zip(&frames) {
             for frame in frames {
                 if let Some(errno) = eth0.send(frame) {
                     *failed = failed.or(Some(errno));
                 }
             }
             std::thread::sleep(SPOOF_PACE);
+            Tables::read(ctx, part, &bridge).record(
+                *i,
+                plan.own_ip,
+                &[plan.own_mac, plan.forged_mac],
+                &mut seen,
+            );
         }
     }
     std::thread::sleep(SETTLE);
-    // Every neighbour table of the instance: the host's on the bridge, and
-    // each tenant's (read through its holder).
-    let host: Vec<arp::Neighbour> = match arp::read_table(None) {
-        Ok(table) => table.into_iter().filter(|n| n.device == bridge).collect(),
-        Err(e) => {
-            report
-                .notes
-                .push(format!("network: the host's neighbour table: {e}"));
-            Vec::new()
-        }
-    };
-    let mut tables: BTreeMap<usize, Vec<arp::Neighbour>> = BTreeMap::new();
-    for &j in part {
-        let Ok(p) = &ctx.prepared[j] else { continue };
-        match arp::read_table(Some(p.sandbox.holder_pid())) {
-            Ok(table) => {
-                tables.insert(j, table);
-            }
-            Err(e) => report.notes.push(format!(
+    let last = Tables::read(ctx, part, &bridge);
+    for (i, _, plan, _) in &attackers {
+        last.record(*i, plan.own_ip, &[plan.own_mac, plan.forged_mac], &mut seen);
+    }
+    if let Err(e) = &last.host {
+        report
+            .notes
+            .push(format!("network: the host's neighbour table: {e}"));
+    }
+    for (j, table) in &last.tenants {
+        if let Err(e) = table {
+            report.notes.push(format!(
                 "network: {}'s neighbour table could not be read ({e}); neighbour spoofing against it not judged",
-                name(j)
-            )),
+                name(*j)
+            ));
         }
     }
     for (i, _, plan, failed) in &attackers {
         let i = *i;
-        let macs = [plan.own_mac, plan.forged_mac];
         let attempt = |whose: &str| {
             format!(
                 "poison {whose} neighbour table: gratuitous ARP, ARP requests and replies claiming the gateway {} and {} peer address(es), with its own MAC {} and a forged {} (packet socket on eth0, root in the namespace, {SPOOF_ROUNDS} rounds)",
@@ -1043,58 +1091,51 @@ fn neighbour_spoof(
                 arp::format_mac(plan.forged_mac),
             )
         };
-        let observed = |found: &[&arp::Neighbour]| -> String {
-            let mut text = if found.is_empty() {
-                "no entry maps another address to either MAC".to_owned()
+        let row = |target: Target, whose: &str, owner: Option<usize>| {
+            let found = seen.get(&(i, owner)).map(Vec::as_slice).unwrap_or_default();
+            let mut observed = if found.is_empty() {
+                "no entry mapped another address to either MAC".to_owned()
             } else {
                 format!(
                     "poisoned: {}",
                     found
                         .iter()
-                        .map(|n| n.describe())
+                        .map(arp::Neighbour::describe)
                         .collect::<Vec<_>>()
                         .join(", ")
                 )
             };
             if let Some(errno) = failed {
-                text.push_str(&format!(" (some frames not sent: {})", errno_name(*errno)));
+                observed.push_str(&format!(" (some frames not sent: {})", errno_name(*errno)));
             }
-            text
+            denied_row(
+                &name(i),
+                target,
+                ID,
+                attempt(whose),
+                observed,
+                !found.is_empty(),
+            )
         };
-        let found = arp::poisoned(&host, plan.own_ip, &macs);
-        report.rows.push(denied_row(
-            &name(i),
-            Target::Host,
-            ID,
-            attempt("the host's"),
-            observed(&found),
-            !found.is_empty(),
-        ));
-        let mut judged: Vec<usize> = ctx.peers[i]
-            .iter()
-            .copied()
-            .filter(|j| tables.contains_key(j))
-            .collect();
-        for (j, table) in &tables {
-            if *j != i
+        if last.host.is_ok() {
+            report.rows.push(row(Target::Host, "the host's", None));
+        }
+        // Each sampled peer, and any other tenant where a poisoned entry showed.
+        let readable = |j: &usize| last.tenants.get(j).is_some_and(Result::is_ok);
+        let mut judged: Vec<usize> = ctx.peers[i].iter().copied().filter(readable).collect();
+        for (attacker, owner) in seen.keys() {
+            if let Some(j) = owner
+                && *attacker == i
                 && !judged.contains(j)
-                && !arp::poisoned(table, plan.own_ip, &macs).is_empty()
             {
                 judged.push(*j);
             }
         }
         for j in judged {
-            let Some(table) = tables.get(&j) else {
-                continue;
-            };
-            let found = arp::poisoned(table, plan.own_ip, &macs);
-            report.rows.push(denied_row(
-                &name(i),
+            report.rows.push(row(
                 Target::Tenant(name(j)),
-                ID,
-                attempt(&format!("{}'s", name(j))),
-                observed(&found),
-                !found.is_empty(),
+                &format!("{}'s", name(j)),
+                Some(j),
             ));
         }
     }
