@@ -799,9 +799,12 @@ fn ip_json(netns: Option<&str>, args: &str) -> serde_json::Value {
     serde_json::from_slice(&output.stdout).expect("ip json")
 }
 
+/// One neighbour entry: (address, lladdr, states).
+type Entry = (String, String, String);
+
 /// The neighbour entries with a link-layer address of a namespace (`None`: the host's on
-/// `dev`): (address, lladdr, states).
-fn neighbour_entries(netns: Option<&str>, dev: &str) -> Vec<(String, String, String)> {
+/// `dev`).
+fn neighbour_entries(netns: Option<&str>, dev: &str) -> Vec<Entry> {
     ip_json(netns, &format!("neigh show dev {dev}"))
         .as_array()
         .expect("neighbours")
@@ -851,7 +854,7 @@ fn forged_arp_through_an_open_bridge_is_a_neighbour_spoof_leak_naming_the_entry(
     let (_, report) = verify_network(&instance);
     // The kernel's word: (attacker or "forged", table owner, entry).
     let mut evidence: Vec<(String, String, String)> = Vec::new();
-    let mut tables: Vec<(String, Vec<(String, String, String)>)> =
+    let mut tables: Vec<(String, Vec<Entry>)> =
         vec![("host".to_owned(), neighbour_entries(None, &bridge))];
     for t in tenants {
         tables.push((t.to_owned(), neighbour_entries(Some(&netns(t)), "eth0")));
