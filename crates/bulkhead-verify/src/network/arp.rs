@@ -260,6 +260,87 @@ pub(crate) fn poisoned<'a>(
         .collect()
 }
 
+/// Removes neighbour entries `(device, address)` from the table of the
+/// network namespace of `pid` (`None`: the verifier's own), over netlink
+/// (`RTM_DELNEIGH`, from a thread that joined that namespace); how many the
+/// kernel removed. An entry already gone is not an error.
+pub(crate) fn delete_entries(
+    pid: Option<u32>,
+    entries: &[(String, Ipv4Addr)],
+) -> io::Result<usize> {
+    if entries.is_empty() {
+        return Ok(0);
+    }
+    let netns = pid
+        .map(|pid| File::open(format!("/proc/{pid}/ns/net")))
+        .transpose()?;
+    std::thread::scope(|scope| {
+        scope
+            .spawn(move || -> io::Result<usize> {
+                if let Some(netns) = &netns {
+                    rustix::thread::move_into_link_name_space(
+                        netns.as_fd(),
+                        Some(LinkNameSpaceType::Network),
+                    )?;
+                }
+                delete_here(entries)
+            })
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the namespace thread panicked")))
+    })
+}
+
+/// `<linux/rtnetlink.h>`, `<linux/neighbour.h>`.
+const RTM_DELNEIGH: u16 = 29;
+const NLMSG_ERROR: u16 = 2;
+const NLM_F_REQUEST: u16 = 0x1;
+const NLM_F_ACK: u16 = 0x4;
+const NDA_DST: u16 = 1;
+
+/// [`delete_entries`] in the calling thread's namespace.
+fn delete_here(entries: &[(String, Ipv4Addr)]) -> io::Result<usize> {
+    use rustix::net::netlink::SocketAddrNetlink;
+    use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
+    let fd = rustix::net::socket_with(
+        AddressFamily::NETLINK,
+        SocketType::RAW,
+        SocketFlags::CLOEXEC,
+        None, // NETLINK_ROUTE
+    )?;
+    rustix::net::bind(&fd, &SocketAddrNetlink::new(0, 0))?;
+    let mut removed = 0;
+    let mut buf = vec![0u8; 4096];
+    for (seq, (device, address)) in entries.iter().enumerate() {
+        let Ok(index) = rustix::net::netdevice::name_to_index(&fd, device) else {
+            continue;
+        };
+        let mut m = Vec::with_capacity(36);
+        m.extend_from_slice(&36u32.to_ne_bytes());
+        m.extend_from_slice(&RTM_DELNEIGH.to_ne_bytes());
+        m.extend_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
+        m.extend_from_slice(&(seq as u32).to_ne_bytes());
+        m.extend_from_slice(&0u32.to_ne_bytes());
+        // struct ndmsg: family, padding, ifindex, state, flags, type.
+        m.extend_from_slice(&[libc::AF_INET as u8, 0, 0, 0]);
+        m.extend_from_slice(&index.to_ne_bytes());
+        m.extend_from_slice(&[0, 0, 0, 0]);
+        // NDA_DST.
+        m.extend_from_slice(&8u16.to_ne_bytes());
+        m.extend_from_slice(&NDA_DST.to_ne_bytes());
+        m.extend_from_slice(&address.octets());
+        rustix::net::send(&fd, &m, SendFlags::empty())?;
+        let (_, len) = rustix::net::recv(&fd, &mut buf[..], RecvFlags::empty())?;
+        // The acknowledgement: NLMSG_ERROR with 0 (done) or a negative errno.
+        if len >= 20 && u16::from_ne_bytes([buf[4], buf[5]]) == NLMSG_ERROR {
+            let code = i32::from_ne_bytes([buf[16], buf[17], buf[18], buf[19]]);
+            if code == 0 {
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
+}
+
 /// A packet socket on the tenant's `eth0`, and that interface's MAC.
 pub(crate) struct Eth0 {
     sender: Box<dyn DataLinkSender>,
