@@ -225,7 +225,9 @@ pub fn verify(
         match network_under_test(&instance, &desired, &addresses) {
             Ok(network) => Some(network),
             Err(why) => {
-                eprintln!("warning: the network class cannot run: {why}");
+                eprintln!(
+                    "warning: the network class and the resources class's conntrack and neighbour probes cannot run: {why}"
+                );
                 None
             }
         }
