@@ -1,11 +1,13 @@
 //! The resources class's exhaustion probes: one tenant uses up a shared
 //! kernel table as far as the kernel lets it — ephemeral ports, inodes,
 //! tracked connections — and the verifier checks that the next tenant (and
-//! the host) can still do the same thing. Every attempt is bounded (a cap and
-//! a time budget) so that a host without a limit is not hurt; the row says
-//! how far the tenant got, so a missing limit shows as a number even where
-//! the victim is unaffected.
+//! the host) can still do the same thing; for the host's neighbour (ARP)
+//! table it checks that one tenant cannot grow it beyond a small share.
+//! Every attempt is bounded (a cap and a time budget) so that a host without
+//! a limit is not hurt; the row says how far the tenant got, so a missing
+//! limit shows as a number even where the victim is unaffected.
 
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -511,4 +513,326 @@ fn conntrack(p: &Prepared<'_>, victim: &Prepared<'_>, options: &VerifyOptions) -
         ))
     });
     row(name, target, id, attempt, result)
+}
+
+/// Neighbour entries one tenant's flood may add to the instance's tables.
+/// The intended wiring needs one per tenant on each side (its gateway in
+/// its namespace, its address on the host), none of them made by traffic;
+/// 8 leaves room for entries a flood meets for other reasons (the gateway
+/// re-resolved, a peer's entry refreshed) while `gc_thresh3 / 8` tenants
+/// (128 at the default 1,024) could all do it at once without filling the
+/// host's table.
+pub(crate) const NEIGHBOUR_BOUND: usize = 8;
+/// Addresses one flood sends to, at most (never more than a quarter of the
+/// host table's free entries): 32 times the bound, enough to show a missing
+/// limit, and small enough that the ARP broadcasts it causes (each copied
+/// to every port of the bridge) do not overflow the host's receive backlog.
+const NEIGHBOUR_CAP: usize = 256;
+/// The documentation ranges (RFC 5737): off the tenant range, reached only
+/// through the tenant's own routes.
+const DOCUMENTATION: [(Ipv4Addr, u32); 3] = [
+    (Ipv4Addr::new(192, 0, 2, 0), 256),
+    (Ipv4Addr::new(198, 51, 100, 0), 256),
+    (Ipv4Addr::new(203, 0, 113, 0), 256),
+];
+/// How long the count is watched after the flood ends (an unresolved entry
+/// lives about 3 s: three probes a second apart).
+const NEIGHBOUR_WATCH: Duration = Duration::from_millis(400);
+/// The watch's sampling period.
+const NEIGHBOUR_SAMPLE: Duration = Duration::from_millis(10);
+/// The port the flood's datagrams go to (the discard port).
+const NEIGHBOUR_PORT: u16 = 9;
+
+/// The instance's neighbour tables: the host's entries on the instance
+/// bridge and every tenant's namespace (through its holder).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct NeighbourScope {
+    /// The instance bridge.
+    pub(crate) bridge: String,
+    /// Holder pids of every running tenant.
+    pub(crate) holders: Vec<u32>,
+    /// Every tenant's address (never flooded).
+    pub(crate) addresses: Vec<Ipv4Addr>,
+}
+
+/// The addresses a flood sends to, as `(first, count)` runs: up to `cap`
+/// in all, a quarter of them (at most) in the documentation ranges, the
+/// rest the tenant range's addresses (between the bridge, its first, and
+/// the broadcast address, its last) that are no tenant's. Returns the runs
+/// and how many of each kind.
+pub(crate) fn neighbour_targets(
+    bridge: Ipv4Addr,
+    broadcast: Ipv4Addr,
+    tenants: &[Ipv4Addr],
+    cap: usize,
+) -> (Vec<(Ipv4Addr, u32)>, usize, usize) {
+    let documentation: usize = DOCUMENTATION.iter().map(|(_, n)| *n as usize).sum();
+    let want = cap - (cap / 4).min(documentation);
+    let mut runs: Vec<(Ipv4Addr, u32)> = Vec::new();
+    let mut in_range = 0usize;
+    let (first, last) = (u32::from(bridge), u32::from(broadcast));
+    let mut a = first.saturating_add(1);
+    while a < last && in_range < want {
+        let address = Ipv4Addr::from(a);
+        if !tenants.contains(&address) {
+            match runs.last_mut() {
+                Some((start, n)) if u32::from(*start) + *n == a => *n += 1,
+                _ => runs.push((address, 1)),
+            }
+            in_range += 1;
+        }
+        a += 1;
+    }
+    // A small range leaves room for more documentation addresses.
+    let docs = (cap - in_range).min(documentation);
+    let mut left = docs;
+    for (start, n) in DOCUMENTATION {
+        if left == 0 {
+            break;
+        }
+        let take = (n as usize).min(left);
+        runs.push((start, take as u32));
+        left -= take;
+    }
+    (runs, in_range, docs)
+}
+
+/// The host-wide neighbour entry count: the first column (hex) of
+/// `/proc/net/stat/arp_cache`'s first data line (the same on every line:
+/// it is the table's, not the CPU's).
+pub(crate) fn parse_arp_cache_entries(text: &str) -> Option<u64> {
+    let line = text.lines().nth(1)?;
+    u64::from_str_radix(line.split_whitespace().next()?, 16).ok()
+}
+
+fn host_neighbour_entries() -> Option<u64> {
+    parse_arp_cache_entries(&std::fs::read_to_string("/proc/net/stat/arp_cache").ok()?)
+}
+
+/// One neighbour entry of the instance: (table: `None` the host's on the
+/// bridge, else the holder's pid; address; device).
+type Entry = (Option<u32>, Ipv4Addr, String);
+
+/// The entries for `targets` in the instance's tables.
+fn entries_for(scope: &NeighbourScope, targets: &BTreeSet<Ipv4Addr>) -> BTreeSet<Entry> {
+    let mut found = BTreeSet::new();
+    if let Ok(table) = crate::network::arp::read_table(None) {
+        for n in table.into_iter().filter(|n| n.device == scope.bridge) {
+            if targets.contains(&n.ip) {
+                found.insert((None, n.ip, n.device));
+            }
+        }
+    }
+    for pid in &scope.holders {
+        if let Ok(table) = crate::network::arp::read_table(Some(*pid)) {
+            for n in table.into_iter().filter(|n| targets.contains(&n.ip)) {
+                found.insert((Some(*pid), n.ip, n.device));
+            }
+        }
+    }
+    found
+}
+
+/// Removes `made` from the kernel's tables; how many were removed, or why
+/// not all.
+fn remove_entries(made: &BTreeSet<Entry>) -> Result<usize, String> {
+    let mut by_table: std::collections::BTreeMap<Option<u32>, Vec<(String, Ipv4Addr)>> =
+        std::collections::BTreeMap::new();
+    for (table, ip, device) in made {
+        by_table
+            .entry(*table)
+            .or_default()
+            .push((device.clone(), *ip));
+    }
+    let mut removed = 0;
+    for (table, entries) in by_table {
+        removed += crate::network::arp::delete_entries(table, &entries).map_err(|e| {
+            format!(
+                "{} of them not removed ({e})",
+                made.len().saturating_sub(removed)
+            )
+        })?;
+    }
+    Ok(removed)
+}
+
+/// Whether the entries a flood made (at their peak, beyond those there
+/// before) are more than one tenant's share.
+pub(crate) fn judge_neighbours(peak: usize) -> bool {
+    peak > NEIGHBOUR_BOUND
+}
+
+/// Neighbour entries: the host's neighbour (ARP) table is one for every
+/// network namespace (`gc_thresh3`); past it the kernel drops packets to
+/// peers without an entry, for every tenant. A confined probe sends one
+/// UDP datagram (TTL 1) to each of up to [`NEIGHBOUR_CAP`] addresses — the tenant
+/// range's unused ones and documentation addresses — while the verifier
+/// watches the instance's tables and the host-wide count, then removes the
+/// entries the flood made. Expected: the flood makes at most
+/// [`NEIGHBOUR_BOUND`] entries.
+pub(crate) fn neighbours(p: &Prepared<'_>, scope: &NeighbourScope, options: &VerifyOptions) -> Row {
+    let name = &p.tenant.name;
+    let attempt = format!(
+        "grow the host's neighbour (ARP) table by more than {NEIGHBOUR_BOUND} entries (one UDP datagram, TTL 1, to each of up to {NEIGHBOUR_CAP} addresses)"
+    );
+    let id = "resources.neighbours";
+    let Some(network) = options.network.as_ref() else {
+        return skipped(
+            name,
+            Target::Host,
+            id,
+            attempt,
+            "not judged: no tenant network given".into(),
+        );
+    };
+    if p.tenant.address.is_none() {
+        return skipped(
+            name,
+            Target::Host,
+            id,
+            attempt,
+            "not judged: the tenant has no address".into(),
+        );
+    }
+    let max = read_number("/proc/sys/net/ipv4/neigh/default/gc_thresh3");
+    let before_host = host_neighbour_entries();
+    let (Some(max), Some(before_host)) = (max, before_host) else {
+        return skipped(
+            name,
+            Target::Host,
+            id,
+            attempt,
+            "not judged: the host's neighbour table cannot be read".into(),
+        );
+    };
+    let free = max.saturating_sub(before_host);
+    let cap = NEIGHBOUR_CAP.min(usize::try_from(free / 4).unwrap_or(usize::MAX));
+    if cap <= 2 * NEIGHBOUR_BOUND {
+        return skipped(
+            name,
+            Target::Host,
+            id,
+            attempt,
+            format!(
+                "not judged: the host's neighbour table has {free} free entries (of {max}); a quarter of that is too few to tell"
+            ),
+        );
+    }
+    let (runs, in_range, docs) =
+        neighbour_targets(network.bridge, network.broadcast, &scope.addresses, cap);
+    let targets: BTreeSet<Ipv4Addr> = runs
+        .iter()
+        .flat_map(|(start, n)| (0..*n).map(move |k| Ipv4Addr::from(u32::from(*start) + k)))
+        .collect();
+    let before = entries_for(scope, &targets);
+    let request = Request::NeighbourFlood {
+        ranges: runs,
+        port: NEIGHBOUR_PORT,
+        millis: BUDGET_MS,
+    };
+    let mut peak = 0usize;
+    let mut peak_host = before_host;
+    let sample = |peak: &mut usize, peak_host: &mut u64| {
+        let now = entries_for(scope, &targets);
+        *peak = (*peak).max(now.difference(&before).count());
+        if let Some(n) = host_neighbour_entries() {
+            *peak_host = (*peak_host).max(n);
+        }
+    };
+    let sent: Result<ResourceOutcome, String> = std::thread::scope(|s| {
+        let flood = s.spawn(|| run_json::<ResourceOutcome>(p, &request, options));
+        while !flood.is_finished() {
+            sample(&mut peak, &mut peak_host);
+            std::thread::sleep(NEIGHBOUR_SAMPLE);
+        }
+        let watch = std::time::Instant::now();
+        while watch.elapsed() < NEIGHBOUR_WATCH {
+            sample(&mut peak, &mut peak_host);
+            std::thread::sleep(NEIGHBOUR_SAMPLE);
+        }
+        flood
+            .join()
+            .unwrap_or_else(|_| Err("the flood's thread panicked".to_owned()))
+    });
+    let made: BTreeSet<Entry> = entries_for(scope, &targets)
+        .difference(&before)
+        .cloned()
+        .collect();
+    let after = made.len();
+    let after_host = host_neighbour_entries().unwrap_or(0);
+    // What the flood made is the verifier's to clean up: unresolved entries
+    // otherwise stay until the kernel's periodic collection, and successive
+    // tenants' floods would pile up towards `gc_thresh3`.
+    let cleanup = match remove_entries(&made) {
+        Ok(n) => format!("; removed the {n} it left"),
+        Err(why) => format!("; {why}"),
+    };
+    let result = sent.map(|sent| {
+        (
+            judge_neighbours(peak),
+            format!(
+                "sent to {} of {} addresses ({in_range} unused in the tenant range, {docs} documentation; cap {cap}: a quarter of the {free} free entries of {max}){}; entries it made in the instance's tables: peak {peak} (bound {NEIGHBOUR_BOUND}), {after} still there {} ms after; host-wide entries {before_host} -> peak {peak_host} (+{}) -> {after_host}{cleanup}",
+                sent.amount,
+                in_range + docs,
+                sent.errno
+                    .map_or_else(String::new, |e| format!(", {}", errno_name(e))),
+                NEIGHBOUR_WATCH.as_millis(),
+                peak_host.saturating_sub(before_host),
+            ),
+        )
+    });
+    row(name, Target::Host, id, attempt, result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flood_targets_skip_tenants_and_the_bridge_and_add_documentation() {
+        let bridge = Ipv4Addr::new(10, 9, 0, 1);
+        let broadcast = Ipv4Addr::new(10, 9, 0, 255);
+        let tenants = [Ipv4Addr::new(10, 9, 0, 2), Ipv4Addr::new(10, 9, 0, 5)];
+        let (runs, in_range, docs) = neighbour_targets(bridge, broadcast, &tenants, 100);
+        assert_eq!((in_range, docs), (75, 25));
+        assert_eq!(
+            &runs[..3],
+            &[
+                (Ipv4Addr::new(10, 9, 0, 3), 2),
+                (Ipv4Addr::new(10, 9, 0, 6), 73),
+                (Ipv4Addr::new(192, 0, 2, 0), 25),
+            ]
+        );
+        assert_eq!(runs.len(), 3);
+        // A /24 has 251 addresses that are neither bridge, broadcast nor tenant:
+        // the rest of the cap goes to documentation addresses.
+        let (runs, in_range, docs) = neighbour_targets(bridge, broadcast, &tenants, 2_000);
+        assert_eq!((in_range, docs), (251, 768));
+        let total: u32 = runs.iter().map(|(_, n)| n).sum();
+        assert_eq!(total as usize, in_range + docs);
+        assert!(runs.iter().all(|(a, n)| {
+            let end = u32::from(*a) + n - 1;
+            !tenants.contains(a) && end < u32::from(broadcast) || a.octets()[0] != 10
+        }));
+        // A /16: 1,500 of the range and 500 documentation addresses.
+        let (_, in_range, docs) =
+            neighbour_targets(bridge, Ipv4Addr::new(10, 9, 255, 255), &tenants, 2_000);
+        assert_eq!((in_range, docs), (1_500, 500));
+    }
+
+    #[test]
+    fn the_host_wide_count_is_the_first_column_in_hex() {
+        let text =
+            "entries  allocs   destroys\n0000002a 000039d3 000041c9\n0000002a 00003873 0000307b\n";
+        assert_eq!(parse_arp_cache_entries(text), Some(42));
+        assert_eq!(parse_arp_cache_entries("entries\n"), None);
+    }
+
+    #[test]
+    fn more_entries_than_the_share_is_a_leak() {
+        assert!(!judge_neighbours(0));
+        assert!(!judge_neighbours(NEIGHBOUR_BOUND));
+        assert!(judge_neighbours(NEIGHBOUR_BOUND + 1));
+        assert!(judge_neighbours(250));
+    }
 }

@@ -20,7 +20,7 @@
 //!
 //! The network class ([`network`]) probes what each tenant reaches over its
 //! network — other tenants, the host, the metadata address, broadcasts,
-//! forged source addresses — against the policy engine's tenant matrix
+//! forged source addresses, forged ARP — against the policy engine's tenant matrix
 //! ([`NetworkUnderTest`], given in [`VerifyOptions::network`] with each
 //! tenant's [`TenantUnderTest::address`]).
 

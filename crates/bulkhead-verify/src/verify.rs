@@ -18,6 +18,7 @@ use bulkhead_node::naming::Instance;
 use bulkhead_node::sandbox::{self, Process, Sandbox, TENANT_UID};
 
 use crate::class::{Expected, ProbeClass, Target, Verdict};
+use crate::exhaustion::NeighbourScope;
 use crate::judge;
 use crate::network::NetworkUnderTest;
 use crate::network::run as network_run;
@@ -755,12 +756,28 @@ pub fn verify(
     if classes.contains(&ProbeClass::Resources) {
         let phase = Instant::now();
         options.progress_total("resources", prepared.iter().flatten().count() as u64);
+        let neighbour_scope = NeighbourScope {
+            bridge: instance.bridge(),
+            holders: prepared
+                .iter()
+                .flatten()
+                .map(|p| p.sandbox.holder_pid())
+                .collect(),
+            addresses: tenants.iter().filter_map(|t| t.address).collect(),
+        };
         for i in 0..n {
             let Ok(p) = &prepared[i] else { continue };
             let victim = (n > 1)
                 .then(|| (i + 1) % n)
                 .and_then(|j| prepared[j].as_ref().ok());
-            resources(p, victim, &canaries, options, &nonce, &dir, &mut report);
+            resources(
+                p,
+                victim,
+                &canaries,
+                options,
+                (&nonce, &dir, &neighbour_scope),
+                &mut report,
+            );
             options.progress_advance("resources", 1);
         }
         report.timed("resource probes", phase.elapsed());
@@ -846,8 +863,7 @@ fn resources(
     victim: Option<&Prepared<'_>>,
     canaries: &BTreeMap<String, CanaryProc>,
     options: &VerifyOptions,
-    nonce: &str,
-    host_dir: &Path,
+    (nonce, host_dir, neighbour_scope): (&str, &Path, &NeighbourScope),
     report: &mut Report,
 ) {
     const C: ProbeClass = ProbeClass::Resources;
@@ -965,6 +981,9 @@ fn resources(
             .rows
             .extend(crate::exhaustion::probe(p, v, options, nonce, host_dir));
     }
+    report
+        .rows
+        .push(crate::exhaustion::neighbours(p, neighbour_scope, options));
 }
 
 /// Times the victim's fixed work alone and while `hog` spins every CPU;

@@ -145,9 +145,11 @@ Examples:
     #[command(
         after_help = "Runs a probe inside every tenant (with the tenant's own confinement and
 cgroup) that tries to reach other tenants and the host: processes, filesystem,
-IPC, privilege, network and resources (a fork bomb, a memory hog, a disk fill, a
-CPU hog, and using up ephemeral ports, inodes and conntrack entries while the
-next tenant must stay unaffected). Canaries planted in each tenant must never be
+IPC, privilege, network (also forged source addresses and forged ARP, which must
+poison no neighbour table) and resources (a fork bomb, a memory hog, a disk fill,
+a CPU hog, and using up ephemeral ports, inodes and conntrack entries while the
+next tenant must stay unaffected; at most 8 new entries in the host's neighbour
+table from one tenant). Canaries planted in each tenant must never be
 read by another. A denied thing that works is a leak; an allowed thing that
 fails is an outage; a flow the firewall narrows on purpose (see `apply`'s notes)
 is reported as narrowed. Exit code 7 on any leak or outage. The last report is

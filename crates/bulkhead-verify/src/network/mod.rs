@@ -10,14 +10,16 @@
 //! `allowLinkLocal` say what a tenant reaches on the host and at
 //! 169.254.169.254. This module is the plan (which flows, what is
 //! expected); `run.rs` carries it out, `raw.rs` holds the attempts that need
-//! root in the tenant's network namespace, `metadata.rs` the stand-in
-//! metadata service.
+//! root in the tenant's network namespace, `arp.rs` the forged ARP frames
+//! (also root there) and the reading of the kernel's neighbour tables,
+//! `metadata.rs` the stand-in metadata service.
 //!
 //! A flow **reached** its destination when the connection was accepted or
 //! refused (a TCP reset or an ICMP port unreachable can only come from the
 //! destination's kernel: the firewall drops, it never rejects). A denied
 //! flow that reached is a leak; an allowed flow that did not an outage.
 
+pub(crate) mod arp;
 mod metadata;
 mod raw;
 pub(crate) mod run;

@@ -17,6 +17,7 @@ use bulkhead_node::naming::Instance;
 use bulkhead_node::sandbox::Process;
 use bulkhead_policy::Protocol;
 
+use super::arp;
 use super::metadata::StandIn;
 use super::raw::{self, Forged, Receiver};
 use super::{
@@ -906,6 +907,238 @@ pub(crate) fn probe(ctx: &Context<'_, '_>, report: &mut Report) {
         stop_listener(listener);
     }
     report.timed("network attacks", phase.elapsed());
+
+    let phase = Instant::now();
+    neighbour_spoof(ctx, network, &part, &addr, report);
+    report.timed("network neighbour spoofing", phase.elapsed());
+}
+
+/// Rounds of forged ARP frames: the kernel lets an ARP reply override an
+/// entry only once the entry is older than `locktime` (1 s by default), so
+/// the rounds span more than that.
+const SPOOF_ROUNDS: usize = 3;
+/// The pause between rounds.
+const SPOOF_GAP: Duration = Duration::from_millis(600);
+/// Peers whose addresses each attacker claims (its first sampled peers):
+/// the broadcasts among its frames reach every tenant, so a few suffice and
+/// the flood stays small at 50 tenants.
+const SPOOF_PEERS: usize = 3;
+/// A pause after each attacker's frames of a round (the receive backlog).
+const SPOOF_PACE: Duration = Duration::from_millis(2);
+
+/// The instance's neighbour tables at one moment: the host's entries on the
+/// bridge, and each tenant's (by index), read through its holder.
+struct Tables {
+    host: Result<Vec<arp::Neighbour>, String>,
+    tenants: BTreeMap<usize, Result<Vec<arp::Neighbour>, String>>,
+}
+
+impl Tables {
+    fn read(ctx: &Context<'_, '_>, part: &[usize], bridge: &str) -> Tables {
+        let host = arp::read_table(None)
+            .map(|t| t.into_iter().filter(|n| n.device == bridge).collect())
+            .map_err(|e| e.to_string());
+        let tenants = part
+            .iter()
+            .filter_map(|&j| {
+                let p = ctx.prepared[j].as_ref().ok()?;
+                Some((
+                    j,
+                    arp::read_table(Some(p.sandbox.holder_pid())).map_err(|e| e.to_string()),
+                ))
+            })
+            .collect();
+        Tables { host, tenants }
+    }
+
+    /// Records in `seen` what maps another address than `own_ip` to one of
+    /// `macs`, per table (`None`: the host's), as attacker `i`'s doing.
+    fn record(&self, i: usize, own_ip: Ipv4Addr, macs: &[arp::Mac], seen: &mut Poisoned) {
+        let tables = std::iter::once((None, &self.host))
+            .chain(self.tenants.iter().map(|(j, t)| (Some(*j), t)))
+            .filter(|(owner, _)| *owner != Some(i));
+        for (owner, table) in tables {
+            let Ok(table) = table else { continue };
+            for n in arp::poisoned(table, own_ip, macs) {
+                let entries = seen.entry((i, owner)).or_default();
+                if !entries.contains(n) {
+                    entries.push(n.clone());
+                }
+            }
+        }
+    }
+}
+
+/// Poisoned entries seen, by (attacker, table owner: `None` the host).
+type Poisoned = BTreeMap<(usize, Option<usize>), Vec<arp::Neighbour>>;
+
+/// `network.neighbour-spoof`: from root in each tenant's namespace, forged
+/// ARP frames claiming the gateway's and peers' addresses with the tenant's
+/// own MAC and a forged one ([`arp::SpoofPlan::frames`]). The instance's
+/// neighbour tables are read after each attacker's frames of every round
+/// (a later attacker claiming the same address overwrites the entry) and
+/// once more at the end. An entry mapping an address other than the
+/// attacker's to one of its MACs, at any of those reads, is a leak naming
+/// the entry.
+fn neighbour_spoof(
+    ctx: &Context<'_, '_>,
+    network: &NetworkUnderTest,
+    part: &[usize],
+    addr: &[Option<Ipv4Addr>],
+    report: &mut Report,
+) {
+    const ID: &str = "network.neighbour-spoof";
+    let name = |i: usize| -> String {
+        ctx.prepared[i]
+            .as_ref()
+            .map(|p| p.tenant.name.clone())
+            .unwrap_or_default()
+    };
+    let bridge = ctx.instance.bridge();
+    let gateway_mac = std::fs::read_to_string(format!("/sys/class/net/{bridge}/address"))
+        .ok()
+        .and_then(|t| arp::parse_mac(&t));
+    if gateway_mac.is_none() {
+        report.notes.push(format!(
+            "network: the bridge {bridge}'s MAC is unknown; neighbour spoofing sent broadcasts only"
+        ));
+    }
+    let seed = u32::from_str_radix(ctx.nonce, 16).unwrap_or(7) & 0xffff;
+    // (attacker, its socket, its plan, the first errno of its sends).
+    let mut attackers: Vec<(usize, arp::Eth0, arp::SpoofPlan, Option<i32>)> = Vec::new();
+    for &i in part {
+        let (Ok(p), Some(own_ip)) = (&ctx.prepared[i], addr[i]) else {
+            continue;
+        };
+        match arp::Eth0::open(&netns_of(p)) {
+            Ok(eth0) => {
+                let plan = arp::SpoofPlan {
+                    own_ip,
+                    own_mac: eth0.mac,
+                    forged_mac: arp::forged_mac((seed << 16) | (i as u32 & 0xffff)),
+                    gateway_ip: network.bridge,
+                    gateway_mac,
+                    peers: ctx.peers[i]
+                        .iter()
+                        .filter_map(|j| addr[*j])
+                        .take(SPOOF_PEERS)
+                        .collect(),
+                };
+                attackers.push((i, eth0, plan, None));
+            }
+            Err(e) => report.rows.push(skipped_row(
+                &name(i),
+                Target::Own,
+                ID,
+                "poison neighbour tables with forged ARP".into(),
+                format!("not sent: no packet socket on {}: {e}", arp::TENANT_IFNAME),
+            )),
+        }
+    }
+    if attackers.is_empty() {
+        return;
+    }
+    let frames: Vec<Vec<Vec<u8>>> = attackers
+        .iter()
+        .map(|(_, _, plan, _)| plan.frames().iter().map(arp::ArpFrame::bytes).collect())
+        .collect();
+    let mut seen: Poisoned = BTreeMap::new();
+    for round in 0..SPOOF_ROUNDS {
+        if round > 0 {
+            std::thread::sleep(SPOOF_GAP);
+        }
+        for ((i, eth0, plan, failed), frames) in attackers.iter_mut().zip(&frames) {
+            for frame in frames {
+                if let Some(errno) = eth0.send(frame) {
+                    *failed = failed.or(Some(errno));
+                }
+            }
+            std::thread::sleep(SPOOF_PACE);
+            Tables::read(ctx, part, &bridge).record(
+                *i,
+                plan.own_ip,
+                &[plan.own_mac, plan.forged_mac],
+                &mut seen,
+            );
+        }
+    }
+    std::thread::sleep(SETTLE);
+    let last = Tables::read(ctx, part, &bridge);
+    for (i, _, plan, _) in &attackers {
+        last.record(*i, plan.own_ip, &[plan.own_mac, plan.forged_mac], &mut seen);
+    }
+    if let Err(e) = &last.host {
+        report
+            .notes
+            .push(format!("network: the host's neighbour table: {e}"));
+    }
+    for (j, table) in &last.tenants {
+        if let Err(e) = table {
+            report.notes.push(format!(
+                "network: {}'s neighbour table could not be read ({e}); neighbour spoofing against it not judged",
+                name(*j)
+            ));
+        }
+    }
+    for (i, _, plan, failed) in &attackers {
+        let i = *i;
+        let attempt = |whose: &str| {
+            format!(
+                "poison {whose} neighbour table: gratuitous ARP, ARP requests and replies claiming the gateway {} and {} peer address(es), with its own MAC {} and a forged {} (packet socket on eth0, root in the namespace, {SPOOF_ROUNDS} rounds)",
+                plan.gateway_ip,
+                plan.peers.len(),
+                arp::format_mac(plan.own_mac),
+                arp::format_mac(plan.forged_mac),
+            )
+        };
+        let row = |target: Target, whose: &str, owner: Option<usize>| {
+            let found = seen.get(&(i, owner)).map(Vec::as_slice).unwrap_or_default();
+            let mut observed = if found.is_empty() {
+                "no entry mapped another address to either MAC".to_owned()
+            } else {
+                format!(
+                    "poisoned: {}",
+                    found
+                        .iter()
+                        .map(arp::Neighbour::describe)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            if let Some(errno) = failed {
+                observed.push_str(&format!(" (some frames not sent: {})", errno_name(*errno)));
+            }
+            denied_row(
+                &name(i),
+                target,
+                ID,
+                attempt(whose),
+                observed,
+                !found.is_empty(),
+            )
+        };
+        if last.host.is_ok() {
+            report.rows.push(row(Target::Host, "the host's", None));
+        }
+        // Each sampled peer, and any other tenant where a poisoned entry showed.
+        let readable = |j: &usize| last.tenants.get(j).is_some_and(Result::is_ok);
+        let mut judged: Vec<usize> = ctx.peers[i].iter().copied().filter(readable).collect();
+        for (attacker, owner) in seen.keys() {
+            if let Some(j) = owner
+                && *attacker == i
+                && !judged.contains(j)
+            {
+                judged.push(*j);
+            }
+        }
+        for j in judged {
+            report.rows.push(row(
+                Target::Tenant(name(j)),
+                &format!("{}'s", name(j)),
+                Some(j),
+            ));
+        }
+    }
 }
 
 /// For each sampled pair `actor -> to`: a third tenant to pose as,

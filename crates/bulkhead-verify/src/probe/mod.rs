@@ -20,7 +20,8 @@
 //! - `memory-hog`, `fork-bomb`, `disk-fill`, `cpu-hog`, `cpu-work`: the
 //!   resource attempts, each printing one JSON [`ResourceOutcome`];
 //! - `port-hold`, `local-connect`, `inode-fill`, `touch`,
-//!   `conntrack-flood`: exhaustion of shared kernel tables ([`exhaust`]);
+//!   `conntrack-flood`, `neighbour-flood`: exhaustion of shared kernel
+//!   tables ([`exhaust`]);
 //! - `listen`, `connect`, `broadcast`: the network class ([`net`]): a
 //!   listener in the destination tenant, the flows from the source tenant,
 //!   UDP broadcasts;
@@ -99,6 +100,11 @@ pub fn probe_main() -> ! {
             cap,
             millis,
         )),
+        Request::NeighbourFlood {
+            ranges,
+            port,
+            millis,
+        } => print_json(&exhaust::neighbour_flood(&ranges, port, millis)),
         Request::Listen(request) => net::listen(&request),
         Request::Connect(request) => print_json(&net::connect(&request)),
         Request::Broadcast(request) => print_json(&net::broadcast(&request)),
@@ -197,6 +203,17 @@ pub enum Request {
         port: u16,
         /// Most flows.
         cap: u64,
+        /// Time budget.
+        millis: u64,
+    },
+    /// Send one UDP datagram (TTL 1: never forwarded beyond the first hop)
+    /// to each address of `ranges` until `millis` (neighbour-table
+    /// exhaustion).
+    NeighbourFlood {
+        /// `(first address, count)` runs of consecutive addresses.
+        ranges: Vec<(std::net::Ipv4Addr, u32)>,
+        /// The destination port.
+        port: u16,
         /// Time budget.
         millis: u64,
     },

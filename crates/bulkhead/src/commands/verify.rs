@@ -219,11 +219,15 @@ pub fn verify(
     if tenants.is_empty() {
         return Err(Failure::Other(anyhow::anyhow!("no tenant to verify")));
     }
-    let network = if only.is_none_or(|c| c == ProbeClass::Network) {
+    // The network class needs it, and so do the resources class's probes of
+    // the host's shared network tables (conntrack, neighbours).
+    let network = if only.is_none_or(|c| c == ProbeClass::Network || c == ProbeClass::Resources) {
         match network_under_test(&instance, &desired, &addresses) {
             Ok(network) => Some(network),
             Err(why) => {
-                eprintln!("warning: the network class cannot run: {why}");
+                eprintln!(
+                    "warning: the network class and the resources class's conntrack and neighbour probes cannot run: {why}"
+                );
                 None
             }
         }
