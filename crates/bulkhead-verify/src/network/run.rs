@@ -507,23 +507,14 @@ pub(crate) fn probe(ctx: &Context<'_, '_>, report: &mut Report) {
             (i, flows)
         })
         .collect();
-    // The kernel's neighbour (ARP) table is one for all network namespaces,
-    // and past `gc_thresh3` (1,024 by default) it refuses new entries that
-    // are younger than 5 s: packets to a peer without one are dropped. A
-    // source creates an entry per peer in its namespace and one in each
-    // peer's (from its ARP request): keep the sources at once within half
-    // the limit.
-    let per_source = 2 * (ctx.peers.iter().map(Vec::len).max().unwrap_or(0) + 2);
-    let neighbour_room = std::fs::read_to_string("/proc/sys/net/ipv4/neigh/default/gc_thresh3")
-        .ok()
-        .and_then(|t| t.trim().parse::<usize>().ok())
-        .unwrap_or(1024)
-        / 2;
+    // Tenants are routed: a source needs no neighbour entry per peer (it has one,
+    // permanent, for its gateway), so the host's one neighbour table does not bound
+    // how many sources run at once (it did while tenants shared a subnet:
+    // docs/VERIFY.md).
     let threads = ctx
         .options
         .parallelism
         .max(MIN_PARALLEL)
-        .min((neighbour_room / per_source.max(1)).max(1))
         .min(plans.len().max(1));
     // Everything but the resolver, many sources at once; then the resolver,
     // a few sources at a time (one process answers them all); then every
