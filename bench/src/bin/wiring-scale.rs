@@ -22,7 +22,11 @@
 //!   169.254.1.1 `onlink`, host end unnumbered with `proxy_arp` on and a /32
 //!   host route to the tenant (the layout Calico uses);
 //! - `e`: the veth pair as in `a` but never enslaved (and no host route): what
-//!   creating the devices costs without the bridge.
+//!   creating the devices costs without the bridge;
+//! - any of these but `lib` with `-no6` (e.g. `b128-no6`): the host end gets
+//!   `net.ipv6.conf.<name>.disable_ipv6 = 1` (a procfs write) instead of the
+//!   `addrgenmode none` request, before it comes up, so the kernel adds no
+//!   `ff00::/8` multicast route for it to the host's IPv6 table.
 //!
 //! Rounds (`--repeat R`) run every layout once, in an order rotated and
 //! reversed from round to round so that a noisy minute hits each layout.
@@ -69,7 +73,7 @@ fn main() -> ExitCode {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Layout {
+enum Kind {
     Library,
     Bridge,
     Sharded(usize),
@@ -78,49 +82,74 @@ enum Layout {
     Unenslaved,
 }
 
+/// A layout, optionally with IPv6 off on the host end (`-no6`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Layout {
+    kind: Kind,
+    /// `net.ipv6.conf.<host end>.disable_ipv6 = 1` before the link comes up
+    /// (instead of `addrgenmode none`), so the kernel adds no IPv6 multicast
+    /// route (`ff00::/8`) for it.
+    no_ipv6: bool,
+}
+
 impl Layout {
     fn parse(text: &str) -> Result<Layout, String> {
-        Ok(match text {
-            "lib" => Layout::Library,
-            "a" => Layout::Bridge,
-            "c" => Layout::Isolated,
-            "d" => Layout::Routed,
-            "e" => Layout::Unenslaved,
-            _ => match text.strip_prefix('b').map(str::parse::<usize>) {
-                Some(Ok(ports)) if ports > 0 => Layout::Sharded(ports),
+        let (base, no_ipv6) = match text.strip_suffix("-no6") {
+            Some(base) => (base, true),
+            None => (text, false),
+        };
+        let kind = match base {
+            "lib" if !no_ipv6 => Kind::Library,
+            "a" => Kind::Bridge,
+            "c" => Kind::Isolated,
+            "d" => Kind::Routed,
+            "e" => Kind::Unenslaved,
+            _ => match base.strip_prefix('b').map(str::parse::<usize>) {
+                Some(Ok(ports)) if ports > 0 => Kind::Sharded(ports),
                 _ => {
                     return Err(format!(
-                        "unknown layout {text:?} (expected lib, a, bP with P ports per bridge e.g. b128, c, d or e)"
+                        "unknown layout {text:?} (expected lib, a, bP with P ports per bridge e.g. b128, c, d or e; all but lib may end in -no6)"
                     ));
                 }
             },
-        })
+        };
+        Ok(Layout { kind, no_ipv6 })
     }
 
     fn name(self) -> String {
-        match self {
-            Layout::Library => "lib: today's library (ensure_tenant), one bridge".to_owned(),
-            Layout::Bridge => "a: one bridge".to_owned(),
-            Layout::Sharded(p) => format!("b: bridges of ≤ {p} ports"),
-            Layout::Isolated => "c: one bridge, isolated ports".to_owned(),
-            Layout::Routed => "d: routed veth, no bridge".to_owned(),
-            Layout::Unenslaved => "e: veth not enslaved".to_owned(),
+        let base = match self.kind {
+            Kind::Library => "lib: today's library (ensure_tenant), one bridge".to_owned(),
+            Kind::Bridge => "a: one bridge".to_owned(),
+            Kind::Sharded(p) => format!("b: bridges of ≤ {p} ports"),
+            Kind::Isolated => "c: one bridge, isolated ports".to_owned(),
+            Kind::Routed => "d: routed veth, no bridge".to_owned(),
+            Kind::Unenslaved => "e: veth not enslaved".to_owned(),
+        };
+        if self.no_ipv6 {
+            format!("{base}, host end without IPv6")
+        } else {
+            base
         }
     }
 
     fn short(self) -> String {
-        match self {
-            Layout::Library => "lib".to_owned(),
-            Layout::Bridge => "a".to_owned(),
-            Layout::Sharded(p) => format!("b{p}"),
-            Layout::Isolated => "c".to_owned(),
-            Layout::Routed => "d".to_owned(),
-            Layout::Unenslaved => "e".to_owned(),
+        let base = match self.kind {
+            Kind::Library => "lib".to_owned(),
+            Kind::Bridge => "a".to_owned(),
+            Kind::Sharded(p) => format!("b{p}"),
+            Kind::Isolated => "c".to_owned(),
+            Kind::Routed => "d".to_owned(),
+            Kind::Unenslaved => "e".to_owned(),
+        };
+        if self.no_ipv6 {
+            format!("{base}-no6")
+        } else {
+            base
         }
     }
 
     fn has_bridge(self) -> bool {
-        !matches!(self, Layout::Routed | Layout::Unenslaved)
+        !matches!(self.kind, Kind::Routed | Kind::Unenslaved)
     }
 }
 
@@ -146,7 +175,7 @@ fn options() -> Result<Options, String> {
             .collect::<Result<_, _>>()?,
         removal: true,
         perf: None,
-        perf_layouts: vec![Layout::Bridge, Layout::Sharded(128)],
+        perf_layouts: vec![Layout::parse("a")?, Layout::parse("b128")?],
         perf_freq: 10_000,
     };
     let number = |flag: &str, value: Option<String>| -> Result<usize, String> {
@@ -586,7 +615,7 @@ impl Lab {
     fn wire(&mut self, i: usize) -> Result<(), String> {
         let tenant = self.tenants[i].clone();
         let address = self.addresses[i];
-        if self.layout == Layout::Library {
+        if self.layout.kind == Kind::Library {
             let wiring = TenantLink {
                 tenant: tenant.clone(),
                 netns: NetnsRef::of_tenant(&self.instance, &tenant),
@@ -602,9 +631,9 @@ impl Lab {
             let step = step.to_owned();
             move |e: std::io::Error| format!("{tenant}: {step} {host_name}: {e}", tenant = i)
         };
-        let master = match self.layout {
-            Layout::Bridge | Layout::Isolated => Some(self.bridges[0]),
-            Layout::Sharded(ports) => {
+        let master = match self.layout.kind {
+            Kind::Bridge | Kind::Isolated => Some(self.bridges[0]),
+            Kind::Sharded(ports) => {
                 let k = i / ports;
                 while self.bridges.len() <= k {
                     let name = self.shard_name(self.bridges.len());
@@ -642,21 +671,26 @@ impl Lab {
             .index(TENANT_IFNAME)
             .map_err(err("look up eth0 of"))?
             .ok_or_else(|| format!("{tenant}: no eth0"))?;
-        self.host
-            .no_ipv6_addresses(host)
-            .map_err(err("addrgenmode"))?;
+        if self.layout.no_ipv6 {
+            let sysctl = format!("/proc/sys/net/ipv6/conf/{host_name}/disable_ipv6");
+            std::fs::write(&sysctl, "1").map_err(|e| format!("{sysctl}: {e}"))?;
+        } else {
+            self.host
+                .no_ipv6_addresses(host)
+                .map_err(err("addrgenmode"))?;
+        }
         inner
             .no_ipv6_addresses(eth0)
             .map_err(err("addrgenmode eth0 of"))?;
-        if self.layout == Layout::Isolated {
+        if self.layout.kind == Kind::Isolated {
             self.host.set_isolated(host).map_err(err("isolate"))?;
         }
-        if self.layout == Layout::Routed {
+        if self.layout.kind == Kind::Routed {
             let sysctl = format!("/proc/sys/net/ipv4/conf/{host_name}/proxy_arp");
             std::fs::write(&sysctl, "1").map_err(|e| format!("{sysctl}: {e}"))?;
         }
         self.host.set_up(host).map_err(err("up"))?;
-        let prefix_len = if self.layout == Layout::Routed {
+        let prefix_len = if self.layout.kind == Kind::Routed {
             32
         } else {
             self.config.range.prefix_len()
@@ -666,7 +700,7 @@ impl Lab {
             .map_err(err("address eth0 of"))?;
         inner.set_up(eth0).map_err(err("up eth0 of"))?;
         inner.set_up(1).map_err(err("up lo of"))?;
-        if self.layout == Layout::Routed {
+        if self.layout.kind == Kind::Routed {
             inner
                 .default_route(ROUTED_GATEWAY, eth0, true)
                 .map_err(err("default route of"))?;
@@ -685,7 +719,7 @@ impl Lab {
     /// Removes tenant `i`'s veth pair (the product's offboarding step).
     fn unwire(&mut self, i: usize) -> Result<(), String> {
         let tenant = &self.tenants[i];
-        if self.layout == Layout::Library {
+        if self.layout.kind == Kind::Library {
             let removed = link::remove_tenant(&self.instance, tenant)
                 .map_err(|e| format!("{tenant}: {e}"))?;
             return if removed {
@@ -718,10 +752,10 @@ impl Lab {
         let master = std::fs::read_link(sys.join("master"))
             .ok()
             .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
-        let want = match self.layout {
-            Layout::Library | Layout::Bridge | Layout::Isolated => Some(self.instance.bridge()),
-            Layout::Sharded(ports) => Some(self.shard_name(i / ports)),
-            Layout::Routed | Layout::Unenslaved => None,
+        let want = match self.layout.kind {
+            Kind::Library | Kind::Bridge | Kind::Isolated => Some(self.instance.bridge()),
+            Kind::Sharded(ports) => Some(self.shard_name(i / ports)),
+            Kind::Routed | Kind::Unenslaved => None,
         };
         if master != want {
             return Err(format!(
@@ -735,7 +769,7 @@ impl Lab {
         };
         if self.layout.has_bridge() {
             let isolated = read(sys.join("brport/isolated"))?;
-            let want = if self.layout == Layout::Isolated {
+            let want = if self.layout.kind == Kind::Isolated {
                 "1"
             } else {
                 "0"
@@ -746,7 +780,15 @@ impl Lab {
                 ));
             }
         }
-        if self.layout == Layout::Routed {
+        if self.layout.no_ipv6 {
+            let off = read(PathBuf::from(format!(
+                "/proc/sys/net/ipv6/conf/{host_name}/disable_ipv6"
+            )))?;
+            if off != "1" {
+                return Err(format!("{host_name}: disable_ipv6 is {off}, expected 1"));
+            }
+        }
+        if self.layout.kind == Kind::Routed {
             let proxy = read(PathBuf::from(format!(
                 "/proc/sys/net/ipv4/conf/{host_name}/proxy_arp"
             )))?;
@@ -779,7 +821,7 @@ impl Lab {
             let ports = std::fs::read_dir(&dir)
                 .map_err(|e| format!("{dir}: {e}"))?
                 .count();
-            if let Layout::Sharded(max) = self.layout
+            if let Kind::Sharded(max) = self.layout.kind
                 && ports > max
             {
                 return Err(format!("{dir}: {ports} ports, more than {max}"));
