@@ -30,10 +30,14 @@
 //!
 //! Rounds (`--repeat R`) run every layout once, in an order rotated and
 //! reversed from round to round so that a noisy minute hits each layout.
-//! `--perf DIR` adds, after the timed rounds, one untimed run per layout of
-//! `--perf-layouts` (default `a,b128`) under `perf record -a -g` for each
-//! window: `DIR/<layout>-lo.data` and `DIR/<layout>-hi.data` (see
-//! `bench/scripts/wiring-perf.sh`). Needs root; every namespace, link and
+//! - any of these but `lib` with `-nomc` (e.g. `a-nomc-no6`): multicast
+//!   snooping off on the bridges (sysfs, when each bridge is made).
+//!
+//! `--perf DIR` adds, after the timed rounds, `--perf-repeat K` (default 1)
+//! untimed runs per layout of `--perf-layouts` (default `a,b128`) under
+//! `perf record -a -g -F <--perf-freq>` for each window:
+//! `DIR/<layout>-lo.<k>.data` and `DIR/<layout>-hi.<k>.data` (compare them
+//! with `bench/scripts/wiring-perf.sh`). Needs root; every namespace, link and
 //! bridge (prefix `bw`) is removed after each run, also when a step fails.
 //!
 //! ```text
@@ -82,7 +86,8 @@ enum Kind {
     Unenslaved,
 }
 
-/// A layout, optionally with IPv6 off on the host end (`-no6`).
+/// A layout, optionally with IPv6 off on the host end (`-no6`) and multicast
+/// snooping off on the bridges (`-nomc`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Layout {
     kind: Kind,
@@ -90,16 +95,28 @@ struct Layout {
     /// (instead of `addrgenmode none`), so the kernel adds no IPv6 multicast
     /// route (`ff00::/8`) for it.
     no_ipv6: bool,
+    /// The bridges' `multicast_snooping` off (sysfs), set when each is made.
+    no_snooping: bool,
 }
 
 impl Layout {
     fn parse(text: &str) -> Result<Layout, String> {
-        let (base, no_ipv6) = match text.strip_suffix("-no6") {
-            Some(base) => (base, true),
-            None => (text, false),
-        };
+        let mut parts = text.split('-');
+        let base = parts.next().unwrap_or_default();
+        let (mut no_ipv6, mut no_snooping) = (false, false);
+        for modifier in parts {
+            match modifier {
+                "no6" => no_ipv6 = true,
+                "nomc" => no_snooping = true,
+                _ => {
+                    return Err(format!(
+                        "unknown modifier {modifier:?} in layout {text:?} (expected -no6 or -nomc)"
+                    ));
+                }
+            }
+        }
         let kind = match base {
-            "lib" if !no_ipv6 => Kind::Library,
+            "lib" => Kind::Library,
             "a" => Kind::Bridge,
             "c" => Kind::Isolated,
             "d" => Kind::Routed,
@@ -108,16 +125,27 @@ impl Layout {
                 Some(Ok(ports)) if ports > 0 => Kind::Sharded(ports),
                 _ => {
                     return Err(format!(
-                        "unknown layout {text:?} (expected lib, a, bP with P ports per bridge e.g. b128, c, d or e; all but lib may end in -no6)"
+                        "unknown layout {text:?} (expected lib, a, bP with P ports per bridge e.g. b128, c, d or e, then optionally -no6 and/or -nomc)"
                     ));
                 }
             },
         };
-        Ok(Layout { kind, no_ipv6 })
+        let layout = Layout {
+            kind,
+            no_ipv6,
+            no_snooping,
+        };
+        if kind == Kind::Library && (no_ipv6 || no_snooping) {
+            return Err(format!("layout {text:?}: lib takes no modifier"));
+        }
+        if no_snooping && !layout.has_bridge() {
+            return Err(format!("layout {text:?}: -nomc needs a bridge"));
+        }
+        Ok(layout)
     }
 
     fn name(self) -> String {
-        let base = match self.kind {
+        let mut name = match self.kind {
             Kind::Library => "lib: today's library (ensure_tenant), one bridge".to_owned(),
             Kind::Bridge => "a: one bridge".to_owned(),
             Kind::Sharded(p) => format!("b: bridges of ≤ {p} ports"),
@@ -125,15 +153,17 @@ impl Layout {
             Kind::Routed => "d: routed veth, no bridge".to_owned(),
             Kind::Unenslaved => "e: veth not enslaved".to_owned(),
         };
-        if self.no_ipv6 {
-            format!("{base}, host end without IPv6")
-        } else {
-            base
+        if self.no_snooping {
+            name.push_str(", no multicast snooping");
         }
+        if self.no_ipv6 {
+            name.push_str(", host end without IPv6");
+        }
+        name
     }
 
     fn short(self) -> String {
-        let base = match self.kind {
+        let mut name = match self.kind {
             Kind::Library => "lib".to_owned(),
             Kind::Bridge => "a".to_owned(),
             Kind::Sharded(p) => format!("b{p}"),
@@ -141,11 +171,13 @@ impl Layout {
             Kind::Routed => "d".to_owned(),
             Kind::Unenslaved => "e".to_owned(),
         };
-        if self.no_ipv6 {
-            format!("{base}-no6")
-        } else {
-            base
+        if self.no_snooping {
+            name.push_str("-nomc");
         }
+        if self.no_ipv6 {
+            name.push_str("-no6");
+        }
+        name
     }
 
     fn has_bridge(self) -> bool {
@@ -162,6 +194,7 @@ struct Options {
     perf: Option<PathBuf>,
     perf_layouts: Vec<Layout>,
     perf_freq: u32,
+    perf_repeat: usize,
 }
 
 fn options() -> Result<Options, String> {
@@ -177,6 +210,7 @@ fn options() -> Result<Options, String> {
         perf: None,
         perf_layouts: vec![Layout::parse("a")?, Layout::parse("b128")?],
         perf_freq: 10_000,
+        perf_repeat: 1,
     };
     let number = |flag: &str, value: Option<String>| -> Result<usize, String> {
         value
@@ -205,9 +239,10 @@ fn options() -> Result<Options, String> {
             }
             "--perf-layouts" => o.perf_layouts = layouts(args.next())?,
             "--perf-freq" => o.perf_freq = number("--perf-freq", args.next())? as u32,
+            "--perf-repeat" => o.perf_repeat = number("--perf-repeat", args.next())?,
             "--help" | "-h" => {
                 println!(
-                    "wiring-scale [--tenants N] [--window W] [--repeat R] [--layouts lib,a,b64,b128,b256,c,d,e] [--no-removal] [--perf DIR] [--perf-layouts a,b128] [--perf-freq HZ]"
+                    "wiring-scale [--tenants N] [--window W] [--repeat R] [--layouts lib,a,b64,b128,b256,c,d,e] [--no-removal] [--perf DIR] [--perf-layouts a,b128] [--perf-freq HZ] [--perf-repeat K]"
                 );
                 return Err("help shown".to_owned());
             }
@@ -223,8 +258,11 @@ fn options() -> Result<Options, String> {
     if o.tenants > 4000 {
         return Err("--tenants is at most 4000 (the range is a /20)".to_owned());
     }
-    if o.repeat == 0 || o.repeat > 30 {
-        return Err("--repeat must be 1 to 30".to_owned());
+    if o.perf_repeat == 0 || o.perf_repeat > 5 {
+        return Err("--perf-repeat must be 1 to 5".to_owned());
+    }
+    if o.repeat > 30 || (o.repeat == 0 && o.perf.is_none()) {
+        return Err("--repeat must be 1 to 30 (0 only with --perf)".to_owned());
     }
     if o.layouts.is_empty() || o.layouts.len() > 30 {
         return Err("--layouts must name 1 to 30 layouts".to_owned());
@@ -276,21 +314,25 @@ fn run() -> Result<(), String> {
             all.push(samples);
         }
     }
-    report(&o, &all);
+    if o.repeat > 0 {
+        report(&o, &all);
+    }
     if let Some(dir) = &o.perf {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        for (i, &layout) in o.perf_layouts.iter().enumerate() {
-            // Layout indices above the timed ones, round 'z': names no timed run used.
-            let samples = one_run(&o, layout, 30 + i, 35, Some(dir))?;
-            eprintln!(
-                "perf run {:>5} (not in the figures): add {} → {}",
-                layout.short(),
-                ms(median(&samples.add_lo)),
-                ms(median(&samples.add_hi))
-            );
+        for rep in 0..o.perf_repeat {
+            for (i, &layout) in o.perf_layouts.iter().enumerate() {
+                // Layout indices and rounds above the timed ones: names no timed run used.
+                let samples = one_run(&o, layout, 30 + i, 31 + rep, Some((dir, rep)))?;
+                eprintln!(
+                    "perf run {rep} {:>5} (not in the figures): add {} → {}",
+                    layout.short(),
+                    ms(median(&samples.add_lo)),
+                    ms(median(&samples.add_hi))
+                );
+            }
         }
         println!(
-            "\nperf data in {}: <layout>-lo.data (tenants 0..{}) and <layout>-hi.data (tenants {}..{}); compare with bench/scripts/wiring-perf.sh",
+            "\nperf data in {}: <layout>-lo.<k>.data (tenants 0..{}) and <layout>-hi.<k>.data (tenants {}..{}); compare with bench/scripts/wiring-perf.sh",
             dir.display(),
             o.window,
             o.tenants - o.window,
@@ -399,7 +441,7 @@ fn one_run(
     layout: Layout,
     idx: usize,
     round: usize,
-    perf: Option<&Path>,
+    perf: Option<(&Path, usize)>,
 ) -> Result<Samples, String> {
     let prefix = format!(
         "bw{:02x}{}{}",
@@ -414,10 +456,10 @@ fn one_run(
     let mut add = Vec::with_capacity(n);
     let mut recorder: Option<Perf> = None;
     for i in 0..n {
-        if let Some(dir) = perf {
+        if let Some((dir, rep)) = perf {
             if i == 0 || i == n - w {
                 let tag = if i == 0 { "lo" } else { "hi" };
-                let file = dir.join(format!("{}-{tag}.data", layout.short()));
+                let file = dir.join(format!("{}-{tag}.{rep}.data", layout.short()));
                 recorder = Some(Perf::start(&file, o.perf_freq)?);
             }
         }
@@ -549,6 +591,7 @@ impl Lab {
             let name = lab.instance.bridge();
             let index = lab.index(&name)?;
             lab.bridges.push(index);
+            lab.snooping(&name)?;
         }
         Ok(lab)
     }
@@ -558,6 +601,15 @@ impl Lab {
             .index(name)
             .map_err(|e| format!("look up {name}: {e}"))?
             .ok_or_else(|| format!("{name} is missing"))
+    }
+
+    /// Turns multicast snooping off on bridge `name` for `-nomc` layouts.
+    fn snooping(&self, name: &str) -> Result<(), String> {
+        if !self.layout.no_snooping {
+            return Ok(());
+        }
+        let path = format!("/sys/class/net/{name}/bridge/multicast_snooping");
+        std::fs::write(&path, "0").map_err(|e| format!("{path}: {e}"))
     }
 
     fn shard_name(&self, k: usize) -> String {
@@ -644,6 +696,7 @@ impl Lab {
                     self.host
                         .no_ipv6_addresses(index)
                         .map_err(|e| format!("addrgenmode {name}: {e}"))?;
+                    self.snooping(&name)?;
                     self.host
                         .set_up(index)
                         .map_err(|e| format!("up {name}: {e}"))?;
@@ -777,6 +830,18 @@ impl Lab {
             if isolated != want {
                 return Err(format!(
                     "{host_name}: isolated is {isolated}, expected {want}"
+                ));
+            }
+        }
+        if self.layout.has_bridge() {
+            let bridge = want.clone().unwrap_or_default();
+            let snooping = read(PathBuf::from(format!(
+                "/sys/class/net/{bridge}/bridge/multicast_snooping"
+            )))?;
+            let expected = if self.layout.no_snooping { "0" } else { "1" };
+            if snooping != expected {
+                return Err(format!(
+                    "{bridge}: multicast_snooping is {snooping}, expected {expected}"
                 ));
             }
         }
