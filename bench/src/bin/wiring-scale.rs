@@ -456,12 +456,12 @@ fn one_run(
     let mut add = Vec::with_capacity(n);
     let mut recorder: Option<Perf> = None;
     for i in 0..n {
-        if let Some((dir, rep)) = perf {
-            if i == 0 || i == n - w {
-                let tag = if i == 0 { "lo" } else { "hi" };
-                let file = dir.join(format!("{}-{tag}.{rep}.data", layout.short()));
-                recorder = Some(Perf::start(&file, o.perf_freq)?);
-            }
+        if let Some((dir, rep)) = perf
+            && (i == 0 || i == n - w)
+        {
+            let tag = if i == 0 { "lo" } else { "hi" };
+            let file = dir.join(format!("{}-{tag}.{rep}.data", layout.short()));
+            recorder = Some(Perf::start(&file, o.perf_freq)?);
         }
         let t0 = Instant::now();
         lab.wire(i)?;
