@@ -853,6 +853,19 @@ impl Lab {
                 return Err(format!("{host_name}: disable_ipv6 is {off}, expected 1"));
             }
         }
+        // The IPv6 multicast route the kernel adds for a device at carrier-up
+        // (the carrier event is handled later by the kernel's worker, so
+        // only the first tenant is sure to have it when IPv6 is on).
+        if Path::new("/proc/sys/net/ipv6").exists() && (self.layout.no_ipv6 || i == 0) {
+            let routes = ip_output(&["-6", "route", "show", "table", "local", "dev", &host_name])?;
+            let has = routes.lines().any(|l| l.contains("ff00::/8"));
+            if has == self.layout.no_ipv6 {
+                return Err(format!(
+                    "{host_name}: IPv6 multicast route present: {has}, expected {}",
+                    !self.layout.no_ipv6
+                ));
+            }
+        }
         if self.layout.kind == Kind::Routed {
             let proxy = read(PathBuf::from(format!(
                 "/proc/sys/net/ipv4/conf/{host_name}/proxy_arp"
@@ -947,6 +960,23 @@ impl Drop for Lab {
             std::thread::sleep(Duration::from_millis(50));
         }
         let _ = std::fs::remove_dir_all(&self.state);
+    }
+}
+
+/// Runs `ip` with `args` and returns what it printed.
+fn ip_output(args: &[&str]) -> Result<String, String> {
+    let out = Command::new("ip")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("ip: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
     }
 }
 
