@@ -201,18 +201,15 @@ pub fn ensure_bridge(instance: &Instance, config: &BridgeConfig) -> Result<Chang
     let link = match nl.link(&name).map_err(nl_err("look up", &name))? {
         Some(link) => link,
         None => {
-            nl.create_link_with_mac(&name, "bridge", mac)
+            nl.create_bridge(&name, mac)
                 .map_err(nl_err("create bridge", &name))?;
             changes.steps.push(format!("create bridge {name}"));
-            let link = nl
-                .link(&name)
+            disable_ipv6(&name)?;
+            nl.link(&name)
                 .map_err(nl_err("look up", &name))?
                 .ok_or_else(|| LinkError::NoBridge {
                     bridge: name.clone(),
-                })?;
-            nl.set_no_ipv6_addresses(link.index)
-                .map_err(nl_err("turn off IPv6 addresses on", &name))?;
-            link
+                })?
         }
     };
     if link.kind.as_deref() != Some("bridge") {
@@ -226,6 +223,11 @@ pub fn ensure_bridge(instance: &Instance, config: &BridgeConfig) -> Result<Chang
         nl.set_mac(link.index, mac)
             .map_err(nl_err("set mac", &name))?;
         changes.steps.push(format!("mac {name}"));
+    }
+    if link.multicast_snooping != Some(false) {
+        nl.set_bridge_snooping_off(link.index)
+            .map_err(nl_err("turn off multicast snooping on", &name))?;
+        changes.steps.push(format!("multicast snooping off {name}"));
     }
     let has = nl
         .addresses()
@@ -254,6 +256,22 @@ pub fn ensure_bridge(instance: &Instance, config: &BridgeConfig) -> Result<Chang
         changes.steps.push(format!("forwarding {name} 1"));
     }
     Ok(changes)
+}
+
+/// Turns IPv6 off on a host device (`net.ipv6.conf.<name>.disable_ipv6`); a
+/// host without IPv6 has no such switch and nothing to turn off.
+fn disable_ipv6(name: &str) -> Result<(), LinkError> {
+    let path = PathBuf::from(format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"));
+    match std::fs::write(&path, "1") {
+        Ok(()) => Ok(()),
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                && !Path::new("/proc/sys/net/ipv6").exists() =>
+        {
+            Ok(())
+        }
+        Err(source) => Err(LinkError::Sysctl { path, source }),
+    }
 }
 
 fn forwarding_path(bridge: &str) -> PathBuf {
@@ -417,12 +435,10 @@ pub fn ensure_tenant(
             .steps
             .push(format!("create veth {host_name} <-> {TENANT_IFNAME}"));
         now = ends(&mut host_nl, &mut tenant_nl, instance, &link.tenant)?;
-        // Both ends are still down: no IPv6 addresses, before they come up.
-        if let Some(h) = &now.host {
-            host_nl
-                .set_no_ipv6_addresses(h.index)
-                .map_err(nl_err("turn off IPv6 addresses on", &host_name))?;
-        }
+        // Both ends are still down: no IPv6 before they come up. On the host end
+        // IPv6 is off altogether: with it, bringing a device up adds a multicast
+        // route per device to the host's IPv6 table, in a walk over all of them.
+        disable_ipv6(&host_name)?;
         if let Some(t) = &now.tenant {
             tenant_nl
                 .set_no_ipv6_addresses(t.index)
@@ -442,17 +458,18 @@ pub fn ensure_tenant(
             .map_err(nl_err("enslave", &host_name))?;
         changes.steps.push(format!("enslave {host_name}"));
     }
-    if host.isolated != Some(true) || host.master != Some(now.bridge.index) {
+    // Isolated and up in one request.
+    let isolate = host.isolated != Some(true) || host.master != Some(now.bridge.index);
+    if isolate || !host.is_up() {
         host_nl
-            .set_port_isolated(host.index, true)
-            .map_err(nl_err("isolate port", &host_name))?;
-        changes.steps.push(format!("isolate {host_name}"));
-    }
-    if !host.is_up() {
-        host_nl
-            .set_up(host.index, true)
-            .map_err(nl_err("set up", &host_name))?;
-        changes.steps.push(format!("up {host_name}"));
+            .set_port_isolated(host.index, true, true)
+            .map_err(nl_err("isolate port and set up", &host_name))?;
+        if isolate {
+            changes.steps.push(format!("isolate {host_name}"));
+        }
+        if !host.is_up() {
+            changes.steps.push(format!("up {host_name}"));
+        }
     }
     if tenant.mac != Some(mac) {
         tenant_nl

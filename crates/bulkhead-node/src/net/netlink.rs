@@ -58,6 +58,7 @@ const IFLA_INFO_DATA: u16 = 2;
 const IFLA_INFO_SLAVE_KIND: u16 = 4;
 const IFLA_INFO_SLAVE_DATA: u16 = 5;
 const IFLA_BRPORT_ISOLATED: u16 = 33;
+const IFLA_BR_MCAST_SNOOPING: u16 = 23;
 const VETH_INFO_PEER: u16 = 1;
 
 // <linux/if_addr.h>, <linux/rtnetlink.h> (routes)
@@ -130,6 +131,8 @@ pub(crate) struct Link {
     pub peer: Option<u32>,
     /// For a bridge port: whether it is isolated (`IFLA_BRPORT_ISOLATED`).
     pub isolated: Option<bool>,
+    /// For a bridge: whether it snoops multicast (`IFLA_BR_MCAST_SNOOPING`).
+    pub multicast_snooping: Option<bool>,
 }
 
 impl Link {
@@ -794,24 +797,41 @@ impl Netlink {
         }
     }
 
-    /// Creates a link of a kind without options with a fixed MAC address
-    /// (a bridge given one keeps it whatever ports come and go).
-    pub fn create_link_with_mac(&mut self, name: &str, kind: &str, mac: [u8; 6]) -> io::Result<()> {
+    /// Creates a bridge with a fixed MAC address (kept whatever ports come and
+    /// go) and multicast snooping off (its per-port work grows with the ports,
+    /// and tenants exchange no multicast).
+    pub fn create_bridge(&mut self, name: &str, mac: [u8; 6]) -> io::Result<()> {
         let mut message =
             Message::new(RTM_NEWLINK, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL).ifinfo(0, 0, 0);
         message.attr_str(IFLA_IFNAME, name);
         message.attr(IFLA_ADDRESS, &mac);
         message.begin(IFLA_LINKINFO);
-        message.attr_str(IFLA_INFO_KIND, kind);
+        message.attr_str(IFLA_INFO_KIND, "bridge");
+        message.begin(IFLA_INFO_DATA);
+        message.attr(IFLA_BR_MCAST_SNOOPING, &[0]);
+        message.end();
         message.end();
         self.request(message)
     }
 
-    /// Sets a bridge port's `isolated` flag: isolated ports exchange no
-    /// frames with each other, only with the bridge itself and ports that
-    /// are not isolated.
-    pub fn set_port_isolated(&mut self, index: u32, isolated: bool) -> io::Result<()> {
+    /// Turns a bridge's multicast snooping off.
+    pub fn set_bridge_snooping_off(&mut self, index: u32) -> io::Result<()> {
         let mut message = Message::new(RTM_NEWLINK, NLM_F_ACK).ifinfo(index, 0, 0);
+        message.begin(IFLA_LINKINFO);
+        message.attr_str(IFLA_INFO_KIND, "bridge");
+        message.begin(IFLA_INFO_DATA);
+        message.attr(IFLA_BR_MCAST_SNOOPING, &[0]);
+        message.end();
+        message.end();
+        self.request(message)
+    }
+
+    /// Sets a bridge port's `isolated` flag (isolated ports exchange no
+    /// frames with each other, only with the bridge itself and ports that are
+    /// not isolated) and, with `up`, brings it up in the same request.
+    pub fn set_port_isolated(&mut self, index: u32, isolated: bool, up: bool) -> io::Result<()> {
+        let (flags, change) = if up { (IFF_UP, IFF_UP) } else { (0, 0) };
+        let mut message = Message::new(RTM_NEWLINK, NLM_F_ACK).ifinfo(index, flags, change);
         message.begin(IFLA_LINKINFO);
         message.attr_str(IFLA_INFO_SLAVE_KIND, "bridge");
         message.begin(IFLA_INFO_SLAVE_DATA);
@@ -943,6 +963,7 @@ fn parse_link(payload: &[u8]) -> Option<Link> {
         mac: None,
         peer: None,
         isolated: None,
+        multicast_snooping: None,
     };
     for (kind, data) in attrs(payload.get(16..)?) {
         match kind {
@@ -954,6 +975,12 @@ fn parse_link(payload: &[u8]) -> Option<Link> {
                 for (info, value) in attrs(data) {
                     match info {
                         IFLA_INFO_KIND => link.kind = Some(str_of(value)),
+                        IFLA_INFO_DATA => {
+                            link.multicast_snooping = attrs(value)
+                                .into_iter()
+                                .find(|(k, _)| *k == IFLA_BR_MCAST_SNOOPING)
+                                .and_then(|(_, v)| v.first().map(|b| *b != 0));
+                        }
                         IFLA_INFO_SLAVE_DATA => {
                             link.isolated = attrs(value)
                                 .into_iter()
