@@ -569,10 +569,7 @@ impl Lab {
         let state = std::env::temp_dir().join(format!("bulkhead-wiring-{prefix}"));
         std::fs::create_dir_all(&state).map_err(|e| format!("{}: {e}", state.display()))?;
         let instance = Instance::new(prefix, &state);
-        let config = BridgeConfig {
-            range,
-            forwarding: false,
-        };
+        let config = BridgeConfig { range };
         let gateway = config.address().ok_or("range has no gateway")?;
         let addresses: Vec<Ipv4Addr> = range.hosts().filter(|a| *a != gateway).take(n).collect();
         let mut lab = Lab {
