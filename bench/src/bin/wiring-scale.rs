@@ -138,6 +138,16 @@ impl Layout {
         if kind == Kind::Library && (no_ipv6 || no_snooping) {
             return Err(format!("layout {text:?}: lib takes no modifier"));
         }
+        // Today's library turns both off itself (and isolates its ports).
+        let layout = if kind == Kind::Library {
+            Layout {
+                no_ipv6: true,
+                no_snooping: true,
+                ..layout
+            }
+        } else {
+            layout
+        };
         if no_snooping && !layout.has_bridge() {
             return Err(format!("layout {text:?}: -nomc needs a bridge"));
         }
@@ -146,7 +156,10 @@ impl Layout {
 
     fn name(self) -> String {
         let mut name = match self.kind {
-            Kind::Library => "lib: today's library (ensure_tenant), one bridge".to_owned(),
+            Kind::Library => {
+                "lib: today's library (ensure_tenant: routed, isolated ports), one bridge"
+                    .to_owned()
+            }
             Kind::Bridge => "a: one bridge".to_owned(),
             Kind::Sharded(p) => format!("b: bridges of ≤ {p} ports"),
             Kind::Isolated => "c: one bridge, isolated ports".to_owned(),
@@ -819,7 +832,7 @@ impl Lab {
         };
         if self.layout.has_bridge() {
             let isolated = read(sys.join("brport/isolated"))?;
-            let want = if self.layout.kind == Kind::Isolated {
+            let want = if matches!(self.layout.kind, Kind::Isolated | Kind::Library) {
                 "1"
             } else {
                 "0"

@@ -1084,15 +1084,6 @@ fn wiring_netlink_versus_ip_per_step() {
                 "nud",
                 "permanent",
             ],
-            vec![
-                "netns",
-                "exec",
-                &ns,
-                "sysctl",
-                "-qw",
-                "net.ipv4.conf.all.accept_redirects=0",
-                "net.ipv4.conf.eth0.accept_redirects=0",
-            ],
         ] {
             sh("ip", &args).expect("ip step");
         }

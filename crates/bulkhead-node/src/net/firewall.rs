@@ -845,6 +845,10 @@ impl Ruleset {
              \t\tip saddr @egress_drops drop\n\
              \t\tdrop\n\
              \t}}\n\
+             \tchain output {{\n\
+             \t\ttype filter hook output priority filter - 10; policy accept;\n\
+             \t\toifname \"{br}\" icmp type redirect drop\n\
+             \t}}\n\
              \tchain over_share {{\n\
              \t\tmeta l4proto tcp reject with tcp reset\n\
              \t\treject\n\
@@ -1820,7 +1824,7 @@ mod tests {
             deviations: Vec::new(),
         };
         let counts = ruleset.chain_rules();
-        assert_eq!(counts.values().sum::<usize>(), 30);
+        assert_eq!(counts.values().sum::<usize>(), 31);
         assert_eq!(counts[&("bridge".to_owned(), "prerouting".to_owned())], 4);
         assert_eq!(counts[&("inet".to_owned(), "from_tenant".to_owned())], 8);
         // With NAT: the masquerade rule instead of the stay-on-the-host drop.
@@ -1828,7 +1832,7 @@ mod tests {
             nat: true,
             ..ruleset
         };
-        assert_eq!(with_nat.size().rules, 30);
+        assert_eq!(with_nat.size().rules, 31);
         assert_eq!(
             with_nat.chain_rules()[&("inet".to_owned(), "from_tenant".to_owned())],
             7

@@ -140,8 +140,6 @@ pub struct TenantLinkState {
     /// Both permanent neighbour entries: the gateway's MAC in the tenant's
     /// namespace, the tenant's MAC on the bridge.
     pub neighbours_ok: bool,
-    /// The tenant's namespace ignores ICMP redirects.
-    pub redirects_off: bool,
 }
 
 impl TenantLinkState {
@@ -157,7 +155,6 @@ impl TenantLinkState {
             && self.route_ok
             && self.isolated
             && self.neighbours_ok
-            && self.redirects_off
     }
 
     /// Nothing of it exists.
@@ -534,18 +531,6 @@ pub fn ensure_tenant(
             .map_err(nl_err("set default route", TENANT_IFNAME))?;
         changes.steps.push(format!("default via {gateway}"));
     }
-    // The host routes between tenants on one link, so it sends ICMP redirects
-    // ("reach the peer directly"); a tenant that followed one would ARP for the
-    // peer, which the bridge drops. Tenants ignore redirects.
-    for name in redirect_switches(&netns, true).map_err(|source| LinkError::Sysctl {
-        path: PathBuf::from(format!(
-            "{}:/proc/sys/net/ipv4/conf/*/accept_redirects",
-            link.netns.path().display()
-        )),
-        source,
-    })? {
-        changes.steps.push(format!("accept_redirects {name} 0"));
-    }
     // Permanent neighbour entries on both sides: nothing is ever resolved
     // by ARP, so no tenant adds to the host's one neighbour table and no
     // ARP packet can redirect anyone's traffic.
@@ -574,36 +559,6 @@ pub fn ensure_tenant(
             .push(format!("neighbour {} on {bridge_name}", link.address));
     }
     Ok(changes)
-}
-
-/// The `accept_redirects` switches of the tenant's namespace that matter
-/// (`all` and `eth0`: the kernel honours a redirect if either is on), read
-/// in a short thread that joined it. With `fix`, each one on is turned off;
-/// returns the names of those that were on.
-fn redirect_switches(netns: &File, fix: bool) -> std::io::Result<Vec<&'static str>> {
-    let ns = netns.try_clone()?;
-    std::thread::scope(|scope| {
-        scope
-            .spawn(move || -> std::io::Result<Vec<&'static str>> {
-                rustix::thread::move_into_link_name_space(
-                    ns.as_fd(),
-                    Some(rustix::thread::LinkNameSpaceType::Network),
-                )?;
-                let mut on = Vec::new();
-                for name in ["all", TENANT_IFNAME] {
-                    let path = format!("/proc/sys/net/ipv4/conf/{name}/accept_redirects");
-                    if std::fs::read_to_string(&path)?.trim() != "0" {
-                        if fix {
-                            std::fs::write(&path, "0")?;
-                        }
-                        on.push(name);
-                    }
-                }
-                Ok(on)
-            })
-            .join()
-            .unwrap_or_else(|_| Err(std::io::Error::other("namespace thread panicked")))
-    })
 }
 
 fn default_route_ok(routes: &[super::netlink::Route], gateway: Ipv4Addr, oif: u32) -> bool {
@@ -706,7 +661,6 @@ pub fn observe_tenant(
         .map_err(nl_err("look up neighbour", TENANT_IFNAME))?;
     state.neighbours_ok = gateway_entry == Some((gateway_mac(gateway), NUD_PERMANENT))
         && host_neighbour == Some((tenant_mac(link.address), NUD_PERMANENT));
-    state.redirects_off = redirect_switches(&netns, false).is_ok_and(|on| on.is_empty());
     Ok(state)
 }
 

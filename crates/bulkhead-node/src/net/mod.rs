@@ -30,10 +30,13 @@
 //! tenants add nothing to the host's neighbour table, which is one table
 //! for every namespace (`gc_thresh3`, 1,024 by default: with a shared
 //! subnet, N tenants reaching each other needed about N² entries and 50
-//! tenants overflowed it). The host sends ICMP redirects ("reach the peer
-//! directly") for traffic it routes back out of the link it came in on; the
-//! tenants' namespaces ignore them (`accept_redirects` 0 for `all` and
-//! `eth0`). [`link::observe_tenant`] checks every one of these facts, and
+//! tenants overflowed it). The host would send ICMP redirects ("reach the
+//! peer directly") for traffic it routes back out of the link it came in
+//! on, and a tenant that followed one would ARP for its peer: the
+//! firewall's `output` chain drops them (a per-namespace
+//! `accept_redirects` switch would need `/proc/sys` lookups whose cost
+//! grows with the number of namespaces). [`link::observe_tenant`] checks
+//! every other fact above, and
 //! [`link::ensure_tenant`] repairs any that drifted.
 //!
 //! Netlink is spoken directly (`netlink.rs`, about 400 lines over `rustix`
@@ -93,7 +96,7 @@
 //! asked of the engine once through a representative external endpoint and
 //! written as an address range. So each packet costs one set lookup
 //! whatever the number of tenants and rules (a pipapo lookup, not a rule
-//! walk), the rule count is constant (30 with or without NAT, 28 with
+//! walk), the rule count is constant (31 with or without NAT, 29 with
 //! `allowLinkLocal`; [`firewall::Ruleset::chain_rules`]), and only elements
 //! grow: per tenant 3 anti-spoofing/counter elements in each table plus one
 //! `allow` element per allowed (peer, port range). The examples' four
