@@ -182,9 +182,31 @@ impl Instance {
         self.state_dir.join("firewall.loaded")
     }
 
-    /// The instance bridge's name.
+    /// The instance bridge's name: shard 0 of [`Instance::bridge_shard`], the
+    /// one with the gateway address.
     pub fn bridge(&self) -> String {
         format!("{}-br", self.prefix)
+    }
+
+    /// The name of bridge shard `k` (`k` = 0 is [`Instance::bridge`]): tenants
+    /// are spread over bridges of at most
+    /// [`PORTS_PER_BRIDGE`](crate::net::link::PORTS_PER_BRIDGE) ports, by address.
+    pub fn bridge_shard(&self, k: u32) -> String {
+        if k == 0 {
+            self.bridge()
+        } else {
+            format!("{}-b{k:x}", self.prefix)
+        }
+    }
+
+    /// Whether `name` is one of the instance's bridges.
+    pub fn is_bridge_shard(&self, name: &str) -> bool {
+        name == self.bridge()
+            || name
+                .strip_prefix(&format!("{}-b", self.prefix))
+                .is_some_and(|k| {
+                    !k.is_empty() && k.len() <= 6 && k.bytes().all(|b| b.is_ascii_hexdigit())
+                })
     }
 
     /// The nftables table of the instance.

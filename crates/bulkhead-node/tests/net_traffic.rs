@@ -395,12 +395,24 @@ fn tenant_networks_carry_exactly_the_engines_matrix() {
     let mut addresses = BTreeMap::new();
     let mut taken = BTreeSet::new();
     let mut netns = BTreeMap::new();
+    // a and b on the instance bridge, c and d on the second bridge shard (addresses
+    // from 128 on): every flow between the two pairs crosses shards.
+    let first_shard: BTreeSet<Ipv4Addr> = (0..link::PORTS_PER_BRIDGE)
+        .map(|i| Ipv4Addr::from(u32::from(range.network()) + i))
+        .collect();
     for t in TENANTS {
-        let a = bulkhead_node::net::allocate(range, &taken).expect("room");
+        let a = if matches!(t, "c" | "d") {
+            let busy: BTreeSet<Ipv4Addr> = taken.union(&first_shard).copied().collect();
+            bulkhead_node::net::allocate(range, &busy).expect("room")
+        } else {
+            bulkhead_node::net::allocate(range, &taken).expect("room")
+        };
         taken.insert(a);
         addresses.insert(t.to_owned(), a);
         netns.insert(t.to_owned(), scene.add_netns(t));
     }
+    assert_eq!(link::shard_of(range, addresses["b"]), 0);
+    assert_eq!(link::shard_of(range, addresses["c"]), 1);
     let world_ns = scene.add_netns("world");
 
     // Wiring, timed: netlink per tenant.
@@ -443,6 +455,20 @@ fn tenant_networks_carry_exactly_the_engines_matrix() {
         );
     }
     eprintln!("wire one tenant over netlink: {timings:?}");
+    // c's port is on the second shard, which routes its addresses for the host.
+    let shard = instance.bridge_shard(1);
+    let master = std::fs::read_link(format!(
+        "/sys/class/net/{}/master",
+        instance.interface("c", 'h')
+    ))
+    .expect("c's port has a master");
+    assert!(master.ends_with(&shard), "{master:?}");
+    let route = Command::new("ip")
+        .args(["-4", "route", "get", &addresses["d"].to_string()])
+        .output()
+        .expect("ip route get");
+    let route = String::from_utf8_lossy(&route.stdout);
+    assert!(route.contains(&format!("dev {shard} ")), "{route}");
     // Tenant ranges are IPv4 only: the bridge, the host ends and the tenant ends got
     // no IPv6 address when they came up (the kernel's own list of them).
     let inet6 = |netns: Option<&str>| -> Vec<String> {
@@ -758,7 +784,8 @@ fn tenant_networks_carry_exactly_the_engines_matrix() {
             "{t}'s neighbour table"
         );
     }
-    let on_bridge = neighbours(None, &instance.bridge());
+    let mut on_bridge = neighbours(None, &instance.bridge());
+    on_bridge.extend(neighbours(None, &instance.bridge_shard(1)));
     for (dst, lladdr, state) in &on_bridge {
         let address: Ipv4Addr = dst.parse().expect("address");
         assert!(

@@ -496,7 +496,7 @@ impl Host {
                 // The bridge's permanent entry for its address (harmless if left:
                 // it names the MAC a tenant given that address gets anyway).
                 if let Ok(address) = secrets.address(&tenant) {
-                    link::remove_neighbour(&self.instance, address)
+                    link::remove_neighbour(&self.instance, self.bridge()?, address)
                         .map_err(|e| net_error(&tenant, e))?;
                 }
             }

@@ -94,6 +94,18 @@ pub enum LinkError {
         #[source]
         source: io::Error,
     },
+    /// The tenant range is already routed through another interface (another
+    /// instance's bridge, a host network): tenants are routed, so two owners of
+    /// one range would take each other's traffic.
+    #[error(
+        "tenant range {range} is already routed through {device} (expected a range no other interface of the host routes: pick another platform.spec.network.tenantRange)"
+    )]
+    RangeInUse {
+        /// The range.
+        range: String,
+        /// The interface that routes it.
+        device: String,
+    },
     /// The instance bridge does not exist (expected `ensure_bridge` first).
     #[error("bridge {bridge} does not exist (expected ensure_bridge first)")]
     NoBridge {

@@ -193,6 +193,8 @@ pub struct Ruleset {
     pub table: String,
     /// The instance bridge.
     pub bridge: String,
+    /// Every bridge shard the tenants are on (the instance bridge always).
+    pub bridges: BTreeSet<String>,
     /// The tenant range.
     pub range: Ipv4Net,
     /// The bridge's (host's) address on the range.
@@ -603,9 +605,16 @@ pub fn compile(
         })
         .collect();
 
+    let mut bridges: BTreeSet<String> = [instance.bridge()].into();
+    bridges.extend(
+        ports
+            .iter()
+            .map(|p| instance.bridge_shard(super::link::shard_of(range, p.address))),
+    );
     Ok(Ruleset {
         table: instance.nft_table(),
         bridge: instance.bridge(),
+        bridges,
         range,
         bridge_address: bridge_addr,
         resolver,
@@ -734,8 +743,9 @@ impl Ruleset {
 
     fn render_inet(&self) -> String {
         let mut o = String::new();
-        let br = &self.bridge;
         let _ = writeln!(o, "table inet {} {{", self.table);
+        let bridges: Vec<String> = self.bridges.iter().map(|b| format!("\"{b}\"")).collect();
+        set(&mut o, "bridges", "ifname", &[], false, &bridges);
         set(
             &mut o,
             "allow",
@@ -801,7 +811,17 @@ impl Ruleset {
         let stay = if self.nat {
             String::new()
         } else {
-            format!("\t\toifname != \"{br}\" drop\n")
+            "\t\toifname != @bridges drop\n".to_owned()
+        };
+        // The instance resolver listens on the gateway address for every bridge
+        // shard; nothing but the tenants (and the host itself) reaches it.
+        let resolver_guard = if self.resolver == self.bridge_address {
+            format!(
+                "\t\tip daddr {} meta l4proto {{ tcp, udp }} th dport 53 iifname != \"lo\" drop\n",
+                self.resolver
+            )
+        } else {
+            String::new()
         };
         let cap = format!(
             "\t\tct state new add @tenant_conns {{ ip saddr ct count over {} }} jump over_share\n",
@@ -811,8 +831,8 @@ impl Ruleset {
             o,
             "\tchain forward {{\n\
              \t\ttype filter hook forward priority filter - 10; policy accept;\n\
-             \t\tiifname \"{br}\" jump from_tenant\n\
-             \t\toifname \"{br}\" jump to_tenant\n\
+             \t\tiifname @bridges jump from_tenant\n\
+             \t\toifname @bridges jump to_tenant\n\
              \t}}\n\
              \tchain from_tenant {{\n\
              \t\tct state established,related accept\n\
@@ -833,7 +853,8 @@ impl Ruleset {
              \t}}\n\
              \tchain input {{\n\
              \t\ttype filter hook input priority filter - 10; policy accept;\n\
-             \t\tiifname \"{br}\" jump tenant_to_host\n\
+             \t\tiifname @bridges jump tenant_to_host\n\
+             {resolver_guard}\
              \t}}\n\
              \tchain tenant_to_host {{\n\
              \t\tct state established,related accept\n\
@@ -847,7 +868,7 @@ impl Ruleset {
              \t}}\n\
              \tchain output {{\n\
              \t\ttype filter hook output priority filter - 10; policy accept;\n\
-             \t\toifname \"{br}\" icmp type redirect drop\n\
+             \t\toifname @bridges icmp type redirect drop\n\
              \t}}\n\
              \tchain over_share {{\n\
              \t\tmeta l4proto tcp reject with tcp reset\n\
@@ -860,7 +881,7 @@ impl Ruleset {
                 o,
                 "\tchain postrouting {{\n\
                  \t\ttype nat hook postrouting priority srcnat; policy accept;\n\
-                 \t\tip saddr {range} oifname != \"{br}\" masquerade\n\
+                 \t\tip saddr {range} oifname != @bridges masquerade\n\
                  \t}}\n",
                 range = self.range,
             );
@@ -955,6 +976,7 @@ impl Ruleset {
     pub fn shape(&self) -> String {
         Ruleset {
             ports: Vec::new(),
+            bridges: BTreeSet::new(),
             allow: BTreeSet::new(),
             deviations: Vec::new(),
             ..self.clone()
@@ -1105,6 +1127,7 @@ impl Element {
 /// The per-tenant elements of every set.
 #[derive(Debug, Default)]
 struct Elements {
+    bridges: BTreeSet<Element>,
     allow: BTreeSet<Element>,
     egress_drops: BTreeSet<Element>,
     ingress_drops: BTreeSet<Element>,
@@ -1137,6 +1160,7 @@ impl Elements {
             .map(|p| Element::Name(p.interface.clone()))
             .collect();
         Elements {
+            bridges: r.bridges.iter().cloned().map(Element::Name).collect(),
             allow: r.allow.iter().copied().map(Element::Allow).collect(),
             egress_drops: addresses.clone(),
             ingress_drops: addresses,
@@ -1152,6 +1176,7 @@ impl Elements {
 
     fn of_state(s: &FirewallState) -> Elements {
         Elements {
+            bridges: s.bridges.iter().cloned().map(Element::Name).collect(),
             allow: s.allow.iter().copied().map(Element::Allow).collect(),
             egress_drops: s
                 .egress_drops
@@ -1182,6 +1207,7 @@ impl Elements {
             ..Edits::default()
         };
         let sets = [
+            ("inet", "bridges", &self.bridges, &new.bridges),
             ("inet", "allow", &self.allow, &new.allow),
             (
                 "inet",
@@ -1522,6 +1548,8 @@ pub struct FirewallState {
     pub port_addrs: BTreeSet<(String, String, Ipv4Addr)>,
     /// Elements of the bridge table's `ports`.
     pub ports: BTreeSet<String>,
+    /// Elements of the inet table's `bridges`.
+    pub bridges: BTreeSet<String>,
     /// Tables, chains, rules and set declarations as `nft -j` lists them,
     /// without handles and without per-tenant elements: what [`LoadRecord`]
     /// compares.
@@ -1567,6 +1595,12 @@ impl FirewallState {
             }
         }
         if self.inet {
+            for b in expected.bridges.difference(&self.bridges) {
+                out.push(format!("bridge missing from the bridges set: {b}"));
+            }
+            for b in self.bridges.difference(&expected.bridges) {
+                out.push(format!("bridge not expected in the bridges set: {b}"));
+            }
             for a in expected.allow.difference(&self.allow) {
                 out.push(format!("allow element missing: {a}"));
             }
@@ -1673,6 +1707,11 @@ pub fn observe(instance: &Instance) -> Result<FirewallState, FirewallError> {
                     ("bridge", "ports") => {
                         if let Some(name) = elem.as_str() {
                             state.ports.insert(name.to_owned());
+                        }
+                    }
+                    ("inet", "bridges") => {
+                        if let Some(name) = elem.as_str() {
+                            state.bridges.insert(name.to_owned());
                         }
                     }
                     ("bridge", "port_addrs") => {
@@ -1812,6 +1851,7 @@ mod tests {
         let ruleset = Ruleset {
             table: "bulkhead_t".to_owned(),
             bridge: "t-br".to_owned(),
+            bridges: ["t-br".to_owned()].into(),
             range: "10.9.0.0/24".parse().expect("net"),
             bridge_address: Ipv4Addr::new(10, 9, 0, 1),
             resolver: Ipv4Addr::new(10, 9, 0, 1),
@@ -1824,7 +1864,7 @@ mod tests {
             deviations: Vec::new(),
         };
         let counts = ruleset.chain_rules();
-        assert_eq!(counts.values().sum::<usize>(), 31);
+        assert_eq!(counts.values().sum::<usize>(), 32);
         assert_eq!(counts[&("bridge".to_owned(), "prerouting".to_owned())], 4);
         assert_eq!(counts[&("inet".to_owned(), "from_tenant".to_owned())], 8);
         // With NAT: the masquerade rule instead of the stay-on-the-host drop.
@@ -1832,7 +1872,7 @@ mod tests {
             nat: true,
             ..ruleset
         };
-        assert_eq!(with_nat.size().rules, 31);
+        assert_eq!(with_nat.size().rules, 32);
         assert_eq!(
             with_nat.chain_rules()[&("inet".to_owned(), "from_tenant".to_owned())],
             7

@@ -40,6 +40,32 @@ impl BridgeConfig {
     }
 }
 
+/// Ports per bridge: tenants are spread over bridge *shards* by address
+/// (addresses `k·128 … k·128+127` of the range on shard `k`,
+/// [`Instance::bridge_shard`]). The kernel's work to add a port grows with
+/// the ports already on the bridge (promiscuity, adjacency lists and static
+/// FDB entries are walked per port), so bounded bridges keep per-tenant
+/// wiring flat. Shard 0 is the instance bridge with the gateway address;
+/// the others carry no address, the gateway's MAC, and the host's route to
+/// their addresses.
+pub const PORTS_PER_BRIDGE: u32 = 128;
+
+/// The bridge shard of `address` in `range`.
+pub fn shard_of(range: Ipv4Net, address: Ipv4Addr) -> u32 {
+    u32::from(address).wrapping_sub(u32::from(range.network())) / PORTS_PER_BRIDGE
+}
+
+/// The addresses of shard `k` as one prefix; `None` when the whole range
+/// fits on shard 0.
+fn shard_block(range: Ipv4Net, k: u32) -> Option<Ipv4Net> {
+    let prefix = 32 - PORTS_PER_BRIDGE.trailing_zeros() as u8;
+    if range.prefix_len() >= prefix {
+        return None;
+    }
+    let first = u32::from(range.network()).checked_add(k.checked_mul(PORTS_PER_BRIDGE)?)?;
+    Ipv4Net::new(Ipv4Addr::from(first), prefix).ok()
+}
+
 /// Where a tenant's network namespace is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NetnsRef {
@@ -232,6 +258,34 @@ pub fn ensure_bridge(instance: &Instance, config: &BridgeConfig) -> Result<Chang
         .iter()
         .any(|a| a.index == link.index && a.address == address && a.prefix_len == prefix);
     if !has {
+        // Tenants are routed: a range the host already routes elsewhere (another
+        // instance's bridge, a host network) would take each other's traffic.
+        let routes = nl.routes().map_err(nl_err("list routes", "host"))?;
+        let links = nl.links().map_err(nl_err("list links", "host"))?;
+        let name_of = |oif: u32| {
+            links
+                .iter()
+                .find(|l| l.index == oif)
+                .map_or_else(|| format!("interface {oif}"), |l| l.name.clone())
+        };
+        for route in routes.iter().filter(|r| r.dst_len > 0) {
+            let (Some(dst), Some(oif)) = (route.dst, route.oif) else {
+                continue;
+            };
+            let Ok(net) = Ipv4Net::new(dst, route.dst_len) else {
+                continue;
+            };
+            let overlaps =
+                net.contains(&config.range.network()) || config.range.contains(&net.network());
+            let device = name_of(oif);
+            // One of our own shards (the instance bridge was recreated) is fine.
+            if overlaps && oif != link.index && !instance.is_bridge_shard(&device) {
+                return Err(LinkError::RangeInUse {
+                    range: config.range.to_string(),
+                    device,
+                });
+            }
+        }
         nl.add_address(link.index, address, prefix)
             .map_err(nl_err("add address", &name))?;
         changes
@@ -306,15 +360,19 @@ pub fn observe_bridge(
     })
 }
 
-/// Deletes the bridge; `false` if there was none. Tenant veths stay (they
-/// are only unplugged): remove them first.
+/// Deletes the instance bridge and every bridge shard; `false` if there
+/// was none. Tenant veths stay (they are only unplugged): remove them first.
 pub fn remove_bridge(instance: &Instance) -> Result<bool, LinkError> {
-    let name = instance.bridge();
     let mut nl = host_netlink()?;
-    match nl.link(&name).map_err(nl_err("look up", &name))? {
-        Some(link) => nl.delete_link(link.index).map_err(nl_err("delete", &name)),
-        None => Ok(false),
+    let mut any = false;
+    for link in nl.links().map_err(nl_err("list links", "host"))? {
+        if link.kind.as_deref() == Some("bridge") && instance.is_bridge_shard(&link.name) {
+            any |= nl
+                .delete_link(link.index)
+                .map_err(nl_err("delete", &link.name))?;
+        }
     }
+    Ok(any)
 }
 
 fn check_address(config: &BridgeConfig, address: Ipv4Addr) -> Result<(), LinkError> {
@@ -344,9 +402,10 @@ fn ends(
     host_nl: &mut Netlink,
     tenant_nl: &mut Netlink,
     instance: &Instance,
+    bridge_name: &str,
     tenant: &str,
 ) -> Result<Ends, LinkError> {
-    let bridge_name = instance.bridge();
+    let bridge_name = bridge_name.to_owned();
     let bridge = host_nl
         .link(&bridge_name)
         .map_err(nl_err("look up", &bridge_name))?
@@ -397,7 +456,18 @@ pub fn ensure_tenant(
     let mac = tenant_mac(link.address);
     let mut changes = Changes::default();
 
-    let mut now = ends(&mut host_nl, &mut tenant_nl, instance, &link.tenant)?;
+    let shard = shard_of(config.range, link.address);
+    if shard > 0 {
+        ensure_shard(instance, config, shard, &mut host_nl, &mut changes)?;
+    }
+    let bridge_name = instance.bridge_shard(shard);
+    let mut now = ends(
+        &mut host_nl,
+        &mut tenant_nl,
+        instance,
+        &bridge_name,
+        &link.tenant,
+    )?;
     let pair_ok = match (&now.host, &now.tenant) {
         (Some(h), Some(t)) => paired(h, t),
         _ => false,
@@ -431,7 +501,13 @@ pub fn ensure_tenant(
         changes
             .steps
             .push(format!("create veth {host_name} <-> {TENANT_IFNAME}"));
-        now = ends(&mut host_nl, &mut tenant_nl, instance, &link.tenant)?;
+        now = ends(
+            &mut host_nl,
+            &mut tenant_nl,
+            instance,
+            &bridge_name,
+            &link.tenant,
+        )?;
         // Both ends are still down: no IPv6 before they come up. On the host end
         // IPv6 is off altogether: with it, bringing a device up adds a multicast
         // route per device to the host's IPv6 table, in a walk over all of them.
@@ -546,7 +622,6 @@ pub fn ensure_tenant(
             .steps
             .push(format!("neighbour {gateway} on {TENANT_IFNAME}"));
     }
-    let bridge_name = instance.bridge();
     let seen = host_nl
         .neighbour(now.bridge.index, link.address)
         .map_err(nl_err("look up neighbour", &bridge_name))?;
@@ -559,6 +634,79 @@ pub fn ensure_tenant(
             .push(format!("neighbour {} on {bridge_name}", link.address));
     }
     Ok(changes)
+}
+
+/// Makes bridge shard `k` (> 0) ready for its tenants: the bridge with the
+/// gateway's MAC, snooping and IPv6 off, up and routing, and the host's
+/// route to the shard's addresses through it (from the gateway address).
+fn ensure_shard(
+    instance: &Instance,
+    config: &BridgeConfig,
+    k: u32,
+    nl: &mut Netlink,
+    changes: &mut Changes,
+) -> Result<(), LinkError> {
+    let name = instance.bridge_shard(k);
+    let (gateway, _) = bridge_prefix(config)?;
+    let block = shard_block(config.range, k).ok_or_else(|| LinkError::BadAddress {
+        address: format!("shard {k}"),
+        range: config.range.to_string(),
+    })?;
+    let mac = gateway_mac(gateway);
+    let link = match nl.link(&name).map_err(nl_err("look up", &name))? {
+        Some(link) => link,
+        None => {
+            nl.create_bridge(&name, mac)
+                .map_err(nl_err("create bridge", &name))?;
+            changes.steps.push(format!("create bridge {name}"));
+            disable_ipv6(&name)?;
+            nl.link(&name)
+                .map_err(nl_err("look up", &name))?
+                .ok_or_else(|| LinkError::NoBridge {
+                    bridge: name.clone(),
+                })?
+        }
+    };
+    if link.kind.as_deref() != Some("bridge") {
+        return Err(LinkError::Foreign {
+            name,
+            found: link.kind.unwrap_or_else(|| "device".to_owned()),
+            expected: "bridge",
+        });
+    }
+    if link.mac != Some(mac) {
+        nl.set_mac(link.index, mac)
+            .map_err(nl_err("set mac", &name))?;
+        changes.steps.push(format!("mac {name}"));
+    }
+    if link.multicast_snooping != Some(false) {
+        nl.set_bridge_snooping_off(link.index)
+            .map_err(nl_err("turn off multicast snooping on", &name))?;
+        changes.steps.push(format!("multicast snooping off {name}"));
+    }
+    if !link.is_up() {
+        nl.set_up(link.index, true)
+            .map_err(nl_err("set up", &name))?;
+        changes.steps.push(format!("up {name}"));
+    }
+    let path = forwarding_path(&name);
+    if std::fs::read_to_string(&path).unwrap_or_default().trim() != "1" {
+        std::fs::write(&path, "1").map_err(|source| LinkError::Sysctl {
+            path: path.clone(),
+            source,
+        })?;
+        changes.steps.push(format!("forwarding {name} 1"));
+    }
+    if nl
+        .route_oif(block.network())
+        .map_err(nl_err("look up the route through", &name))?
+        != Some(link.index)
+    {
+        nl.replace_subnet_route(block.network(), block.prefix_len(), link.index, gateway)
+            .map_err(nl_err("route through", &name))?;
+        changes.steps.push(format!("route {block} dev {name}"));
+    }
+    Ok(())
 }
 
 fn default_route_ok(routes: &[super::netlink::Route], gateway: Ipv4Addr, oif: u32) -> bool {
@@ -607,9 +755,11 @@ pub fn observe_tenant(
     let (gateway, _) = bridge_prefix(config)?;
     let mut host_nl = host_netlink()?;
     let host_name = instance.interface(&link.tenant, 'h');
+    let shard = shard_of(config.range, link.address);
+    let bridge_name = instance.bridge_shard(shard);
     let bridge = host_nl
-        .link(&instance.bridge())
-        .map_err(nl_err("look up", &instance.bridge()))?;
+        .link(&bridge_name)
+        .map_err(nl_err("look up", &bridge_name))?;
     let host = host_nl
         .link(&host_name)
         .map_err(nl_err("look up", &host_name))?
@@ -619,12 +769,19 @@ pub fn observe_tenant(
         state.host_end = true;
         state.host_up = h.is_up();
         state.on_bridge = bridge.as_ref().is_some_and(|b| h.master == Some(b.index));
+        // A shard's addresses are reached through it only with its route.
+        if shard > 0 && state.on_bridge {
+            let oif = host_nl
+                .route_oif(link.address)
+                .map_err(nl_err("look up the route through", &bridge_name))?;
+            state.on_bridge = bridge.as_ref().map(|b| b.index) == oif;
+        }
         state.isolated = state.on_bridge && h.isolated == Some(true);
     }
     let host_neighbour = match &bridge {
         Some(b) => host_nl
             .neighbour(b.index, link.address)
-            .map_err(nl_err("look up neighbour", &instance.bridge()))?,
+            .map_err(nl_err("look up neighbour", &bridge_name))?,
         None => None,
     };
     let Ok(netns) = link.netns.open() else {
@@ -690,10 +847,14 @@ pub fn remove_tenant(instance: &Instance, tenant: &str) -> Result<bool, LinkErro
     }
 }
 
-/// Deletes the bridge's permanent neighbour entry for a departed tenant's
-/// `address`; `false` if there was none (or no bridge).
-pub fn remove_neighbour(instance: &Instance, address: Ipv4Addr) -> Result<bool, LinkError> {
-    let name = instance.bridge();
+/// Deletes the permanent neighbour entry for a departed tenant's `address`
+/// on its bridge; `false` if there was none (or no bridge).
+pub fn remove_neighbour(
+    instance: &Instance,
+    config: &BridgeConfig,
+    address: Ipv4Addr,
+) -> Result<bool, LinkError> {
+    let name = instance.bridge_shard(shard_of(config.range, address));
     let mut nl = host_netlink()?;
     match nl.link(&name).map_err(nl_err("look up", &name))? {
         Some(bridge) => nl

@@ -68,6 +68,7 @@ const IFA_BROADCAST: u16 = 4;
 const RTA_DST: u16 = 1;
 const RTA_OIF: u16 = 4;
 const RTA_GATEWAY: u16 = 5;
+const RTA_PREFSRC: u16 = 7;
 const RT_TABLE_MAIN: u8 = 254;
 const RTPROT_STATIC: u8 = 4;
 const RT_SCOPE_UNIVERSE: u8 = 0;
@@ -775,6 +776,80 @@ impl Netlink {
         message.raw(&0u32.to_ne_bytes());
         message.attr(RTA_DST, &dst.octets());
         message.attr_u32(RTA_OIF, oif);
+        self.request(message)
+    }
+
+    /// Every link of the namespace.
+    pub fn links(&mut self) -> io::Result<Vec<Link>> {
+        let message = Message::new(RTM_GETLINK, NLM_F_DUMP).ifinfo(0, 0, 0);
+        Ok(self
+            .exchange(message)?
+            .iter()
+            .filter(|(kind, _)| *kind == RTM_NEWLINK)
+            .filter_map(|(_, payload)| parse_link(payload))
+            .collect())
+    }
+
+    /// The interface the kernel would send a packet to `dst` out of (a route
+    /// lookup, as `ip route get`); `None` when it has no route.
+    pub fn route_oif(&mut self, dst: Ipv4Addr) -> io::Result<Option<u32>> {
+        Ok(self.route_get(dst)?.map(|(oif, _)| oif))
+    }
+
+    /// The route the kernel picks for `dst`: its interface and its prefix
+    /// length (0: the default route).
+    pub fn route_get(&mut self, dst: Ipv4Addr) -> io::Result<Option<(u32, u8)>> {
+        let mut message = Message::new(RTM_GETROUTE, NLM_F_ACK);
+        message.raw(&[AF_INET, 32, 0, 0, RT_TABLE_MAIN, 0, 0, 0]);
+        message.raw(&0u32.to_ne_bytes());
+        message.attr(RTA_DST, &dst.octets());
+        match self.exchange(message) {
+            Ok(replies) => Ok(replies
+                .iter()
+                .filter(|(kind, _)| *kind == RTM_NEWROUTE)
+                .find_map(|(_, payload)| {
+                    let oif = attrs(payload.get(12..)?)
+                        .into_iter()
+                        .find(|(k, _)| *k == RTA_OIF)
+                        .and_then(|(_, v)| u32_of(v))?;
+                    Some((oif, *payload.get(1)?))
+                })),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENETUNREACH | libc::EHOSTUNREACH)
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sets the route to `dst/dst_len` straight out of `oif` with the
+    /// preferred source `src` (replacing one).
+    pub fn replace_subnet_route(
+        &mut self,
+        dst: Ipv4Addr,
+        dst_len: u8,
+        oif: u32,
+        src: Ipv4Addr,
+    ) -> io::Result<()> {
+        let mut message = Message::new(RTM_NEWROUTE, NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE);
+        message.raw(&[
+            AF_INET,
+            dst_len,
+            0,
+            0,
+            RT_TABLE_MAIN,
+            RTPROT_STATIC,
+            RT_SCOPE_LINK,
+            RTN_UNICAST,
+        ]);
+        message.raw(&0u32.to_ne_bytes());
+        message.attr(RTA_DST, &dst.octets());
+        message.attr_u32(RTA_OIF, oif);
+        message.attr(RTA_PREFSRC, &src.octets());
         self.request(message)
     }
 

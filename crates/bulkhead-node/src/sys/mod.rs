@@ -8,4 +8,3 @@ pub(crate) mod landlock;
 pub(crate) mod loopdev;
 pub(crate) mod probe;
 pub(crate) mod process;
-pub(crate) mod socket;

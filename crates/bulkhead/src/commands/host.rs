@@ -284,7 +284,7 @@ fn expected_zone(
     if wanted.len() < desired.tenants.len() || desired.tenants.is_empty() {
         return Ok(None);
     }
-    Ok(dns::compile(instance, desired, &wanted)?)
+    Ok(dns::compile(desired, &wanted)?)
 }
 
 fn observe_network(

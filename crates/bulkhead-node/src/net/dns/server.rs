@@ -67,12 +67,8 @@ fn serve() -> Result<Never, String> {
     let text = std::fs::read_to_string(&path)
         .map_err(|e| format!("cannot read {}: {e}", path.to_string_lossy()))?;
     let zone = Zone::parse(&text)?;
-    let (udp, tcp) = bind(&zone).map_err(|(what, e)| {
-        format!(
-            "cannot bind {what} {}:{PORT} on {}: {e}",
-            zone.listen, zone.device
-        )
-    })?;
+    let (udp, tcp) = bind(&zone)
+        .map_err(|(what, e)| format!("cannot bind {what} {}:{PORT}: {e}", zone.listen))?;
     drop_privileges()?;
     let index = Arc::new(Index::new(zone));
     say("ready");
@@ -117,16 +113,17 @@ fn serve() -> Result<Never, String> {
     }
 }
 
-/// UDP and TCP sockets on the bridge address, bound to the bridge device.
+/// UDP and TCP sockets on the bridge address. Not bound to a device: the
+/// tenants of every bridge shard reach it; the firewall's `input` chain keeps
+/// every other interface but loopback off it, and no two instances share
+/// the address (`link::ensure_bridge` refuses a range routed elsewhere).
 fn bind(zone: &Zone) -> Result<(UdpSocket, TcpListener), (&'static str, std::io::Error)> {
     use rustix::net::{AddressFamily, SocketAddrV4, SocketType};
-    use std::os::fd::AsFd as _;
     let address = SocketAddrV4::new(zone.listen, PORT);
     let open = |kind: SocketType, what: &'static str| {
         let fd =
             rustix::net::socket(AddressFamily::INET, kind, None).map_err(|e| (what, e.into()))?;
         rustix::net::sockopt::set_socket_reuseaddr(&fd, true).map_err(|e| (what, e.into()))?;
-        crate::sys::socket::bind_to_device(fd.as_fd(), &zone.device).map_err(|e| (what, e))?;
         rustix::net::bind(&fd, &address).map_err(|e| (what, e.into()))?;
         Ok::<_, (&'static str, std::io::Error)>(fd)
     };
@@ -373,7 +370,6 @@ mod tests {
         let a = Ipv4Addr::new(10, 9, 0, 2);
         Index::new(Zone {
             listen: Ipv4Addr::new(10, 9, 0, 1),
-            device: "t-br".to_owned(),
             upstreams: Vec::new(),
             tenants: BTreeSet::from(["a".to_owned()]),
             names: vec![("a".to_owned(), a)],

@@ -22,9 +22,6 @@ pub const TTL: u32 = 5;
 pub struct Zone {
     /// Where it listens (UDP and TCP port 53): the bridge address.
     pub listen: Ipv4Addr,
-    /// The bridge: the sockets are bound to it, so that instances whose
-    /// bridges share an address do not share a resolver.
-    pub device: String,
     /// Where names outside the platform go (`platform.spec.network.upstreamDns`);
     /// empty: answered `NXDOMAIN`.
     pub upstreams: Vec<IpAddr>,
@@ -149,7 +146,6 @@ pub fn served_on_bridge(platform: &spec::Platform) -> Option<Ipv4Addr> {
 /// host's firewall. `None` when the platform names another resolver than
 /// the bridge.
 pub fn compile(
-    instance: &crate::naming::Instance,
     desired: &spec::Desired,
     addresses: &BTreeMap<String, Ipv4Addr>,
 ) -> Result<Option<Zone>, FirewallError> {
@@ -219,7 +215,6 @@ pub fn compile(
     }
     Ok(Some(Zone {
         listen,
-        device: instance.bridge(),
         upstreams: desired.platform.spec.network.upstream_dns.clone(),
         tenants: desired.tenants.keys().map(ToString::to_string).collect(),
         names,
@@ -252,7 +247,6 @@ mod tests {
         let b = Ipv4Addr::new(10, 9, 0, 3);
         Zone {
             listen: Ipv4Addr::new(10, 9, 0, 1),
-            device: "t-br".to_owned(),
             upstreams: vec![IpAddr::V4(Ipv4Addr::new(192, 0, 2, 53))],
             tenants: ["a", "b"].iter().map(ToString::to_string).collect(),
             names: vec![
