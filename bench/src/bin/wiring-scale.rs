@@ -816,7 +816,14 @@ impl Lab {
             .ok()
             .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
         let want = match self.layout.kind {
-            Kind::Library | Kind::Bridge | Kind::Isolated => Some(self.instance.bridge()),
+            Kind::Library => {
+                let range: Ipv4Net = RANGE.parse().map_err(|_| "range")?;
+                Some(
+                    self.instance
+                        .bridge_shard(link::shard_of(range, self.addresses[i])),
+                )
+            }
+            Kind::Bridge | Kind::Isolated => Some(self.instance.bridge()),
             Kind::Sharded(ports) => Some(self.shard_name(i / ports)),
             Kind::Routed | Kind::Unenslaved => None,
         };
@@ -904,8 +911,19 @@ impl Lab {
             return Ok(());
         }
         let mut total = 0;
-        for k in 0..self.bridges.len() {
-            let dir = format!("/sys/class/net/{}/brif", self.shard_name(k));
+        // The library makes its own shards (as many as the range needs).
+        let names: Vec<String> = if self.layout.kind == Kind::Library {
+            (0..64u32)
+                .map(|k| self.instance.bridge_shard(k))
+                .filter(|n| Path::new(&format!("/sys/class/net/{n}")).exists())
+                .collect()
+        } else {
+            (0..self.bridges.len())
+                .map(|k| self.shard_name(k))
+                .collect()
+        };
+        for name in names {
+            let dir = format!("/sys/class/net/{name}/brif");
             let ports = std::fs::read_dir(&dir)
                 .map_err(|e| format!("{dir}: {e}"))?
                 .count();

@@ -501,13 +501,29 @@ pub fn ensure_tenant(
         changes
             .steps
             .push(format!("create veth {host_name} <-> {TENANT_IFNAME}"));
-        now = ends(
-            &mut host_nl,
-            &mut tenant_nl,
-            instance,
-            &bridge_name,
-            &link.tenant,
-        )?;
+        // The new pair as the tenant's end shows it (its peer index is the host
+        // end's): every message about the host end makes the kernel walk the ids
+        // of all the host's peer namespaces, so the host end is not asked for.
+        let tenant = tenant_nl
+            .link(TENANT_IFNAME)
+            .map_err(nl_err("look up in the tenant's namespace", TENANT_IFNAME))?
+            .filter(|t| t.kind.as_deref() == Some("veth"));
+        let host = tenant.as_ref().and_then(|t| t.peer).map(|index| Link {
+            index,
+            name: host_name.clone(),
+            flags: 0,
+            master: Some(now.bridge.index),
+            kind: Some("veth".to_owned()),
+            mac: None,
+            peer: tenant.as_ref().map(|t| t.index),
+            isolated: Some(false),
+            multicast_snooping: None,
+        });
+        now = Ends {
+            bridge: now.bridge,
+            host,
+            tenant,
+        };
         // Both ends are still down: no IPv6 before they come up. On the host end
         // IPv6 is off altogether: with it, bringing a device up adds a multicast
         // route per device to the host's IPv6 table, in a walk over all of them.
