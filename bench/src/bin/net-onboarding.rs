@@ -323,10 +323,56 @@ fn shell_onboard(
 ) -> Result<(), String> {
     let host = lab.instance.interface(tenant, 'h');
     let netns = lab.instance.netns(tenant);
-    let bridge = lab.instance.bridge();
+    let range = lab.bridge.range;
+    let shard = link::shard_of(range, address);
+    let bridge = lab.instance.bridge_shard(shard);
     let mac = format_mac(tenant_mac(address));
-    let cidr = format!("{address}/{}", lab.bridge.range.prefix_len());
+    let gateway_mac = format_mac(bulkhead_node::net::gateway_mac(gateway));
+    let cidr = format!("{address}/32");
     let gw = gateway.to_string();
+    let own = address.to_string();
+    if shard > 0 && !std::path::Path::new(&format!("/sys/class/net/{bridge}")).exists() {
+        // The bridge shard, as the library makes it.
+        let first = u32::from(range.network()) + shard * link::PORTS_PER_BRIDGE;
+        let block = format!(
+            "{}/{}",
+            std::net::Ipv4Addr::from(first),
+            32 - link::PORTS_PER_BRIDGE.trailing_zeros()
+        );
+        sh(
+            "ip",
+            &[
+                "link",
+                "add",
+                &bridge,
+                "address",
+                &gateway_mac,
+                "type",
+                "bridge",
+                "mcast_snooping",
+                "0",
+            ],
+            None,
+        )?;
+        sh(
+            "sysctl",
+            &["-qw", &format!("net.ipv6.conf.{bridge}.disable_ipv6=1")],
+            None,
+        )?;
+        sh("ip", &["link", "set", &bridge, "up"], None)?;
+        sh(
+            "sysctl",
+            &["-qw", &format!("net.ipv4.conf.{bridge}.forwarding=1")],
+            None,
+        )?;
+        sh(
+            "ip",
+            &[
+                "route", "replace", &block, "dev", &bridge, "scope", "link", "src", &gw,
+            ],
+            None,
+        )?;
+    }
     sh(
         "ip",
         &[
@@ -335,7 +381,26 @@ fn shell_onboard(
         ],
         None,
     )?;
-    sh("ip", &["link", "set", &host, "master", &bridge, "up"], None)?;
+    sh(
+        "sysctl",
+        &["-qw", &format!("net.ipv6.conf.{host}.disable_ipv6=1")],
+        None,
+    )?;
+    sh("ip", &["link", "set", &host, "master", &bridge], None)?;
+    sh(
+        "ip",
+        &[
+            "link",
+            "set",
+            &host,
+            "type",
+            "bridge_slave",
+            "isolated",
+            "on",
+        ],
+        None,
+    )?;
+    sh("ip", &["link", "set", &host, "up"], None)?;
     sh(
         "ip",
         &["-n", &netns, "addr", "add", &cidr, "dev", "eth0"],
@@ -345,7 +410,46 @@ fn shell_onboard(
     sh("ip", &["-n", &netns, "link", "set", "lo", "up"], None)?;
     sh(
         "ip",
+        &[
+            "-n", &netns, "route", "add", &gw, "dev", "eth0", "scope", "link",
+        ],
+        None,
+    )?;
+    sh(
+        "ip",
         &["-n", &netns, "route", "add", "default", "via", &gw],
+        None,
+    )?;
+    sh(
+        "ip",
+        &[
+            "-n",
+            &netns,
+            "neigh",
+            "replace",
+            &gw,
+            "lladdr",
+            &gateway_mac,
+            "dev",
+            "eth0",
+            "nud",
+            "permanent",
+        ],
+        None,
+    )?;
+    sh(
+        "ip",
+        &[
+            "neigh",
+            "replace",
+            &own,
+            "lladdr",
+            &mac,
+            "dev",
+            &bridge,
+            "nud",
+            "permanent",
+        ],
         None,
     )?;
     let script = base.delta(part).unwrap_or_default();

@@ -545,10 +545,10 @@ const NEIGHBOUR_PORT: u16 = 9;
 
 /// The instance's neighbour tables: the host's entries on the instance
 /// bridge and every tenant's namespace (through its holder).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub(crate) struct NeighbourScope {
-    /// The instance bridge.
-    pub(crate) bridge: String,
+    /// The instance (its bridges: [`Instance::is_bridge_shard`]).
+    pub(crate) instance: bulkhead_node::naming::Instance,
     /// Holder pids of every running tenant.
     pub(crate) holders: Vec<u32>,
     /// Every tenant's address (never flooded).
@@ -617,7 +617,10 @@ type Entry = (Option<u32>, Ipv4Addr, String);
 fn entries_for(scope: &NeighbourScope, targets: &BTreeSet<Ipv4Addr>) -> BTreeSet<Entry> {
     let mut found = BTreeSet::new();
     if let Ok(table) = crate::network::arp::read_table(None) {
-        for n in table.into_iter().filter(|n| n.device == scope.bridge) {
+        for n in table
+            .into_iter()
+            .filter(|n| scope.instance.is_bridge_shard(&n.device))
+        {
             if targets.contains(&n.ip) {
                 found.insert((None, n.ip, n.device));
             }

@@ -757,7 +757,7 @@ pub fn verify(
         let phase = Instant::now();
         options.progress_total("resources", prepared.iter().flatten().count() as u64);
         let neighbour_scope = NeighbourScope {
-            bridge: instance.bridge(),
+            instance: instance.clone(),
             holders: prepared
                 .iter()
                 .flatten()

@@ -927,7 +927,11 @@ struct Tables {
 impl Tables {
     fn read(ctx: &Context<'_, '_>, part: &[usize], bridge: &str) -> Tables {
         let host = arp::read_table(None)
-            .map(|t| t.into_iter().filter(|n| n.device == bridge).collect())
+            .map(|t| {
+                t.into_iter()
+                    .filter(|n| n.device == bridge || ctx.instance.is_bridge_shard(&n.device))
+                    .collect()
+            })
             .map_err(|e| e.to_string());
         let tenants = part
             .iter()

@@ -72,7 +72,6 @@ struct StoreSecrets<'a, 'd> {
     store: &'a Store,
     master: &'a mut LazyMaster<'d>,
     desired: &'a Desired,
-    instance: &'a Instance,
 }
 
 impl Secrets for StoreSecrets<'_, '_> {
@@ -92,7 +91,7 @@ impl Secrets for StoreSecrets<'_, '_> {
     }
 
     fn resolver_zone(&mut self) -> Result<Option<dns::Zone>, String> {
-        expected_zone(self.instance, self.desired, self.store).map_err(|e| format!("{e:#}"))
+        expected_zone(self.desired, self.store).map_err(|e| format!("{e:#}"))
     }
 
     fn id_base(&mut self, tenant: &str) -> Result<u32, String> {
@@ -271,11 +270,7 @@ fn expected_firewall(
 
 /// The resolver's zone for `desired` with the stored addresses; `None` when the
 /// platform names another resolver, or a desired tenant has no address yet.
-fn expected_zone(
-    instance: &Instance,
-    desired: &Desired,
-    store: &Store,
-) -> anyhow::Result<Option<dns::Zone>> {
+fn expected_zone(desired: &Desired, store: &Store) -> anyhow::Result<Option<dns::Zone>> {
     let addresses = store.tenant_addresses()?;
     let wanted: BTreeMap<String, std::net::Ipv4Addr> = addresses
         .into_iter()
@@ -312,7 +307,7 @@ fn observe_network(
         },
     };
     let resolver = dns::observe(instance);
-    let resolver_in_sync = match expected_zone(instance, desired, store) {
+    let resolver_in_sync = match expected_zone(desired, store) {
         Ok(Some(zone)) => resolver.serves(&zone),
         // Another resolver, or addresses still to allocate (the next round sees them).
         Ok(None) => !resolver.is_running() && dns::served_on_bridge(&desired.platform).is_none(),
@@ -579,7 +574,6 @@ fn execute(
                 store,
                 master,
                 desired,
-                instance,
             };
             host.execute(action, &mut secrets)?;
         }
