@@ -39,6 +39,26 @@
 //! every other fact above, and
 //! [`link::ensure_tenant`] repairs any that drifted.
 //!
+//! **Bridge shards.** Adding a port costs the kernel work that grows with
+//! the ports already on the bridge (promiscuity, adjacency lists and static
+//! FDB entries are walked per port), so tenants are spread over bridges of
+//! at most [`link::PORTS_PER_BRIDGE`] (128) ports by address: shard `k`
+//! ([`Instance::bridge_shard`](crate::naming::Instance::bridge_shard), `k` ≥ 1:
+//! `<instance>-b<k in hex>`) holds addresses `128k … 128k+127` of the range.
+//! Shard 0 is the instance bridge with the gateway address; each other shard
+//! carries no address, the gateway's MAC, snooping and IPv6 off, routing on,
+//! and the host's route to its block (`10.x.y.128/25 dev <shard> src
+//! <gateway>`), made when its first tenant is wired. A tenant sees no
+//! difference: its gateway has the same address and MAC on every shard. The
+//! firewall names the shards in one `bridges` set (elements, so a new shard
+//! is an incremental edit). Bridge multicast snooping and IPv6 on the host
+//! ends are off (both add per-device work that walks every device). Measured
+//! (`bench/README.md`, `net-onboarding`, `wiring-scale`): per-tenant wiring
+//! at N=1,000 about 1.2× that at N=100, against 1.6–2.3× on one bridge.
+//! Because tenants are routed, a range another interface of the host
+//! already routes (a host network, another instance) is refused
+//! ([`LinkError::RangeInUse`]): the two would take each other's traffic.
+//!
 //! Netlink is spoken directly (`netlink.rs`, about 400 lines over `rustix`
 //! sockets, no `unsafe`), not through `rtnetlink`: no async runtime for a
 //! handful of request/acknowledge exchanges, and a socket inside a tenant's
@@ -96,7 +116,7 @@
 //! asked of the engine once through a representative external endpoint and
 //! written as an address range. So each packet costs one set lookup
 //! whatever the number of tenants and rules (a pipapo lookup, not a rule
-//! walk), the rule count is constant (31 with or without NAT, 29 with
+//! walk), the rule count is constant (32 with or without NAT, 30 with
 //! `allowLinkLocal`; [`firewall::Ruleset::chain_rules`]), and only elements
 //! grow: per tenant 3 anti-spoofing/counter elements in each table plus one
 //! `allow` element per allowed (peer, port range). The examples' four
