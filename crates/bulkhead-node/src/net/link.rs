@@ -221,37 +221,7 @@ pub fn ensure_bridge(instance: &Instance, config: &BridgeConfig) -> Result<Chang
     let mac = gateway_mac(address);
     let mut nl = host_netlink()?;
     let mut changes = Changes::default();
-    let link = match nl.link(&name).map_err(nl_err("look up", &name))? {
-        Some(link) => link,
-        None => {
-            nl.create_bridge(&name, mac)
-                .map_err(nl_err("create bridge", &name))?;
-            changes.steps.push(format!("create bridge {name}"));
-            disable_ipv6(&name)?;
-            nl.link(&name)
-                .map_err(nl_err("look up", &name))?
-                .ok_or_else(|| LinkError::NoBridge {
-                    bridge: name.clone(),
-                })?
-        }
-    };
-    if link.kind.as_deref() != Some("bridge") {
-        return Err(LinkError::Foreign {
-            name,
-            found: link.kind.unwrap_or_else(|| "device".to_owned()),
-            expected: "bridge",
-        });
-    }
-    if link.mac != Some(mac) {
-        nl.set_mac(link.index, mac)
-            .map_err(nl_err("set mac", &name))?;
-        changes.steps.push(format!("mac {name}"));
-    }
-    if link.multicast_snooping != Some(false) {
-        nl.set_bridge_snooping_off(link.index)
-            .map_err(nl_err("turn off multicast snooping on", &name))?;
-        changes.steps.push(format!("multicast snooping off {name}"));
-    }
+    let link = bridge_device(&mut nl, &name, mac, &mut changes)?;
     let has = nl
         .addresses()
         .map_err(nl_err("list addresses", &name))?
@@ -292,20 +262,6 @@ pub fn ensure_bridge(instance: &Instance, config: &BridgeConfig) -> Result<Chang
             .steps
             .push(format!("address {name} {address}/{prefix}"));
     }
-    if !link.is_up() {
-        nl.set_up(link.index, true)
-            .map_err(nl_err("set up", &name))?;
-        changes.steps.push(format!("up {name}"));
-    }
-    let path = forwarding_path(&name);
-    let now = std::fs::read_to_string(&path).unwrap_or_default();
-    if now.trim() != "1" {
-        std::fs::write(&path, "1").map_err(|source| LinkError::Sysctl {
-            path: path.clone(),
-            source,
-        })?;
-        changes.steps.push(format!("forwarding {name} 1"));
-    }
     Ok(changes)
 }
 
@@ -323,6 +279,63 @@ fn disable_ipv6(name: &str) -> Result<(), LinkError> {
         }
         Err(source) => Err(LinkError::Sysctl { path, source }),
     }
+}
+
+/// The bridge `name` as every bridge of the instance is: created if missing
+/// (with `mac`, multicast snooping and IPv6 off), of kind bridge, with `mac`,
+/// snooping off, up, and routing what arrives on it (its own `forwarding`
+/// switch, never the host-wide one).
+fn bridge_device(
+    nl: &mut Netlink,
+    name: &str,
+    mac: [u8; 6],
+    changes: &mut Changes,
+) -> Result<Link, LinkError> {
+    let link = match nl.link(name).map_err(nl_err("look up", name))? {
+        Some(link) => link,
+        None => {
+            nl.create_bridge(name, mac)
+                .map_err(nl_err("create bridge", name))?;
+            changes.steps.push(format!("create bridge {name}"));
+            disable_ipv6(name)?;
+            nl.link(name)
+                .map_err(nl_err("look up", name))?
+                .ok_or_else(|| LinkError::NoBridge {
+                    bridge: name.to_owned(),
+                })?
+        }
+    };
+    if link.kind.as_deref() != Some("bridge") {
+        return Err(LinkError::Foreign {
+            name: name.to_owned(),
+            found: link.kind.unwrap_or_else(|| "device".to_owned()),
+            expected: "bridge",
+        });
+    }
+    if link.mac != Some(mac) {
+        nl.set_mac(link.index, mac)
+            .map_err(nl_err("set mac", name))?;
+        changes.steps.push(format!("mac {name}"));
+    }
+    if link.multicast_snooping != Some(false) {
+        nl.set_bridge_snooping_off(link.index)
+            .map_err(nl_err("turn off multicast snooping on", name))?;
+        changes.steps.push(format!("multicast snooping off {name}"));
+    }
+    if !link.is_up() {
+        nl.set_up(link.index, true)
+            .map_err(nl_err("set up", name))?;
+        changes.steps.push(format!("up {name}"));
+    }
+    let path = forwarding_path(name);
+    if std::fs::read_to_string(&path).unwrap_or_default().trim() != "1" {
+        std::fs::write(&path, "1").map_err(|source| LinkError::Sysctl {
+            path: path.clone(),
+            source,
+        })?;
+        changes.steps.push(format!("forwarding {name} 1"));
+    }
+    Ok(link)
 }
 
 fn forwarding_path(bridge: &str) -> PathBuf {
@@ -611,7 +624,7 @@ pub fn ensure_tenant(
         .map_err(nl_err("list routes", TENANT_IFNAME))?;
     if !gateway_route_ok(&routes, gateway, tenant.index) {
         tenant_nl
-            .replace_link_route(gateway, tenant.index)
+            .replace_link_route(gateway, 32, tenant.index, None)
             .map_err(nl_err("set gateway route", TENANT_IFNAME))?;
         changes
             .steps
@@ -668,58 +681,19 @@ fn ensure_shard(
         address: format!("shard {k}"),
         range: config.range.to_string(),
     })?;
-    let mac = gateway_mac(gateway);
-    let link = match nl.link(&name).map_err(nl_err("look up", &name))? {
-        Some(link) => link,
-        None => {
-            nl.create_bridge(&name, mac)
-                .map_err(nl_err("create bridge", &name))?;
-            changes.steps.push(format!("create bridge {name}"));
-            disable_ipv6(&name)?;
-            nl.link(&name)
-                .map_err(nl_err("look up", &name))?
-                .ok_or_else(|| LinkError::NoBridge {
-                    bridge: name.clone(),
-                })?
-        }
-    };
-    if link.kind.as_deref() != Some("bridge") {
-        return Err(LinkError::Foreign {
-            name,
-            found: link.kind.unwrap_or_else(|| "device".to_owned()),
-            expected: "bridge",
-        });
-    }
-    if link.mac != Some(mac) {
-        nl.set_mac(link.index, mac)
-            .map_err(nl_err("set mac", &name))?;
-        changes.steps.push(format!("mac {name}"));
-    }
-    if link.multicast_snooping != Some(false) {
-        nl.set_bridge_snooping_off(link.index)
-            .map_err(nl_err("turn off multicast snooping on", &name))?;
-        changes.steps.push(format!("multicast snooping off {name}"));
-    }
-    if !link.is_up() {
-        nl.set_up(link.index, true)
-            .map_err(nl_err("set up", &name))?;
-        changes.steps.push(format!("up {name}"));
-    }
-    let path = forwarding_path(&name);
-    if std::fs::read_to_string(&path).unwrap_or_default().trim() != "1" {
-        std::fs::write(&path, "1").map_err(|source| LinkError::Sysctl {
-            path: path.clone(),
-            source,
-        })?;
-        changes.steps.push(format!("forwarding {name} 1"));
-    }
+    let link = bridge_device(nl, &name, gateway_mac(gateway), changes)?;
     if nl
         .route_oif(block.network())
         .map_err(nl_err("look up the route through", &name))?
         != Some(link.index)
     {
-        nl.replace_subnet_route(block.network(), block.prefix_len(), link.index, gateway)
-            .map_err(nl_err("route through", &name))?;
+        nl.replace_link_route(
+            block.network(),
+            block.prefix_len(),
+            link.index,
+            Some(gateway),
+        )
+        .map_err(nl_err("route through", &name))?;
         changes.steps.push(format!("route {block} dev {name}"));
     }
     Ok(())

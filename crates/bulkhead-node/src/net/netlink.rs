@@ -758,27 +758,6 @@ impl Netlink {
         self.request(message)
     }
 
-    /// Sets the route to the single address `dst` straight out of `oif`
-    /// (`dst/32 dev oif scope link`, replacing one): the only address a
-    /// tenant with a `/32` can reach without a gateway.
-    pub fn replace_link_route(&mut self, dst: Ipv4Addr, oif: u32) -> io::Result<()> {
-        let mut message = Message::new(RTM_NEWROUTE, NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE);
-        message.raw(&[
-            AF_INET,
-            32,
-            0,
-            0,
-            RT_TABLE_MAIN,
-            RTPROT_STATIC,
-            RT_SCOPE_LINK,
-            RTN_UNICAST,
-        ]);
-        message.raw(&0u32.to_ne_bytes());
-        message.attr(RTA_DST, &dst.octets());
-        message.attr_u32(RTA_OIF, oif);
-        self.request(message)
-    }
-
     /// Every link of the namespace.
     pub fn links(&mut self) -> io::Result<Vec<Link>> {
         let message = Message::new(RTM_GETLINK, NLM_F_DUMP).ifinfo(0, 0, 0);
@@ -826,14 +805,15 @@ impl Netlink {
         }
     }
 
-    /// Sets the route to `dst/dst_len` straight out of `oif` with the
-    /// preferred source `src` (replacing one).
-    pub fn replace_subnet_route(
+    /// Sets the route to `dst/dst_len` straight out of `oif` (`scope link`,
+    /// replacing one), with the preferred source `src` if given: a tenant's
+    /// route to its gateway (`/32`), the host's to a bridge shard's block.
+    pub fn replace_link_route(
         &mut self,
         dst: Ipv4Addr,
         dst_len: u8,
         oif: u32,
-        src: Ipv4Addr,
+        src: Option<Ipv4Addr>,
     ) -> io::Result<()> {
         let mut message = Message::new(RTM_NEWROUTE, NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE);
         message.raw(&[
@@ -849,7 +829,9 @@ impl Netlink {
         message.raw(&0u32.to_ne_bytes());
         message.attr(RTA_DST, &dst.octets());
         message.attr_u32(RTA_OIF, oif);
-        message.attr(RTA_PREFSRC, &src.octets());
+        if let Some(src) = src {
+            message.attr(RTA_PREFSRC, &src.octets());
+        }
         self.request(message)
     }
 
