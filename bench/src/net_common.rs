@@ -3,7 +3,7 @@
 //! network namespaces standing in for sandboxes (made with one `ip -batch`,
 //! outside the timed part), and cleanup that runs even when a step fails.
 
-// Shared by two binaries; each uses a part.
+// Shared by the network benchmarks; each uses a part.
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -47,6 +47,9 @@
 #[path = "../wiring_nl.rs"]
 mod wiring_nl;
 
+#[path = "../net_common.rs"]
+mod net_common;
+
 use std::fs::File;
 use std::net::Ipv4Addr;
 use std::os::fd::AsFd;
@@ -157,7 +160,7 @@ impl Layout {
     fn name(self) -> String {
         let mut name = match self.kind {
             Kind::Library => {
-                "lib: today's library (ensure_tenant: routed, isolated ports), one bridge"
+                "lib: today's library (ensure_tenant: routed, isolated ports, bridge shards of 128)"
                     .to_owned()
             }
             Kind::Bridge => "a: one bridge".to_owned(),
@@ -613,13 +616,12 @@ impl Lab {
             .ok_or_else(|| format!("{name} is missing"))
     }
 
-    /// Turns multicast snooping off on bridge `name` for `-nomc` layouts.
+    /// Sets multicast snooping on bridge `name` as the layout says: off for
+    /// `-nomc` layouts, on otherwise (the library makes its bridges with it off).
     fn snooping(&self, name: &str) -> Result<(), String> {
-        if !self.layout.no_snooping {
-            return Ok(());
-        }
         let path = format!("/sys/class/net/{name}/bridge/multicast_snooping");
-        std::fs::write(&path, "0").map_err(|e| format!("{path}: {e}"))
+        let value = if self.layout.no_snooping { "0" } else { "1" };
+        std::fs::write(&path, value).map_err(|e| format!("{path}: {e}"))
     }
 
     fn shard_name(&self, k: usize) -> String {
@@ -638,7 +640,7 @@ impl Lab {
             .collect();
         self.namespaces = names.iter().cloned().map(Some).collect();
         let lines: String = names.iter().map(|n| format!("netns add {n}\n")).collect();
-        ip_batch(&lines)
+        net_common::ip_batch(&lines)
     }
 
     /// Deletes the namespaces of `range` (their veths go with them) and waits
@@ -650,7 +652,7 @@ impl Lab {
                 lines.push_str(&format!("netns del {name}\n"));
             }
         }
-        ip_batch(&lines)?;
+        net_common::ip_batch(&lines)?;
         let started = Instant::now();
         for i in range {
             let name = self.instance.interface(&self.tenants[i], 'h');
@@ -954,7 +956,7 @@ impl Drop for Lab {
             .map(|n| format!("netns del {n}\n"))
             .collect();
         if !lines.is_empty()
-            && let Err(e) = ip_batch(&lines)
+            && let Err(e) = net_common::ip_batch(&lines)
         {
             eprintln!("cleanup: {e}");
         }
@@ -1003,33 +1005,6 @@ fn ip_output(args: &[&str]) -> Result<String, String> {
     } else {
         Err(format!(
             "ip {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-/// Runs `ip -batch -` with `lines`.
-fn ip_batch(lines: &str) -> Result<(), String> {
-    use std::io::Write as _;
-    let mut child = Command::new("ip")
-        .args(["-batch", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("ip: {e}"))?;
-    child
-        .stdin
-        .take()
-        .ok_or("no stdin")?
-        .write_all(lines.as_bytes())
-        .map_err(|e| format!("ip: {e}"))?;
-    let out = child.wait_with_output().map_err(|e| format!("ip: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip -batch failed: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         ))
     }
